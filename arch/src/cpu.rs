@@ -1,0 +1,32 @@
+//! Small CPU primitives: time stamp counter, halting, interrupt flag.
+
+/// Reads the time stamp counter. Under QEMU's `-icount shift=0` it counts
+/// guest instructions, which is what makes `./run.sh bench` repeatable.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; CR4.TSD is never set, so it is
+    // allowed at every privilege level we run at.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Sleeps until the next interrupt, with interrupts enabled.
+pub fn wait_for_interrupt() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+}
+
+/// Stops this CPU for good: interrupts off, halt forever.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+pub use x86_64::instructions::interrupts::{
+    are_enabled as interrupts_enabled, disable as disable_interrupts, enable as enable_interrupts,
+    without_interrupts,
+};
+
+/// Executes `int3`; the breakpoint handler logs it and returns here.
+pub fn breakpoint() {
+    x86_64::instructions::interrupts::int3();
+}

@@ -1,0 +1,26 @@
+//! The kernel's virtual address layout (x86_64, 4-level paging).
+//!
+//! | range (start)           | what                                   |
+//! |-------------------------|----------------------------------------|
+//! | `0` .. `0x8000_0000_0000` | user half (later issues)             |
+//! | `DIRECT_MAP_BASE`       | all physical memory, linearly          |
+//! | `HEAP_BASE`             | kernel heap, grown page by page        |
+//! | `KERNEL_BASE`           | kernel image (top 2 GiB, code-model=kernel) |
+
+/// Physical address `pa` is at virtual `DIRECT_MAP_BASE + pa`.
+pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// The direct map may cover at most this much physical memory (64 TiB).
+pub const DIRECT_MAP_SIZE: u64 = 1 << 46;
+/// Start of the kernel heap.
+pub const HEAP_BASE: u64 = 0xffff_c000_0000_0000;
+/// The heap never grows beyond this many bytes.
+pub const HEAP_MAX: u64 = 1 << 40;
+/// The kernel image is linked at `KERNEL_BASE + physical address`.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+/// The first address of the kernel half.
+pub const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+
+/// Virtual address of physical address `pa` in the direct map.
+pub const fn phys_to_virt(pa: u64) -> u64 {
+    DIRECT_MAP_BASE + pa
+}

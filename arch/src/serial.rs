@@ -1,0 +1,80 @@
+//! The COM1 serial port: console output, console input, and the `print!`
+//! family of macros used by boot and test kernels.
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+use uart_16550::{Config, Uart16550, backend::PioBackend};
+
+const COM1: u16 = 0x3f8;
+
+static PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+
+/// Programs COM1 (115200 8N1, FIFOs on). Output before this call is dropped.
+pub fn init() {
+    // SAFETY: 0x3f8 is COM1 on every PC and QEMU machine; this module owns
+    // it exclusively through `PORT`.
+    let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
+        return;
+    };
+    if uart.init(Config::default()).is_ok() {
+        *PORT.lock() = Some(uart);
+    }
+}
+
+/// A `fmt::Write` handle on the serial port; `\n` becomes `\r\n` for terminals.
+pub struct Serial;
+
+impl Write for Serial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::cpu::without_interrupts(|| {
+            if let Some(uart) = PORT.lock().as_mut() {
+                write_bytes(uart, s.as_bytes());
+            }
+        });
+        Ok(())
+    }
+}
+
+fn write_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'\n' {
+            uart.send_bytes_exact(b"\r");
+        }
+        uart.send_bytes_exact(&[b]);
+    }
+}
+
+/// One byte from the console, if one has arrived.
+pub fn try_read_byte() -> Option<u8> {
+    crate::cpu::without_interrupts(|| PORT.lock().as_mut()?.try_receive_byte().ok())
+}
+
+/// For the fatal paths (panic, kernel fault): the lock may be held by the
+/// very code that failed, and waiting for it would hang instead of reporting.
+pub fn emergency_writer() -> Serial {
+    if PORT.is_locked() {
+        // SAFETY: called only on the way to powering off; the holder of the
+        // lock never runs again, so nobody observes the broken exclusion
+        // except by interleaving bytes.
+        unsafe { PORT.force_unlock() };
+    }
+    Serial
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let _ = Serial.write_fmt(args);
+}
+
+/// Prints to the serial console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => ($crate::serial::_print(format_args!($($arg)*)));
+}
+
+/// Prints a line to the serial console.
+#[macro_export]
+macro_rules! println {
+    () => ($crate::print!("\n"));
+    ($($arg:tt)*) => ($crate::serial::_print(format_args!("{}\n", format_args!($($arg)*))));
+}

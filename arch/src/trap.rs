@@ -1,0 +1,312 @@
+//! Interrupt descriptor table, entry stubs and dispatch.
+//!
+//! Stable Rust has no `x86-interrupt` ABI, so every vector gets a small
+//! assembly stub: it pushes a zero where the CPU pushes no error code (so
+//! every frame has the same shape), pushes the vector number, and jumps to
+//! one common routine that saves the general registers and calls
+//! [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
+//!
+//! Exceptions in kernel mode are fatal: they are reported with vector, error
+//! code, RIP, CR2 and registers, and QEMU exits with the failure status.
+//! A breakpoint is the exception that returns. Hardware interrupts go to the
+//! handler registered for their vector.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::{Lazy, RwLock};
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
+
+use crate::exit::{ExitCode, exit_qemu};
+use crate::gdt;
+
+/// The registers saved on every trap, in stack order (lowest address first).
+#[repr(C)]
+#[derive(Debug, Clone, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error: u64,
+    // Pushed by the CPU.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    /// Whether the trap interrupted ring 3.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+// Vectors whose exceptions push an error code: 8, 10-14, 17, 21, 29, 30.
+core::arch::global_asm!(
+    r#"
+    .section .text.trap_stubs, "ax"
+    .global faultline_trap_stubs
+    .balign 16
+faultline_trap_stubs:
+    .set vec, 0
+    .rept 256
+    .balign 16
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp faultline_trap_common
+    .set vec, vec + 1
+    .endr
+
+faultline_trap_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call {dispatch}
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    iretq
+    "#,
+    dispatch = sym trap_dispatch,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static faultline_trap_stubs: u8;
+}
+
+const STUB_SIZE: u64 = 16;
+
+fn stub_address(vector: u8) -> VirtAddr {
+    let base = (&raw const faultline_trap_stubs) as u64;
+    VirtAddr::new(base + STUB_SIZE * vector as u64)
+}
+
+/// A handler for an interrupt vector (32..=255).
+pub type Handler = fn(&mut TrapFrame);
+
+static HANDLERS: RwLock<[Option<Handler>; 256]> = RwLock::new([None; 256]);
+
+/// Number of breakpoints taken, for tests.
+pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(build_idt);
+
+fn build_idt() -> InterruptDescriptorTable {
+    let mut idt = InterruptDescriptorTable::new();
+    // SAFETY: for every set_handler_addr below, the address is the start of
+    // a stub in `faultline_trap_stubs`, which keeps the frame layout the CPU
+    // expects and returns with iretq; the IST indices name stacks that
+    // gdt::init installed in the TSS.
+    unsafe {
+        for v in [0u8, 1, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
+            idt[v].set_handler_addr(stub_address(v));
+        }
+        idt.non_maskable_interrupt
+            .set_handler_addr(stub_address(2))
+            .set_stack_index(gdt::IST_NMI);
+        idt.double_fault
+            .set_handler_addr(stub_address(8))
+            .set_stack_index(gdt::IST_DOUBLE_FAULT);
+        idt.invalid_tss.set_handler_addr(stub_address(10));
+        idt.segment_not_present.set_handler_addr(stub_address(11));
+        idt.stack_segment_fault.set_handler_addr(stub_address(12));
+        idt.general_protection_fault
+            .set_handler_addr(stub_address(13));
+        idt.page_fault.set_handler_addr(stub_address(14));
+        idt.alignment_check.set_handler_addr(stub_address(17));
+        idt.machine_check
+            .set_handler_addr(stub_address(18))
+            .set_stack_index(gdt::IST_MACHINE_CHECK);
+        idt.cp_protection_exception
+            .set_handler_addr(stub_address(21));
+        idt.vmm_communication_exception
+            .set_handler_addr(stub_address(29));
+        idt.security_exception.set_handler_addr(stub_address(30));
+        for v in 32..=255u8 {
+            idt[v].set_handler_addr(stub_address(v));
+        }
+    }
+    idt
+}
+
+/// Loads the IDT. Interrupts stay disabled until the caller enables them.
+pub fn init() {
+    IDT.load();
+}
+
+/// Installs `handler` for `vector` (32..=255). Replaces an earlier one.
+pub fn set_handler(vector: u8, handler: Handler) {
+    if vector >= 32 {
+        crate::cpu::without_interrupts(|| HANDLERS.write()[vector as usize] = Some(handler));
+    }
+}
+
+extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
+    // SAFETY: the common stub passes the frame it has just built on the
+    // current stack; nothing else refers to it until the stub pops it.
+    let frame = unsafe { &mut *frame };
+    match frame.vector {
+        3 => {
+            BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
+            log::debug!("breakpoint at rip={:#x}", frame.rip);
+        }
+        v @ 32..=255 => {
+            let handler = HANDLERS.read()[v as usize];
+            match handler {
+                Some(h) => h(frame),
+                None => log::warn!("unexpected interrupt vector {v}"),
+            }
+        }
+        _ => fatal(frame),
+    }
+}
+
+/// Exception names by vector, for reports.
+pub fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "divide error",
+        "debug",
+        "non-maskable interrupt",
+        "breakpoint",
+        "overflow",
+        "bound range exceeded",
+        "invalid opcode",
+        "device not available",
+        "double fault",
+        "coprocessor segment overrun",
+        "invalid TSS",
+        "segment not present",
+        "stack-segment fault",
+        "general protection fault",
+        "page fault",
+        "reserved",
+        "x87 floating-point",
+        "alignment check",
+        "machine check",
+        "SIMD floating-point",
+        "virtualization",
+        "control protection",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "hypervisor injection",
+        "VMM communication",
+        "security",
+        "reserved",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// Decodes a page-fault error code into words a person reads.
+pub fn page_fault_cause(error: u64) -> &'static str {
+    match (error & 1 != 0, error & 2 != 0, error & 16 != 0) {
+        (_, _, true) => "instruction fetch",
+        (false, false, _) => "read of a non-present page",
+        (false, true, _) => "write to a non-present page",
+        (true, false, _) => "read: protection violation",
+        (true, true, _) => "write: protection violation",
+    }
+}
+
+/// Prints the fault report. Kept separate from `fatal` so user-mode fault
+/// reports (a later issue) can share the format.
+pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result {
+    let mode = if frame.from_user() { "user" } else { "kernel" };
+    writeln!(
+        out,
+        "EXCEPTION: {} in {mode} mode",
+        exception_name(frame.vector)
+    )?;
+    write!(
+        out,
+        "fault vector={} error={:#x} rip={:#x} rsp={:#x} cs={:#x} rflags={:#x}",
+        frame.vector, frame.error, frame.rip, frame.rsp, frame.cs, frame.rflags
+    )?;
+    if frame.vector == 14 {
+        write!(
+            out,
+            " cr2={:#x} cause=\"{}\"",
+            crate::paging::fault_address(),
+            page_fault_cause(frame.error)
+        )?;
+    }
+    writeln!(out)?;
+    if frame.vector == 8 {
+        let here = (&raw const *frame) as u64;
+        let ist = gdt::double_fault_stack();
+        let on_ist = ist.contains(&here);
+        writeln!(
+            out,
+            "double_fault_stack={} handler_rsp={here:#x} ist_range={:#x}..{:#x} (a kernel stack overflow lands here)",
+            if on_ist { "yes" } else { "no" },
+            ist.start,
+            ist.end
+        )?;
+    }
+    writeln!(
+        out,
+        "rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
+    )?;
+    writeln!(
+        out,
+        "r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}",
+        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
+    )
+}
+
+fn fatal(frame: &TrapFrame) -> ! {
+    let mut out = crate::serial::emergency_writer();
+    let _ = write_report(&mut out, frame);
+    let _ = writeln!(out, "kernel fault: powering off with failure status");
+    exit_qemu(ExitCode::Failure)
+}

@@ -1,0 +1,115 @@
+//! Faultline's entry path and early setup, shared by the kernel binary and
+//! every test kernel.
+//!
+//! Order of `boot_rust_entry`: serial and logging first (so everything
+//! after can report), descriptors and traps (so faults are reported, not
+//! silent), the boot information, the frame allocator, the kernel's own page
+//! tables, the heap, the timer; then the binary's `faultline_main`.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+pub mod commands;
+mod entry;
+pub mod heap;
+mod logger;
+pub mod memory;
+mod panic;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kernel::bootinfo::BootInfo;
+use spin::Once;
+
+pub use panic::set_panic_hook;
+
+/// What boot learned and hands to `faultline_main`.
+pub struct Booted {
+    pub info: BootInfo,
+    /// TSC at the PVH entry (instructions under `-icount shift=0`).
+    pub entry_tsc: u64,
+}
+
+impl Booted {
+    /// The bytes of boot module `index` (module 0 is the console script).
+    pub fn module(&self, index: usize) -> Option<&'static [u8]> {
+        let m = self.info.modules().get(index)?;
+        memory::phys_slice(m.start, m.len)
+    }
+}
+
+static BOOTED: Once<Booted> = Once::new();
+static INIT_DONE_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// The boot information, once `boot_rust_entry` has parsed it.
+pub fn booted() -> Option<&'static Booted> {
+    BOOTED.get()
+}
+
+/// Declares the function boot calls after setup. Every kernel binary (the
+/// main kernel and each test kernel) names exactly one.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "Rust" fn faultline_main(booted: &'static $crate::Booted) -> ! {
+            let main: fn(&'static $crate::Booted) -> ! = $main;
+            main(booted)
+        }
+    };
+}
+
+unsafe extern "Rust" {
+    fn faultline_main(booted: &'static Booted) -> !;
+}
+
+extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
+    arch::serial::init();
+    arch::gdt::init();
+    arch::trap::init();
+    let info = match BootInfo::parse(&arch::phys::DirectMap, start_info) {
+        Ok(info) => info,
+        Err(e) => fatal_boot_error(format_args!("{e}")),
+    };
+    logger::init(info.cmdline_value("loglevel"));
+    log::info!("Faultline booting; command line '{}'", info.cmdline());
+    if info.regions_dropped > 0 || info.modules_dropped > 0 {
+        log::warn!(
+            "boot map truncated: {} regions and {} modules ignored",
+            info.regions_dropped,
+            info.modules_dropped
+        );
+    }
+    if let Err(e) = memory::init(&info) {
+        fatal_boot_error(format_args!("memory setup failed: {e}"));
+    }
+    if let Err(e) = heap::init() {
+        fatal_boot_error(format_args!("heap setup failed: {e:?}"));
+    }
+    arch::timer::init();
+    arch::cpu::enable_interrupts();
+    let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
+    INIT_DONE_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
+    // SAFETY: `faultline_main` is defined by the binary through `entry!`,
+    // with exactly this signature.
+    unsafe { faultline_main(booted) }
+}
+
+fn fatal_boot_error(msg: core::fmt::Arguments) -> ! {
+    use core::fmt::Write;
+    let mut out = arch::serial::emergency_writer();
+    let _ = writeln!(out, "BOOT FAILED: {msg}");
+    arch::exit::exit_qemu(arch::exit::ExitCode::Failure)
+}
+
+/// Ends the run: QEMU exits 33 on success and 35 on failure.
+pub fn power_off(success: bool) -> ! {
+    let code = if success {
+        arch::exit::ExitCode::Success
+    } else {
+        arch::exit::ExitCode::Failure
+    };
+    arch::exit::exit_qemu(code)
+}

@@ -1,0 +1,339 @@
+//! Early memory setup: the frame allocator over the boot map and the
+//! kernel's own page tables.
+//!
+//! The trampoline's tables map the first 4 GiB at the direct-map base, which
+//! is enough to place the frame descriptors and build the real tables.
+//! Those map every region of the boot map at the direct-map base (never
+//! executable) and the kernel image section by section: text read-execute,
+//! rodata read-only, data and bss read-write, the boot stack read-write
+//! above one unmapped guard page. Nothing maps low addresses any more, so a
+//! null pointer faults.
+
+use core::fmt;
+use core::ops::Range;
+
+use arch::layout::{DIRECT_MAP_SIZE, KERNEL_BASE, phys_to_virt};
+use arch::phys::DirectMap;
+use arch::pte::X86Pte;
+use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
+use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
+use kernel::mm::paging::{MapError, PageSize, PageTable, TableAlloc};
+use kernel::mm::phys::PhysMem;
+use kernel::mm::pte::LeafFlags;
+use kernel::mm::{PAGE_SIZE, Pfn};
+use spin::{Mutex, Once};
+
+/// Why memory setup failed; boot reports it and powers off.
+#[derive(Debug)]
+pub enum SetupError {
+    NoRoomForDescriptors { bytes: u64 },
+    Frames(FrameError),
+    Map(MapError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::NoRoomForDescriptors { bytes } => {
+                write!(
+                    f,
+                    "no usable region below 4 GiB holds the {bytes} bytes of frame descriptors"
+                )
+            }
+            SetupError::Frames(e) => write!(f, "frame allocator: {e}"),
+            SetupError::Map(e) => write!(f, "kernel page tables: {e:?}"),
+        }
+    }
+}
+
+impl From<FrameError> for SetupError {
+    fn from(e: FrameError) -> Self {
+        SetupError::Frames(e)
+    }
+}
+
+impl From<MapError> for SetupError {
+    fn from(e: MapError) -> Self {
+        SetupError::Map(e)
+    }
+}
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+    static __stack_bottom: u8;
+    static __stack_top: u8;
+    static __image_end: u8;
+}
+
+/// The kernel image's physical start (the low boot section included), as
+/// linker.ld places it. Not read from a symbol: one linked at a physical
+/// address is out of reach of code-model=kernel references.
+fn image_phys_start() -> u64 {
+    0x10_0000
+}
+
+fn sym(s: *const u8) -> u64 {
+    s as u64
+}
+
+/// Physical end of the image, stack included.
+fn image_phys_end() -> u64 {
+    sym(&raw const __image_end) - KERNEL_BASE
+}
+
+static FRAMES: Once<FrameAllocator<'static>> = Once::new();
+static KERNEL_ROOT: Once<Pfn> = Once::new();
+/// Serialises edits of the kernel's page tables (heap growth, later MMIO).
+static KERNEL_PT_LOCK: Mutex<()> = Mutex::new(());
+/// Frames the boot map calls usable, before anything was reserved.
+static BOOT_MAP_FRAMES: Once<u64> = Once::new();
+
+/// The frame allocator. Panics only if called before `init`, a boot-order bug.
+pub fn frames() -> &'static FrameAllocator<'static> {
+    FRAMES
+        .get()
+        .expect("frame allocator used before memory::init")
+}
+
+/// Usable frames according to the boot memory map.
+pub fn boot_map_frames() -> u64 {
+    BOOT_MAP_FRAMES.get().copied().unwrap_or(0)
+}
+
+/// Page-table frames come from the frame allocator.
+pub struct FrameTables;
+
+impl TableAlloc for FrameTables {
+    fn alloc_table(&self) -> Result<Pfn, MapError> {
+        frames().alloc_frame().map_err(|_| MapError::NoMemory)
+    }
+
+    fn free_table(&self, pfn: Pfn) {
+        if let Err(e) = frames().free(pfn, 0) {
+            log::error!("freeing page-table frame {pfn:?}: {e}");
+        }
+    }
+}
+
+/// Sets up frames and the kernel's page tables, then switches to them.
+pub fn init(info: &BootInfo) -> Result<(), SetupError> {
+    init_frames(info)?;
+    let root = build_kernel_tables(info)?;
+    // SAFETY: the new tables map the kernel image (text, rodata, data, bss,
+    // stack) at the addresses it runs at and all RAM at the direct-map base,
+    // which is everything touched from here on.
+    unsafe { arch::paging::load_root(root) };
+    KERNEL_ROOT.call_once(|| root);
+    let stats = frames().stats();
+    log::info!("memory: {stats}");
+    Ok(())
+}
+
+fn usable_ranges(info: &BootInfo) -> ([Range<Pfn>; MAX_REGIONS], usize) {
+    let mut ranges: [Range<Pfn>; MAX_REGIONS] = core::array::from_fn(|_| Pfn(0)..Pfn(0));
+    let mut n = 0;
+    let limit = Pfn(DIRECT_MAP_SIZE / PAGE_SIZE);
+    for r in info.usable_pfn_ranges() {
+        let end = r.end.min(limit);
+        if r.start < end && n < MAX_REGIONS {
+            ranges[n] = r.start..end;
+            n += 1;
+        }
+    }
+    (ranges, n)
+}
+
+fn init_frames(info: &BootInfo) -> Result<(), SetupError> {
+    let (ranges, n) = usable_ranges(info);
+    let ranges = &ranges[..n];
+    BOOT_MAP_FRAMES.call_once(|| ranges.iter().map(|r| r.end.0 - r.start.0).sum());
+    let end_pfn = ranges.iter().map(|r| r.end.0).max().unwrap_or(0);
+    let bytes = FrameAllocator::descs_bytes(end_pfn);
+    let descs_at = place_descriptors(info, ranges, bytes)?;
+    let descs = descriptor_array(descs_at, bytes, end_pfn);
+    let alloc = FRAMES.call_once(|| FrameAllocator::new(descs, ranges));
+    for r in reserved_ranges(info, descs_at, bytes).iter().flatten() {
+        alloc.reserve(r.clone())?;
+    }
+    Ok(())
+}
+
+/// Ranges taken for good at boot: the first MiB (firmware data, the start
+/// info), the kernel image, the descriptor array, and the boot modules.
+fn reserved_ranges(
+    info: &BootInfo,
+    descs_at: u64,
+    bytes: u64,
+) -> [Option<Range<Pfn>>; 3 + MAX_MODULES] {
+    let mut out: [Option<Range<Pfn>>; 3 + MAX_MODULES] = Default::default();
+    out[0] = Some(Pfn(0)..Pfn::containing(image_phys_start()));
+    out[1] = Some(Pfn::containing(image_phys_start())..pfn_up(image_phys_end()));
+    out[2] = Some(Pfn::containing(descs_at)..pfn_up(descs_at + bytes));
+    for (slot, m) in out[3..].iter_mut().zip(info.modules()) {
+        *slot = Some(Pfn::containing(m.start)..pfn_up(m.start + m.len));
+    }
+    out
+}
+
+fn pfn_up(pa: u64) -> Pfn {
+    Pfn(pa.div_ceil(PAGE_SIZE))
+}
+
+/// Finds room for the descriptors in usable RAM below 4 GiB (the early
+/// direct map's reach), clear of the image and the modules.
+fn place_descriptors(
+    info: &BootInfo,
+    ranges: &[Range<Pfn>],
+    bytes: u64,
+) -> Result<u64, SetupError> {
+    let busy = |start: u64, end: u64| {
+        let hits_image = start < image_phys_end() && image_phys_start() < end;
+        let hits_module = info
+            .modules()
+            .iter()
+            .any(|m| start < m.start + m.len && m.start < end);
+        hits_image || hits_module || start < image_phys_start()
+    };
+    for r in ranges {
+        let mut start = r.start.addr();
+        while start + bytes <= r.end.addr() && start + bytes <= 1 << 32 {
+            if !busy(start, start + bytes) {
+                return Ok(start);
+            }
+            start += PAGE_SIZE;
+        }
+    }
+    Err(SetupError::NoRoomForDescriptors { bytes })
+}
+
+fn descriptor_array(pa: u64, bytes: u64, count: u64) -> &'static [FrameDesc] {
+    let ptr = phys_to_virt(pa) as *mut u8;
+    // SAFETY: [pa, pa + bytes) is usable RAM that nothing else uses (checked
+    // by place_descriptors, reserved right after), reachable through the
+    // early direct map, page-aligned, and large enough for `count`
+    // descriptors; FrameDesc is made of atomics, for which all-zero bytes
+    // are a valid value, and the memory is zeroed before the slice exists.
+    // It is never freed, so 'static holds.
+    unsafe {
+        core::ptr::write_bytes(ptr, 0, bytes as usize);
+        core::slice::from_raw_parts(ptr as *const FrameDesc, count as usize)
+    }
+}
+
+fn build_kernel_tables(info: &BootInfo) -> Result<Pfn, SetupError> {
+    let mut pt = PageTable::<X86Pte, DirectMap>::new(&DirectMap, &FrameTables)?;
+    let (spans, n) = direct_map_spans(info);
+    let data = LeafFlags::WRITABLE | LeafFlags::GLOBAL;
+    for &(start, end) in &spans[..n] {
+        pt.map_range(
+            phys_to_virt(start),
+            start,
+            end - start,
+            data,
+            PageSize::Size2M,
+            &FrameTables,
+        )?;
+    }
+    let text = LeafFlags::EXECUTABLE | LeafFlags::GLOBAL;
+    map_image(
+        &mut pt,
+        &raw const __text_start,
+        &raw const __text_end,
+        text,
+    )?;
+    map_image(
+        &mut pt,
+        &raw const __rodata_start,
+        &raw const __rodata_end,
+        LeafFlags::GLOBAL,
+    )?;
+    map_image(
+        &mut pt,
+        &raw const __data_start,
+        &raw const __data_end,
+        data,
+    )?;
+    map_image(
+        &mut pt,
+        &raw const __stack_bottom,
+        &raw const __stack_top,
+        data,
+    )?;
+    Ok(pt.root())
+}
+
+fn map_image(
+    pt: &mut PageTable<X86Pte, DirectMap>,
+    start: *const u8,
+    end: *const u8,
+    flags: LeafFlags,
+) -> Result<(), SetupError> {
+    let (start, end) = (sym(start), sym(end));
+    pt.map_range(
+        start,
+        start - KERNEL_BASE,
+        end - start,
+        flags,
+        PageSize::Size4K,
+        &FrameTables,
+    )?;
+    Ok(())
+}
+
+/// The boot map's regions rounded out to whole pages, sorted and merged, so
+/// that neighbours sharing a partial page do not map it twice.
+fn direct_map_spans(info: &BootInfo) -> ([(u64, u64); MAX_REGIONS], usize) {
+    let mut spans = [(0u64, 0u64); MAX_REGIONS];
+    let mut n = 0;
+    for r in info.regions() {
+        let start = r.start & !(PAGE_SIZE - 1);
+        let end = r.end().min(DIRECT_MAP_SIZE).next_multiple_of(PAGE_SIZE);
+        if start < end && n < MAX_REGIONS {
+            spans[n] = (start, end);
+            n += 1;
+        }
+    }
+    spans[..n].sort_unstable();
+    let mut merged = 0;
+    for i in 0..n {
+        let (s, e) = spans[i];
+        if merged > 0 && s <= spans[merged - 1].1 {
+            spans[merged - 1].1 = spans[merged - 1].1.max(e);
+        } else {
+            spans[merged] = (s, e);
+            merged += 1;
+        }
+    }
+    (spans, merged)
+}
+
+/// Maps one 4 KiB kernel page (heap growth). The caller owns `pfn`.
+pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapError> {
+    let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
+    let _guard = KERNEL_PT_LOCK.lock();
+    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
+    pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
+}
+
+/// A boot module's bytes through the direct map, if it lies in RAM.
+pub fn phys_slice(pa: u64, len: u64) -> Option<&'static [u8]> {
+    let end = pa.checked_add(len)?;
+    if end > DIRECT_MAP_SIZE {
+        return None;
+    }
+    let ptr = phys_to_virt(pa) as *const u8;
+    // SAFETY: callers pass boot modules, which BootInfo::parse checked lie in
+    // usable RAM and init reserved for good, so the bytes stay valid and
+    // unaliased by any allocation for the kernel's lifetime.
+    Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) })
+}
+
+/// Reads a physical u64 through the direct map (tests use it).
+pub fn read_phys_u64(pa: u64) -> u64 {
+    DirectMap.read_u64(pa)
+}

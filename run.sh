@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Faultline's one entry point. See README.md.
+#   ./run.sh                 boot into the console (interactive on a terminal,
+#                            the demo script otherwise)
+#   ./run.sh test            host unit tests, then every in-QEMU test
+#   ./run.sh --script FILE   boot, run the console commands in FILE, power off;
+#                            exit 0 only if every command and expect held
+#   ./run.sh debug           QEMU waiting for gdb; prints the gdb command line
+#   ./run.sh bench           benchmark figures under -icount shift=0
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TARGET=x86_64-unknown-none
+QEMU=qemu-system-x86_64
+KERNEL=target/$TARGET/debug/faultline
+MEMORY=${FAULTLINE_MEMORY:-256M}
+TEST_TIMEOUT=${FAULTLINE_TEST_TIMEOUT:-60}
+# isa-debug-exit turns the kernel's 0x10 / 0x11 into these statuses.
+QEMU_SUCCESS=33
+QEMU_FAILURE=35
+
+say() { printf '%s\n' "$*" >&2; }
+
+# --- installing what is missing -------------------------------------------
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        say "run.sh: cargo not found. Install Rust with rustup (https://rustup.rs), then run again."
+        exit 1
+    fi
+    if command -v rustup >/dev/null 2>&1 &&
+        ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+        say "run.sh: adding the Rust target $TARGET"
+        rustup target add "$TARGET" >&2 || {
+            say "run.sh: 'rustup target add $TARGET' failed; run it by hand."
+            exit 1
+        }
+    fi
+}
+
+ensure_qemu() {
+    command -v "$QEMU" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "run.sh: installing qemu-system-x86 with apt-get"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 >&2; then
+            command -v "$QEMU" >/dev/null 2>&1 && return 0
+        fi
+    fi
+    say "run.sh: $QEMU is missing and could not be installed automatically."
+    say "        Install it by hand, e.g. on Debian/Ubuntu:"
+    say "            sudo apt-get update && sudo apt-get install -y qemu-system-x86"
+    exit 1
+}
+
+ensure_tools() {
+    ensure_rust
+    ensure_qemu
+}
+
+build_kernel() {
+    cargo build --quiet --target "$TARGET" -p faultline-boot --bin faultline
+}
+
+# --- running QEMU -----------------------------------------------------------
+
+# qemu_args KERNEL: the flags every run shares. -no-reboot turns a triple
+# fault into an exit with status 0, which run.sh never counts as success.
+qemu_args() {
+    printf '%s\n' -machine q35 -accel tcg -cpu max -m "$MEMORY" \
+        -display none -no-reboot \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel "$1"
+}
+
+# boot_qemu KERNEL TIMEOUT [QEMU ARGS...]: serial on stdout, no monitor.
+boot_qemu() {
+    local kernel=$1 limit=$2
+    shift 2
+    local args
+    mapfile -t args < <(qemu_args "$kernel")
+    timeout "$limit" "$QEMU" "${args[@]}" -serial stdio -monitor none "$@"
+}
+
+# run_script FILE [QEMU ARGS...]: exit 0 iff the kernel powered off with success.
+run_script() {
+    local file=$1
+    shift
+    if [ ! -f "$file" ]; then
+        say "run.sh: no such script file: $file"
+        return 1
+    fi
+    local status=0
+    boot_qemu "$KERNEL" "$TEST_TIMEOUT" -initrd "$file" "$@" </dev/null || status=$?
+    case $status in
+        "$QEMU_SUCCESS") return 0 ;;
+        124) say "run.sh: the kernel did not finish within ${TEST_TIMEOUT}s" ;;
+        "$QEMU_FAILURE") ;;
+        *) say "run.sh: QEMU exited with status $status (a triple fault or a QEMU error)" ;;
+    esac
+    return 1
+}
+
+interactive() {
+    local args
+    mapfile -t args < <(qemu_args "$KERNEL")
+    say "run.sh: booting Faultline; type 'help', 'halt' to power off, Ctrl-A X to quit QEMU."
+    local status=0
+    "$QEMU" "${args[@]}" -serial mon:stdio || status=$?
+    [ "$status" = "$QEMU_SUCCESS" ]
+}
+
+debug() {
+    local args
+    mapfile -t args < <(qemu_args "$KERNEL")
+    say "run.sh: QEMU is waiting for gdb on localhost:1234. In another terminal:"
+    say "    gdb $KERNEL -ex 'target remote localhost:1234'"
+    "$QEMU" "${args[@]}" -serial mon:stdio -s -S
+}
+
+bench() {
+    local out
+    out=$(mktemp)
+    local status=0
+    # -icount shift=0: one instruction per virtual nanosecond, and the TSC
+    # follows virtual time, so the figures repeat exactly.
+    boot_qemu "$KERNEL" 300 -icount shift=0 -initrd scripts/bench.fl </dev/null >"$out" 2>&1 || status=$?
+    if [ "$status" != "$QEMU_SUCCESS" ]; then
+        cat "$out" >&2
+        say "run.sh: the benchmark kernel failed (status $status)"
+        rm -f "$out"
+        return 1
+    fi
+    grep -Eo '^[a-z0-9_]+_(instructions|cycles)=[0-9]+' "$out"
+    rm -f "$out"
+}
+
+# --- tests ------------------------------------------------------------------
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+
+pass() {
+    PASSED=$((PASSED + 1))
+    printf 'test %s ... ok\n' "$1"
+}
+
+fail() {
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$1")
+    printf 'test %s ... FAILED%s\n' "$1" "${2:+ ($2)}"
+}
+
+host_tests() {
+    local log
+    log=$(mktemp)
+    echo "== host unit tests (cargo test -p faultline-kernel -p faultline-arch)"
+    if cargo test --quiet -p faultline-kernel -p faultline-arch >"$log" 2>&1; then
+        :
+    fi
+    # One line per test binary: "test result: ok. N passed; M failed; ..."
+    local p f
+    p=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+    if ! grep -q 'test result:' "$log"; then
+        cat "$log"
+        fail "host unit tests" "did not build"
+        rm -f "$log"
+        return
+    fi
+    grep -E '^test .* FAILED|^---- |panicked' "$log" || true
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+    [ "$f" = 0 ] || FAILED_NAMES+=("host unit tests ($f)")
+    echo "host: $p passed, $f failed"
+    rm -f "$log"
+}
+
+# Test kernels: every [[test]] of tests/Cargo.toml, built for the bare-metal
+# target. cargo prints their paths as JSON; no jq needed for this one field.
+test_kernels() {
+    cargo test --quiet --target "$TARGET" -p faultline-tests --no-run --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/'
+}
+
+# Kernels built to die: the exit must be the failure status and the report
+# must name what the runner expects.
+declare -A EXPECT_FAULT=(
+    [page_fault]='cr2=0xdeadbeef000'
+    [stack_overflow]='double_fault_stack=yes'
+)
+
+kernel_name() {
+    basename "$1" | sed 's/-[0-9a-f]*$//'
+}
+
+# run_fault_kernel NAME ELF
+run_fault_kernel() {
+    local name=$1 elf=$2 out status=0
+    out=$(mktemp)
+    boot_qemu "$elf" "$TEST_TIMEOUT" </dev/null >"$out" 2>&1 || status=$?
+    sed 's/^/    /' "$out"
+    if [ "$status" = "$QEMU_FAILURE" ] && grep -q 'EXCEPTION:' "$out" && grep -qF "${EXPECT_FAULT[$name]}" "$out"; then
+        pass "$name (fault reported, run counted as failed)"
+    else
+        fail "$name" "status $status; wanted $QEMU_FAILURE and '${EXPECT_FAULT[$name]}' in the report"
+    fi
+    rm -f "$out"
+}
+
+# run_test_kernel NAME ELF: the kernel runs its tests from index start=K and
+# prints "test NAME ... ok|FAILED". After a panic, fault or hang the runner
+# boots it again from the test after the one that failed.
+run_test_kernel() {
+    local name=$1 elf=$2 start=0 out status
+    out=$(mktemp)
+    while :; do
+        status=0
+        boot_qemu "$elf" "$TEST_TIMEOUT" -append "start=$start" </dev/null >"$out" 2>&1 || status=$?
+        local results=0 current="" line
+        while IFS= read -r line; do
+            line=${line%$'\r'}
+            if [[ $line =~ ^test\ ([^ ]+)\ \.\.\.\ (ok|FAILED) ]]; then
+                results=$((results + 1))
+                current=""
+                if [ "${BASH_REMATCH[2]}" = ok ]; then pass "$name::${BASH_REMATCH[1]}"; else fail "$name::${BASH_REMATCH[1]}"; fi
+            elif [[ $line =~ ^test\ ([^ ]+)\ \.\.\. ]]; then
+                current=${BASH_REMATCH[1]}
+            else
+                printf '    %s\n' "$line"
+            fi
+        done <"$out"
+        if grep -q '^test-kernel done' "$out" && [ "$status" = "$QEMU_SUCCESS" ]; then
+            break
+        fi
+        if [ -n "$current" ]; then
+            # Started but never finished: a fault, a hang or a reboot.
+            if [ "$status" = 124 ]; then fail "$name::$current" "timed out after ${TEST_TIMEOUT}s"; else fail "$name::$current" "kernel died, status $status"; fi
+            results=$((results + 1))
+        elif grep -q '^test-kernel done' "$out" || [ "$results" = 0 ]; then
+            # Finished with failures, or died before running any test.
+            [ "$results" = 0 ] && fail "$name" "kernel died before its tests, status $status"
+            break
+        fi
+        start=$((start + results))
+    done
+    rm -f "$out"
+}
+
+# Console scripts run by the real kernel: tests/scripts/*.fl must succeed,
+# tests/scripts/fail/*.fl must make the kernel report failure.
+script_tests() {
+    local f out
+    out=$(mktemp)
+    for f in tests/scripts/*.fl; do
+        if run_script "$f" >"$out" 2>&1; then pass "script:$(basename "$f")"; else sed 's/^/    /' "$out"; fail "script:$(basename "$f")"; fi
+    done
+    for f in tests/scripts/fail/*.fl; do
+        if run_script "$f" >"$out" 2>&1; then sed 's/^/    /' "$out"; fail "script-must-fail:$(basename "$f")" "it succeeded"; else pass "script-must-fail:$(basename "$f")"; fi
+    done
+    rm -f "$out"
+}
+
+# The interactive console, typed into through a pipe: bad input gets an
+# error line and the shell goes on; the failures it counted make `halt`
+# power off with the failure status.
+console_test() {
+    local out status=0
+    out=$(mktemp)
+    # The leading newline: bytes that arrive before the UART is programmed are
+    # dropped when its FIFO is reset.
+    printf '\nhelp\nno_such_command\nmem extra\necho typed=42\nexpect typed == 42\nhalt\n' |
+        boot_qemu "$KERNEL" "$TEST_TIMEOUT" >"$out" 2>&1 || status=$?
+    if [ "$status" = "$QEMU_FAILURE" ] && grep -q 'faultline> ' "$out" &&
+        grep -q "error: unknown command 'no_such_command'" "$out" &&
+        grep -q 'usage: mem' "$out" && grep -q 'expect typed == 42: ok' "$out"; then
+        pass "console:interactive_bad_input_then_halt"
+    else
+        sed 's/^/    /' "$out"
+        fail "console:interactive_bad_input_then_halt" "status $status"
+    fi
+    rm -f "$out"
+}
+
+run_tests() {
+    local begin=$SECONDS
+    host_tests
+    echo "== building kernels"
+    build_kernel
+    local kernels
+    kernels=$(test_kernels)
+    echo "== in-QEMU test kernels"
+    local elf name
+    for elf in $kernels; do
+        name=$(kernel_name "$elf")
+        if [ -n "${EXPECT_FAULT[$name]:-}" ]; then
+            run_fault_kernel "$name" "$elf"
+        else
+            run_test_kernel "$name" "$elf"
+        fi
+    done
+    echo "== console scripts"
+    console_test
+    script_tests
+    echo "== done in $((SECONDS - begin))s"
+    if [ "$FAILED" -gt 0 ]; then
+        printf 'failed: %s\n' "${FAILED_NAMES[@]}"
+    fi
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" = 0 ]
+}
+
+# --- main -------------------------------------------------------------------
+
+case ${1:-} in
+    "")
+        ensure_tools
+        build_kernel
+        if [ -t 0 ]; then interactive; else run_script scripts/demo.fl; fi
+        ;;
+    test)
+        ensure_tools
+        run_tests
+        ;;
+    --script)
+        [ $# -ge 2 ] || { say "usage: ./run.sh --script FILE"; exit 2; }
+        ensure_tools
+        build_kernel
+        run_script "$2"
+        ;;
+    debug)
+        ensure_tools
+        build_kernel
+        debug
+        ;;
+    bench)
+        ensure_tools
+        build_kernel
+        bench
+        ;;
+    -h | --help | help)
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        ;;
+    *)
+        say "run.sh: unknown command '$1' (try ./run.sh help)"
+        exit 2
+        ;;
+esac
