@@ -208,24 +208,28 @@ run_fault_kernel() {
     rm -f "$out"
 }
 
-# run_test_kernel NAME ELF: the kernel runs its tests from index start=K and
-# prints "test NAME ... ok|FAILED". After a panic, fault or hang the runner
-# boots it again from the test after the one that failed.
+# run_test_kernel NAME ELF TIMEOUT: the kernel runs its tests from index
+# start=K and prints "test NAME ... ok|FAILED". After a panic, fault or hang
+# the runner boots it again from the test after the one that failed. Results
+# go to RESULTS as "test|ok" or "test|FAILED|why"; kernel output is indented.
+RESULTS=()
 run_test_kernel() {
-    local name=$1 elf=$2 start=0 out status
+    local name=$1 elf=$2 limit=$3 start=0 out status
+    RESULTS=()
     out=$(mktemp)
     while :; do
         status=0
-        boot_qemu "$elf" "$TEST_TIMEOUT" -append "start=$start" </dev/null >"$out" 2>&1 || status=$?
+        boot_qemu "$elf" "$limit" -append "start=$start" </dev/null >"$out" 2>&1 || status=$?
         local results=0 current="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
             if [[ $line =~ ^test\ ([^ ]+)\ \.\.\.\ (ok|FAILED) ]]; then
                 results=$((results + 1))
                 current=""
-                if [ "${BASH_REMATCH[2]}" = ok ]; then pass "$name::${BASH_REMATCH[1]}"; else fail "$name::${BASH_REMATCH[1]}"; fi
+                RESULTS+=("${BASH_REMATCH[1]}|${BASH_REMATCH[2]}")
             elif [[ $line =~ ^test\ ([^ ]+)\ \.\.\. ]]; then
                 current=${BASH_REMATCH[1]}
+                printf '    %s\n' "$line"
             else
                 printf '    %s\n' "$line"
             fi
@@ -235,16 +239,42 @@ run_test_kernel() {
         fi
         if [ -n "$current" ]; then
             # Started but never finished: a fault, a hang or a reboot.
-            if [ "$status" = 124 ]; then fail "$name::$current" "timed out after ${TEST_TIMEOUT}s"; else fail "$name::$current" "kernel died, status $status"; fi
+            if [ "$status" = 124 ]; then
+                RESULTS+=("$current|FAILED|timed out after ${limit}s")
+            else
+                RESULTS+=("$current|FAILED|kernel died, status $status")
+            fi
             results=$((results + 1))
         elif grep -q '^test-kernel done' "$out" || [ "$results" = 0 ]; then
             # Finished with failures, or died before running any test.
-            [ "$results" = 0 ] && fail "$name" "kernel died before its tests, status $status"
+            [ "$results" = 0 ] && RESULTS+=("(boot)|FAILED|kernel died before its tests, status $status")
             break
         fi
         start=$((start + results))
     done
     rm -f "$out"
+}
+
+report_results() {
+    local name=$1 r test verdict why
+    for r in "${RESULTS[@]}"; do
+        IFS='|' read -r test verdict why <<<"$r"
+        if [ "$verdict" = ok ]; then pass "$name::$test"; else fail "$name::$test" "$why"; fi
+    done
+}
+
+# The harness self-test kernel must produce exactly this.
+SELFTEST_EXPECTED="passes_first|ok panics|FAILED faults|FAILED|kernel died, status $QEMU_FAILURE hangs|FAILED|timed out after 5s passes_last|ok"
+
+run_selftest_kernel() {
+    local elf=$1
+    run_test_kernel harness_selftest "$elf" 5 >/dev/null
+    local got="${RESULTS[*]}"
+    if [ "$got" = "$SELFTEST_EXPECTED" ]; then
+        pass "harness_selftest (panic, fault and hang reported by name; later tests still ran)"
+    else
+        fail "harness_selftest" "got: $got"
+    fi
 }
 
 # Console scripts run by the real kernel: tests/scripts/*.fl must succeed,
@@ -282,6 +312,27 @@ console_test() {
     rm -f "$out"
 }
 
+# A boot module that is not text, and a script file that does not exist,
+# each get a clear message and a failed run.
+module_tests() {
+    local bin out
+    bin=$(mktemp)
+    out=$(mktemp)
+    printf 'mem\n\377\376\000garbage\n' >"$bin"
+    if ! run_script "$bin" >"$out" 2>&1 && grep -q 'not a text script' "$out"; then
+        pass "module:binary_script_refused"
+    else
+        sed 's/^/    /' "$out"
+        fail "module:binary_script_refused"
+    fi
+    if ! run_script /nonexistent/script.fl >"$out" 2>&1 && grep -q 'no such script file' "$out"; then
+        pass "module:missing_script_file"
+    else
+        fail "module:missing_script_file"
+    fi
+    rm -f "$bin" "$out"
+}
+
 run_tests() {
     local begin=$SECONDS
     host_tests
@@ -295,13 +346,17 @@ run_tests() {
         name=$(kernel_name "$elf")
         if [ -n "${EXPECT_FAULT[$name]:-}" ]; then
             run_fault_kernel "$name" "$elf"
+        elif [ "$name" = harness_selftest ]; then
+            run_selftest_kernel "$elf"
         else
-            run_test_kernel "$name" "$elf"
+            run_test_kernel "$name" "$elf" "$TEST_TIMEOUT"
+            report_results "$name"
         fi
     done
     echo "== console scripts"
     console_test
     script_tests
+    module_tests
     echo "== done in $((SECONDS - begin))s"
     if [ "$FAILED" -gt 0 ]; then
         printf 'failed: %s\n' "${FAILED_NAMES[@]}"
