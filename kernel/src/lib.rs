@@ -12,3 +12,4 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod console;
 pub mod mm;
+pub mod task;
