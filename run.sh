@@ -179,6 +179,8 @@ host_tests() {
 # Test kernels: every [[test]] of tests/Cargo.toml, built for the bare-metal
 # target. cargo prints their paths as JSON; no jq needed for this one field.
 test_kernels() {
+    # First build for people (errors visible), then ask for the paths.
+    cargo test --quiet --target "$TARGET" -p faultline-tests --no-run >&2 || return 1
     cargo test --quiet --target "$TARGET" -p faultline-tests --no-run --message-format=json 2>/dev/null |
         grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/'
 }
@@ -220,21 +222,28 @@ run_test_kernel() {
     while :; do
         status=0
         boot_qemu "$elf" "$limit" -append "start=$start" </dev/null >"$out" 2>&1 || status=$?
-        local results=0 current="" line
+        local results=0 oks=0 current="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
             if [[ $line =~ ^test\ ([^ ]+)\ \.\.\.\ (ok|FAILED) ]]; then
                 results=$((results + 1))
                 current=""
+                [ "${BASH_REMATCH[2]}" = ok ] && oks=$((oks + 1))
                 RESULTS+=("${BASH_REMATCH[1]}|${BASH_REMATCH[2]}")
-            elif [[ $line =~ ^test\ ([^ ]+)\ \.\.\. ]]; then
+            elif [[ $line =~ ^test\ ([^ ]+)\ \.\.\.$ ]]; then
                 current=${BASH_REMATCH[1]}
-                printf '    %s\n' "$line"
             else
                 printf '    %s\n' "$line"
             fi
         done <"$out"
         if grep -q '^test-kernel done' "$out" && [ "$status" = "$QEMU_SUCCESS" ]; then
+            # The kernel counts its passes too: a result the runner missed
+            # must not vanish silently.
+            local claimed
+            claimed=$(sed -n 's/^test-kernel done passed=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+            if [ "${claimed:-x}" != "$oks" ]; then
+                RESULTS+=("(result count)|FAILED|kernel reported ${claimed:-no} passes, runner saw $oks")
+            fi
             break
         fi
         if [ -n "$current" ]; then
@@ -337,9 +346,10 @@ run_tests() {
     local begin=$SECONDS
     host_tests
     echo "== building kernels"
-    build_kernel
-    local kernels
-    kernels=$(test_kernels)
+    local kernels=""
+    if ! build_kernel || ! kernels=$(test_kernels); then
+        fail "kernel build" "see the compiler errors above"
+    fi
     echo "== in-QEMU test kernels"
     local elf name
     for elf in $kernels; do

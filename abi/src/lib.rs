@@ -9,8 +9,9 @@
 
 /// System-call numbers.
 pub mod nr {
-    /// `exit(status: i64) -> !`: ends the calling thread; the last thread
-    /// of a task group ends the group with this status.
+    /// `exit(status: i64) -> !`: ends the calling thread. From the main
+    /// thread (tid == group id) it ends the whole group: the other threads
+    /// are killed and the group's status is `status`.
     pub const EXIT: u64 = 0;
     /// `write(fd, buf: *const u8, len) -> bytes written`. fd 1 and 2 are the console.
     pub const WRITE: u64 = 1;

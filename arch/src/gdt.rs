@@ -41,14 +41,35 @@ fn stack_top(stack: *const IstStack) -> VirtAddr {
     VirtAddr::new(stack as u64 + IST_STACK_SIZE as u64)
 }
 
-static TSS: Lazy<TaskStateSegment> = Lazy::new(|| {
-    let mut tss = TaskStateSegment::new();
-    tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = stack_top(&raw const DOUBLE_FAULT_STACK);
-    tss.interrupt_stack_table[IST_NMI as usize] = stack_top(&raw const NMI_STACK);
-    tss.interrupt_stack_table[IST_MACHINE_CHECK as usize] =
-        stack_top(&raw const MACHINE_CHECK_STACK);
-    tss
-});
+// The CPU reads the TSS on every ring transition and interrupt-stack switch;
+// Faultline writes it only through `set_kernel_stack`, on one CPU, with
+// interrupts off.
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+
+fn init_tss() -> &'static TaskStateSegment {
+    let tss = &raw mut TSS;
+    // SAFETY: runs once, from the GDT's lazy initialiser, before the TSS is
+    // loaded, so nothing else reads or writes it; the reference handed out
+    // afterwards is only read by the descriptor constructor.
+    unsafe {
+        (*tss).interrupt_stack_table[IST_DOUBLE_FAULT as usize] =
+            stack_top(&raw const DOUBLE_FAULT_STACK);
+        (*tss).interrupt_stack_table[IST_NMI as usize] = stack_top(&raw const NMI_STACK);
+        (*tss).interrupt_stack_table[IST_MACHINE_CHECK as usize] =
+            stack_top(&raw const MACHINE_CHECK_STACK);
+        &*tss
+    }
+}
+
+/// Sets the stack the CPU switches to when an interrupt or exception
+/// arrives in ring 3: the kernel stack of the task about to run.
+pub fn set_kernel_stack(top: u64) {
+    crate::cpu::without_interrupts(|| {
+        // SAFETY: one CPU and interrupts off, so no ring transition reads
+        // rsp0 while it is written; the field is a plain u64 in a static.
+        unsafe { TSS.privilege_stack_table[0] = VirtAddr::new(top) };
+    });
+}
 
 /// Selectors of the loaded GDT.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +87,7 @@ static GDT: Lazy<(GlobalDescriptorTable, Selectors)> = Lazy::new(|| {
     let kernel_data = gdt.append(Descriptor::kernel_data_segment());
     let user_data = gdt.append(Descriptor::user_data_segment());
     let user_code = gdt.append(Descriptor::user_code_segment());
-    let tss = gdt.append(Descriptor::tss_segment(&TSS));
+    let tss = gdt.append(Descriptor::tss_segment(init_tss()));
     let selectors = Selectors {
         kernel_code,
         kernel_data,

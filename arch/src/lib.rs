@@ -16,6 +16,8 @@ pub mod layout;
 pub mod pte;
 
 #[cfg(target_os = "none")]
+pub mod context;
+#[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod exit;
@@ -27,6 +29,8 @@ pub mod paging;
 pub mod phys;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod syscall;
 #[cfg(target_os = "none")]
 pub mod timer;
 #[cfg(target_os = "none")]

@@ -132,6 +132,15 @@ pub type Handler = fn(&mut TrapFrame);
 
 static HANDLERS: RwLock<[Option<Handler>; 256]> = RwLock::new([None; 256]);
 
+/// Called for exceptions in ring 3; it must not return to the faulting
+/// code (it ends the task and switches away).
+static USER_FAULT_HOOK: spin::Once<fn(&mut TrapFrame)> = spin::Once::new();
+
+/// Installs the handler for exceptions raised in user mode.
+pub fn set_user_fault_hook(hook: fn(&mut TrapFrame)) {
+    USER_FAULT_HOOK.call_once(|| hook);
+}
+
 /// Number of breakpoints taken, for tests.
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -191,6 +200,12 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the common stub passes the frame it has just built on the
     // current stack; nothing else refers to it until the stub pops it.
     let frame = unsafe { &mut *frame };
+    if frame.vector < 32
+        && frame.from_user()
+        && let Some(hook) = USER_FAULT_HOOK.get()
+    {
+        return hook(frame);
+    }
     match frame.vector {
         3 => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);

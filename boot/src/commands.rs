@@ -70,6 +70,7 @@ fn bench(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     match args {
         ["boot"] => bench_boot(out),
         ["timer"] => bench_timer(out),
+        ["switch"] => bench_switch(out),
         _ => Err(CmdError::Usage),
     }
 }
@@ -126,6 +127,104 @@ fn bench_timer(out: &mut Output<'_>) -> CmdResult {
     .map_err(io)
 }
 
+fn ps(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    let mut lines = Vec::new();
+    crate::task::describe_tasks(|l| lines.push(l));
+    for l in lines {
+        writeln!(out, "{l}").map_err(io)?;
+    }
+    Ok(())
+}
+
+fn programs(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    for name in crate::programs::names() {
+        writeln!(out, "{name}").map_err(io)?;
+    }
+    Ok(())
+}
+
+fn start_program(args: &[&str]) -> Result<u32, CmdError> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err(CmdError::Usage);
+    };
+    let image = crate::programs::find(name)
+        .ok_or_else(|| CmdError::Failed(alloc::format!("no program '{name}' (try programs)")))?;
+    let joined = rest.join(" ");
+    crate::process::spawn_program(name, image, &joined)
+        .map_err(|e| CmdError::Failed(alloc::format!("{name}: {e}")))
+}
+
+fn parse_tid(text: &str) -> Result<u32, CmdError> {
+    let n = kernel::console::parse_u64(text)?;
+    u32::try_from(n).map_err(|_| CmdError::BadNumber(text.into()))
+}
+
+fn report_exit(out: &mut Output<'_>, tid: u32, result: Result<i64, abi::Errno>) -> CmdResult {
+    match result {
+        Ok(status) => writeln!(out, "task {tid} exited exit_status={status}").map_err(io),
+        Err(e) => Err(CmdError::Failed(alloc::format!("task {tid}: {}", e.name()))),
+    }
+}
+
+/// Runs a program in the foreground: the console waits for it.
+fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
+    let tid = start_program(args)?;
+    let result = crate::process::join_group(tid);
+    report_exit(out, tid, result)
+}
+
+/// Starts a program in the background.
+fn spawn(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
+    let tid = start_program(args)?;
+    writeln!(out, "started tid={tid}").map_err(io)
+}
+
+fn wait(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
+    let tid = parse_tid(args.first().copied().unwrap_or(""))?;
+    if !crate::process::is_group(tid) {
+        return Err(CmdError::Failed(alloc::format!(
+            "no program with tid {tid}"
+        )));
+    }
+    let result = crate::process::join_group(tid);
+    report_exit(out, tid, result)
+}
+
+/// Kills a program's task group; `wait` then collects it.
+fn kill(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
+    let tid = parse_tid(args.first().copied().unwrap_or(""))?;
+    crate::process::kill_group(tid, 128 + 9).map_err(|e| {
+        CmdError::Failed(alloc::format!(
+            "kill {tid}: {} (only programs can be killed)",
+            e.name()
+        ))
+    })?;
+    writeln!(out, "killed tid={tid}").map_err(io)
+}
+
+/// Cost of one switch between two kernel threads that yield to each other.
+fn bench_switch(out: &mut Output<'_>) -> CmdResult {
+    const ROUNDS: u64 = 2000;
+    fn pingpong(rounds: u64) -> i64 {
+        for _ in 0..rounds {
+            crate::task::yield_now();
+        }
+        0
+    }
+    fn timed(rounds: u64) -> i64 {
+        let start = arch::cpu::rdtsc();
+        pingpong(rounds);
+        (arch::cpu::rdtsc() - start) as i64
+    }
+    let fail = |e| CmdError::Failed(alloc::format!("spawning: {e:?}"));
+    let a = crate::task::spawn_kernel("bench-a", timed, ROUNDS).map_err(fail)?;
+    let b = crate::task::spawn_kernel("bench-b", pingpong, ROUNDS).map_err(fail)?;
+    let total = crate::task::join(a).map_err(fail)?;
+    crate::task::join(b).map_err(fail)?;
+    // Each round of the timed thread is two switches: away and back.
+    writeln!(out, "task_switch_cycles={}", total as u64 / (2 * ROUNDS)).map_err(io)
+}
+
 /// Registers this crate's commands in `shell`.
 pub fn register(shell: &mut Shell) {
     let commands = [
@@ -163,11 +262,59 @@ pub fn register(shell: &mut Shell) {
         },
         Command {
             name: "bench",
-            usage: "boot|timer",
+            usage: "boot|timer|switch",
             help: "print benchmark figures (meaningful under -icount)",
             min_args: 1,
             max_args: 1,
             run: bench,
+        },
+        Command {
+            name: "ps",
+            usage: "",
+            help: "list tasks",
+            min_args: 0,
+            max_args: 0,
+            run: ps,
+        },
+        Command {
+            name: "programs",
+            usage: "",
+            help: "list the user programs built into the kernel",
+            min_args: 0,
+            max_args: 0,
+            run: programs,
+        },
+        Command {
+            name: "run",
+            usage: "NAME [ARGS...]",
+            help: "run a user program and wait for it",
+            min_args: 1,
+            max_args: usize::MAX,
+            run,
+        },
+        Command {
+            name: "spawn",
+            usage: "NAME [ARGS...]",
+            help: "start a user program in the background",
+            min_args: 1,
+            max_args: usize::MAX,
+            run: spawn,
+        },
+        Command {
+            name: "wait",
+            usage: "TID",
+            help: "wait for a background program and collect its status",
+            min_args: 1,
+            max_args: 1,
+            run: wait,
+        },
+        Command {
+            name: "kill",
+            usage: "TID",
+            help: "kill a program (then wait collects it)",
+            min_args: 1,
+            max_args: 1,
+            run: kill,
         },
     ];
     for c in commands {

@@ -17,6 +17,10 @@ pub mod heap;
 mod logger;
 pub mod memory;
 mod panic;
+pub mod process;
+pub mod programs;
+pub mod syscall;
+pub mod task;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,6 +93,9 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
         fatal_boot_error(format_args!("heap setup failed: {e:?}"));
     }
     arch::timer::init();
+    task::init();
+    arch::syscall::init(syscall::dispatch);
+    arch::trap::set_user_fault_hook(syscall::user_fault);
     arch::cpu::enable_interrupts();
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
     INIT_DONE_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);

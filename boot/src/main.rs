@@ -54,7 +54,8 @@ fn interactive(shell: &mut Shell, serial: &mut arch::serial::Serial) -> ! {
     let mut editor = LineEditor::new();
     loop {
         let Some(byte) = arch::serial::try_read_byte() else {
-            arch::cpu::wait_for_interrupt();
+            // Other tasks run meanwhile; input is polled once per tick.
+            boot::task::sleep_ns(1_000_000_000 / arch::timer::HZ);
             continue;
         };
         if let Some(line) = editor.feed(byte, serial) {

@@ -312,6 +312,15 @@ fn direct_map_spans(info: &BootInfo) -> ([(u64, u64); MAX_REGIONS], usize) {
     (spans, merged)
 }
 
+/// The kernel's page-table root; its top-level entries never change after
+/// boot, so address spaces can share the kernel half by copying them.
+pub fn kernel_root() -> Pfn {
+    KERNEL_ROOT
+        .get()
+        .copied()
+        .unwrap_or_else(arch::paging::current_root)
+}
+
 /// Maps one 4 KiB kernel page (heap growth). The caller owns `pfn`.
 pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapError> {
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;

@@ -1,8 +1,9 @@
 //! The in-kernel half of the test harness.
 //!
 //! A test kernel lists its tests with [`tests!`] and hands them to [`run`].
-//! Each test prints `test NAME ... ok`; a test fails by panicking, and the
-//! panic hook prints `FAILED` before the kernel powers off. run.sh then boots
+//! Each test prints `test NAME ...` when it starts and `test NAME ... ok`
+//! when it passes; a test fails by panicking, and the panic hook prints
+//! `test NAME ... FAILED` before the kernel powers off. run.sh then boots
 //! the kernel again with `start=K` on the command line to go on with the
 //! next test, and kills a hung test by its timeout. So one failure never
 //! hides the results of the tests after it.
@@ -26,9 +27,12 @@ macro_rules! tests {
     };
 }
 
+/// The test running now, for the panic hook's report.
+static CURRENT: spin::Mutex<&'static str> = spin::Mutex::new("");
+
 fn on_panic(info: &PanicInfo) {
-    arch::println!("FAILED");
     arch::println!("    {info}");
+    arch::println!("test {} ... FAILED", CURRENT.lock());
 }
 
 /// Runs `tests` from the index given by `start=` on the command line,
@@ -46,9 +50,12 @@ pub fn run(booted: &'static Booted, tests: &[Test]) -> ! {
     );
     let mut passed = 0;
     for test in tests.iter().skip(start) {
-        arch::print!("test {} ... ", test.name);
+        // Start and result are separate lines, each naming the test, so the
+        // test's own output in between cannot hide the result.
+        *CURRENT.lock() = test.name;
+        arch::println!("test {} ...", test.name);
         (test.run)(booted);
-        arch::println!("ok");
+        arch::println!("test {} ... ok", test.name);
         passed += 1;
     }
     arch::println!("test-kernel done passed={passed}");

@@ -2,6 +2,7 @@
 //! loading and the system calls, all portable; `boot/src/task.rs` supplies
 //! the context switch and the user-mode entry.
 
+pub mod aspace;
 pub mod elf;
 pub mod pipe;
 pub mod sched;

@@ -1,0 +1,127 @@
+//! Kernel context switch and the way into ring 3.
+//!
+//! A task's kernel context is just its stack pointer: `switch` pushes the
+//! callee-saved registers and RFLAGS on the current stack, stores RSP in the
+//! outgoing task's slot, loads the incoming task's RSP and pops the same
+//! registers back. Everything else (caller-saved registers, the user
+//! registers in a trap frame) is already on the stack by the time any code
+//! calls `switch`, because it is an ordinary function call.
+
+use core::arch::asm;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.context, "ax"
+    .global faultline_context_switch
+faultline_context_switch:           /* rdi = &mut saved rsp, rsi = new rsp */
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    pushfq
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popfq
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+
+    .global faultline_task_trampoline
+faultline_task_trampoline:          /* a new task's first return lands here */
+    movq %r13, %rdi
+    xorl %ebp, %ebp
+    callq *%r12
+    ud2
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn faultline_context_switch(save: *mut u64, to: u64);
+    fn faultline_task_trampoline();
+}
+
+/// Saves the current context into `*save` and resumes the one whose stack
+/// pointer is `to`. Returns when some later switch resumes this context.
+///
+/// # Safety
+/// Interrupts must be off. `save` must stay valid until this context is
+/// resumed; `to` must be a stack pointer saved by `switch` or built by
+/// [`init_stack`] whose stack is still allocated and used by no one else.
+pub unsafe fn switch(save: *mut u64, to: u64) {
+    // SAFETY: the caller upholds the contract above; the assembly only
+    // touches the two stacks and callee-saved registers it restores.
+    unsafe { faultline_context_switch(save, to) }
+}
+
+/// Words `init_stack` places below the top.
+const INITIAL_WORDS: u64 = 8;
+
+/// Prepares a fresh stack so that the first `switch` to it calls
+/// `entry(arg)` with interrupts off. Returns the stack pointer to switch to.
+///
+/// # Safety
+/// `[top - 64, top)` must be writable memory owned by the new task, and
+/// `top` must be 16-byte aligned.
+pub unsafe fn init_stack(top: u64, entry: extern "C" fn(u64) -> !, arg: u64) -> u64 {
+    let rsp = top - INITIAL_WORDS * 8;
+    // Popped by the switch in this order: RFLAGS, r15, r14, r13 (arg),
+    // r12 (entry), rbx, rbp, then the return address.
+    let words: [u64; INITIAL_WORDS as usize] = [
+        0x2, // RFLAGS: reserved bit 1 set, interrupts off
+        0,
+        0,
+        arg,
+        entry as *const () as u64,
+        0,
+        0,
+        faultline_task_trampoline as *const () as u64,
+    ];
+    let ptr = rsp as *mut u64;
+    for (i, w) in words.iter().enumerate() {
+        // SAFETY: inside the range the caller vouches for.
+        unsafe { ptr.add(i).write(*w) };
+    }
+    rsp
+}
+
+/// Leaves the kernel for ring 3 at `rip` with stack `rsp`, `rdi = arg0`,
+/// `rsi = arg1`, interrupts on, every other register zero.
+///
+/// # Safety
+/// The current address space must map `rip` and `rsp` for user mode, and
+/// the TSS's kernel stack must be this task's, so the next trap lands on it.
+pub unsafe fn enter_user(rip: u64, rsp: u64, arg0: u64, arg1: u64) -> ! {
+    let sel = crate::gdt::selectors();
+    let (cs, ss) = (sel.user_code.0 as u64, sel.user_data.0 as u64);
+    // SAFETY: builds an interrupt-return frame for ring 3 and executes iretq;
+    // the caller vouches for the mappings. Registers are cleared so no
+    // kernel value leaks to user mode.
+    unsafe {
+        asm!(
+            "push {ss}",
+            "push {rsp}",
+            "push 0x202",
+            "push {cs}",
+            "push {rip}",
+            "xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx",
+            "xor ebp, ebp", "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d",
+            "xor r11d, r11d", "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d",
+            "xor r15d, r15d",
+            "iretq",
+            ss = in(reg) ss,
+            rsp = in(reg) rsp,
+            cs = in(reg) cs,
+            rip = in(reg) rip,
+            in("rdi") arg0,
+            in("rsi") arg1,
+            options(noreturn)
+        )
+    }
+}

@@ -1,0 +1,138 @@
+//! The `syscall` instruction's entry.
+//!
+//! `syscall` does not switch stacks, so the entry saves the user RSP and
+//! loads the current task's kernel stack from a variable that the task
+//! switcher keeps up to date (one CPU, so no per-CPU area is needed yet).
+//! It then builds the same [`TrapFrame`] an interrupt from ring 3 would,
+//! with vector [`SYSCALL_VECTOR`], so the handler reads arguments from and
+//! writes the result into one familiar structure, and returns with `iretq`,
+//! which is always safe (unlike `sysret` with a non-canonical RCX).
+
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+
+use crate::trap::TrapFrame;
+
+/// The `vector` field of a trap frame built by a system call.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+// Read by the entry assembly. One CPU: the switcher writes the incoming
+// task's stack top here with interrupts off.
+#[unsafe(no_mangle)]
+static mut faultline_syscall_kernel_rsp: u64 = 0;
+#[unsafe(no_mangle)]
+static mut faultline_syscall_user_rsp: u64 = 0;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.syscall, "ax"
+    .global faultline_syscall_entry
+faultline_syscall_entry:
+    movq %rsp, faultline_syscall_user_rsp(%rip)
+    movq faultline_syscall_kernel_rsp(%rip), %rsp
+    pushq ${user_ss}
+    pushq faultline_syscall_user_rsp(%rip)
+    pushq %r11                      /* user RFLAGS */
+    pushq ${user_cs}
+    pushq %rcx                      /* user RIP */
+    pushq $0                        /* error code */
+    pushq ${vector}
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call {dispatch}
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    iretq
+    "#,
+    user_ss = const 0x1b,
+    user_cs = const 0x23,
+    vector = const SYSCALL_VECTOR,
+    dispatch = sym syscall_dispatch,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn faultline_syscall_entry();
+}
+
+static HANDLER: Once<fn(&mut TrapFrame)> = Once::new();
+
+extern "C" fn syscall_dispatch(frame: *mut TrapFrame) {
+    // SAFETY: the entry passes the frame it built on this task's kernel
+    // stack; nothing else refers to it until the entry pops it.
+    let frame = unsafe { &mut *frame };
+    match HANDLER.get() {
+        Some(handler) => handler(frame),
+        None => frame.rax = (-38i64) as u64, // ENOSYS
+    }
+}
+
+/// Enables `syscall` and sends it to `handler`, with interrupts masked on
+/// entry (the handler may enable them once it is on the kernel stack).
+pub fn init(handler: fn(&mut TrapFrame)) {
+    HANDLER.call_once(|| handler);
+    let sel = crate::gdt::selectors();
+    // The entry hard-codes the user selectors; make sure they match.
+    assert_eq!((sel.user_data.0, sel.user_code.0), (0x1b, 0x23));
+    // SAFETY: the selectors come from the loaded GDT in the order STAR
+    // requires, the entry point is the assembly above, and the masked flags
+    // keep interrupts, tracing and alignment checks off until the kernel
+    // stack is in place.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+        let _ = Star::write(
+            sel.user_code,
+            sel.user_data,
+            sel.kernel_code,
+            sel.kernel_data,
+        );
+        LStar::write(VirtAddr::new(faultline_syscall_entry as *const () as u64));
+        SFMask::write(
+            RFlags::INTERRUPT_FLAG
+                | RFlags::TRAP_FLAG
+                | RFlags::DIRECTION_FLAG
+                | RFlags::ALIGNMENT_CHECK,
+        );
+    }
+}
+
+/// Sets the kernel stack for traps and system calls from ring 3: the top of
+/// the stack of the task about to run.
+pub fn set_kernel_stack(top: u64) {
+    crate::gdt::set_kernel_stack(top);
+    crate::cpu::without_interrupts(|| {
+        // SAFETY: one CPU, interrupts off: no syscall entry reads it now.
+        unsafe { faultline_syscall_kernel_rsp = top };
+    });
+}

@@ -1,0 +1,224 @@
+//! Tasks, user mode and system calls, checked in the booted kernel.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use boot::Booted;
+use boot::process::{SpawnError, join_group, spawn_program};
+use boot::task;
+
+boot::entry!(main);
+
+fn main(booted: &'static Booted) -> ! {
+    ktest::run(
+        booted,
+        ktest::tests![
+            two_busy_threads_both_progress,
+            sleeping_task_wakes_after_its_timeout,
+            blocked_task_wakes_when_woken,
+            user_program_runs_in_ring3_and_makes_every_call,
+            bad_pointers_give_efault_for_every_call,
+            privileged_and_bad_accesses_kill_only_the_task,
+            loader_refuses_bad_images_with_a_reason,
+            hundred_tasks_leave_no_leaked_frames,
+        ],
+    )
+}
+
+const TICK_NS: u64 = 1_000_000_000 / arch::timer::HZ;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static COUNTERS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn busy(index: u64) -> i64 {
+    while !STOP.load(Ordering::Relaxed) {
+        COUNTERS[index as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    0
+}
+
+/// Neither thread yields: only the timer can take the CPU from one.
+fn two_busy_threads_both_progress(_: &'static Booted) {
+    STOP.store(false, Ordering::Relaxed);
+    let a = task::spawn_kernel("busy-a", busy, 0).expect("spawn a");
+    let b = task::spawn_kernel("busy-b", busy, 1).expect("spawn b");
+    task::sleep_ns(20 * TICK_NS);
+    let (a1, b1) = (
+        COUNTERS[0].load(Ordering::Relaxed),
+        COUNTERS[1].load(Ordering::Relaxed),
+    );
+    task::sleep_ns(20 * TICK_NS);
+    let (a2, b2) = (
+        COUNTERS[0].load(Ordering::Relaxed),
+        COUNTERS[1].load(Ordering::Relaxed),
+    );
+    STOP.store(true, Ordering::Relaxed);
+    assert_eq!(task::join(a), Ok(0));
+    assert_eq!(task::join(b), Ok(0));
+    assert!(a1 > 0 && b1 > 0, "both threads ran ({a1}, {b1})");
+    assert!(
+        a2 > a1 && b2 > b1,
+        "both kept running ({a1}->{a2}, {b1}->{b2})"
+    );
+}
+
+fn sleeper(ns: u64) -> i64 {
+    let start = arch::timer::uptime_ns();
+    task::sleep_ns(ns);
+    (arch::timer::uptime_ns() - start) as i64
+}
+
+fn sleeping_task_wakes_after_its_timeout(_: &'static Booted) {
+    let t = task::spawn_kernel("sleeper", sleeper, 50_000_000).expect("spawn");
+    let slept = task::join(t).expect("join") as u64;
+    assert!(slept >= 50_000_000, "woke early after {slept} ns");
+    assert!(slept < 1_000_000_000, "woke far too late after {slept} ns");
+}
+
+static QUEUE: spin::Once<kernel::task::sched::QueueId> = spin::Once::new();
+static READY: AtomicBool = AtomicBool::new(false);
+static WOKEN_AT: AtomicU64 = AtomicU64::new(0);
+
+fn reader(_: u64) -> i64 {
+    let q = *QUEUE.get().expect("queue");
+    loop {
+        // Check and block with interrupts off, so the wake cannot slip in between.
+        let done = arch::cpu::without_interrupts(|| {
+            if READY.load(Ordering::Relaxed) {
+                return true;
+            }
+            task::block_on(q, None).expect("block");
+            false
+        });
+        if done {
+            WOKEN_AT.store(arch::timer::ticks(), Ordering::Relaxed);
+            return 0;
+        }
+    }
+}
+
+fn blocked_task_wakes_when_woken(_: &'static Booted) {
+    let q = *QUEUE.call_once(|| task::with_sched(|s| s.new_queue()));
+    let t = task::spawn_kernel("reader", reader, 0).expect("spawn");
+    task::sleep_ns(5 * TICK_NS);
+    let state = task::with_sched(|s| s.task(t).map(|t| t.state));
+    assert!(
+        matches!(state, Some(kernel::task::sched::State::Blocked(_))),
+        "reader should be blocked, is {state:?}"
+    );
+    let written_at = arch::timer::ticks();
+    READY.store(true, Ordering::Relaxed);
+    task::wake_all(q);
+    assert_eq!(task::join(t), Ok(0));
+    assert!(WOKEN_AT.load(Ordering::Relaxed) >= written_at);
+}
+
+fn run(name: &str, args: &str) -> i64 {
+    let image = boot::programs::find(name).expect("program is embedded");
+    let tid = spawn_program(name, image, args).expect("program starts");
+    join_group(tid).expect("program ends")
+}
+
+/// `hello` checks CPL 3 itself, makes every call, and exits 42 only if all
+/// of them behaved.
+fn user_program_runs_in_ring3_and_makes_every_call(_: &'static Booted) {
+    assert_eq!(run("hello", "from-the-test"), 42);
+}
+
+/// `efault` passes null, unmapped, kernel-half and non-canonical pointers
+/// to every call that takes one and exits 0 only if each gave EFAULT.
+fn bad_pointers_give_efault_for_every_call(_: &'static Booted) {
+    assert_eq!(run("efault", ""), 0);
+}
+
+fn privileged_and_bad_accesses_kill_only_the_task(_: &'static Booted) {
+    let cases = [
+        ("hlt", 13),
+        ("cli", 13),
+        ("cr3", 13),
+        ("kernel", 14),
+        ("null", 14),
+        ("ud2", 6),
+        ("div", 0),
+        ("gp", 13),
+    ];
+    for (action, vector) in cases {
+        let status = run("bad", action);
+        assert_eq!(status, abi::killed_status(vector), "bad {action}");
+    }
+    // The kernel goes on: another program still runs normally.
+    assert_eq!(run("efault", ""), 0);
+}
+
+fn refusal(image: &[u8]) -> alloc::string::String {
+    match spawn_program("broken", image, "") {
+        Err(SpawnError::Elf(e)) => alloc::format!("{e}"),
+        Err(other) => panic!("refused for the wrong reason: {other}"),
+        Ok(tid) => panic!("a broken image was started as task {tid}"),
+    }
+}
+
+fn loader_refuses_bad_images_with_a_reason(_: &'static Booted) {
+    let good = boot::programs::find("hello").expect("hello");
+    let truncated = &good[..good.len() / 3];
+    let reason = refusal(truncated);
+    arch::println!("    truncated: {reason}");
+
+    // e_machine is the u16 at offset 18: make it AArch64 (183).
+    let mut arm: Vec<u8> = good.to_vec();
+    arm[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let reason = refusal(&arm);
+    assert!(
+        reason.contains("183") || reason.contains("machine"),
+        "{reason}"
+    );
+    arch::println!("    non-x86_64: {reason}");
+
+    // The first program header's p_vaddr (e_phoff at 32; p_vaddr at +16).
+    let mut kernel_half: Vec<u8> = good.to_vec();
+    let phoff = u64::from_le_bytes(good[32..40].try_into().expect("8 bytes")) as usize;
+    kernel_half[phoff + 16..phoff + 24].copy_from_slice(&0xffff_8000_0000_0000u64.to_le_bytes());
+    let reason = refusal(&kernel_half);
+    arch::println!("    kernel half: {reason}");
+    assert!(reason.contains("kernel"), "{reason}");
+}
+
+/// Frames owned by nothing: free frames plus what the heap holds (the heap
+/// keeps memory it grew into, which is not a leak).
+fn unowned_frames() -> u64 {
+    let stats = boot::memory::frames().stats();
+    stats.free + boot::heap::stats().bytes / kernel::mm::PAGE_SIZE
+}
+
+fn quick(_: u64) -> i64 {
+    7
+}
+
+fn hundred_tasks_leave_no_leaked_frames(_: &'static Booted) {
+    // Warm up: first use grows the heap and the scheduler's tables.
+    assert_eq!(run("efault", ""), 0);
+    let t = task::spawn_kernel("warm", quick, 0).expect("spawn");
+    assert_eq!(task::join(t), Ok(7));
+    let before = unowned_frames();
+    for i in 0..100 {
+        if i % 2 == 0 {
+            let t = task::spawn_kernel("quick", quick, 0).expect("spawn");
+            assert_eq!(task::join(t), Ok(7));
+        } else {
+            assert_eq!(run("efault", ""), 0);
+        }
+    }
+    let after = unowned_frames();
+    assert_eq!(
+        before, after,
+        "frames leaked: {} before, {} after",
+        before, after
+    );
+    boot::memory::frames()
+        .check()
+        .expect("allocator consistent");
+}

@@ -1,0 +1,35 @@
+//! The runtime every Faultline user program links: the `_start` entry point,
+//! typed system-call wrappers, `print!`/`println!`, a panic handler and a
+//! small thread helper. docs/abi.md describes the calls themselves.
+//!
+//! A program is `#![no_std] #![no_main]` and names its main function with
+//! [`entry!`]:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! rt::entry!(main);
+//! fn main(args: rt::Args) -> i64 {
+//!     rt::println!("hello {args}");
+//!     0
+//! }
+//! ```
+#![no_std]
+
+mod args;
+mod entry;
+mod panic;
+mod print;
+pub mod raw;
+mod sys;
+mod thread;
+
+pub use abi::{self, Errno};
+pub use args::Args;
+pub use panic::PANIC_STATUS;
+#[doc(hidden)]
+pub use print::{_print, _print_to};
+pub use sys::{
+    close, exit, gettid, pipe, read, sleep, spawn_thread, time_ns, wait, write, yield_now,
+};
+pub use thread::{Stack, spawn};

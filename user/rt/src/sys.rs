@@ -1,0 +1,117 @@
+//! Typed wrappers, one per system call. Each borrows exactly the memory the
+//! kernel touches, so they are safe to call; `spawn_thread` is the exception
+//! because the new thread's stack cannot be described by a borrow.
+
+use core::arch::asm;
+
+use abi::{Errno, decode, nr};
+
+use crate::raw;
+
+/// Ends the calling thread with `status`; the last thread ends the program.
+pub fn exit(status: i64) -> ! {
+    // SAFETY: exit takes no pointers.
+    unsafe { raw::syscall1(nr::EXIT, status as u64) };
+    // exit never returns. If a broken kernel did return, fault right here
+    // (the kernel reports the #UD) rather than run on past the end.
+    // SAFETY: ud2 only raises an exception.
+    unsafe { asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+/// Writes up to `buf.len()` bytes to `fd`; returns how many were written
+/// (a pipe may take fewer than offered).
+pub fn write(fd: u32, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads at most `buf.len()` bytes at `buf`, which we borrow.
+    let ret = unsafe { raw::syscall3(nr::WRITE, fd.into(), buf.as_ptr() as u64, buf.len() as u64) };
+    decode(ret).map(|n| n as usize)
+}
+
+/// Reads up to `buf.len()` bytes from `fd`, blocking until at least one is
+/// available; `Ok(0)` means end of file.
+pub fn read(fd: u32, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes at `buf`, which we
+    // borrow mutably, and any byte pattern is a valid u8.
+    let ret = unsafe {
+        raw::syscall3(
+            nr::READ,
+            fd.into(),
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+        )
+    };
+    decode(ret).map(|n| n as usize)
+}
+
+/// Lets another ready thread run. It cannot fail.
+pub fn yield_now() {
+    // SAFETY: yield takes no pointers.
+    unsafe { raw::syscall0(nr::YIELD) };
+}
+
+/// Blocks for at least `ns` nanoseconds. It cannot fail.
+pub fn sleep(ns: u64) {
+    // SAFETY: sleep takes no pointers.
+    unsafe { raw::syscall1(nr::SLEEP, ns) };
+}
+
+/// Starts a thread in this program at `entry` with `rdi = arg` and
+/// `rsp = stack_top`; returns its thread id. Most code wants [`crate::spawn`].
+///
+/// `stack_top` must be 16-byte aligned (else `EINVAL`); `entry` and the
+/// stack must be user addresses (else `EFAULT`). The kernel enters `entry`
+/// by a jump, not a call, so a plain `extern "C"` function starts with its
+/// stack 8 bytes off the SysV alignment; `spawn` realigns in assembly.
+///
+/// # Safety
+///
+/// The memory below `stack_top` must be usable as the thread's stack for as
+/// long as the thread runs and must not be used by anything else meanwhile.
+pub unsafe fn spawn_thread(
+    entry: extern "C" fn(u64) -> !,
+    stack_top: u64,
+    arg: u64,
+) -> Result<u32, Errno> {
+    // SAFETY: the kernel dereferences neither address; the stack's exclusive
+    // use is the caller's promise.
+    let ret = unsafe { raw::syscall3(nr::SPAWN_THREAD, entry as usize as u64, stack_top, arg) };
+    // Thread ids fit in 32 bits (docs/abi.md).
+    decode(ret).map(|tid| tid as u32)
+}
+
+/// Waits for thread `tid` of this program to exit and returns its status.
+/// Each thread can be waited for once.
+pub fn wait(tid: u32) -> Result<i64, Errno> {
+    let mut status: i64 = 0;
+    // SAFETY: the kernel writes one i64 to `status`, which we borrow mutably.
+    let ret = unsafe { raw::syscall2(nr::WAIT, tid.into(), &raw mut status as u64) };
+    decode(ret).map(|_tid| status)
+}
+
+/// Nanoseconds since boot. It cannot fail.
+pub fn time_ns() -> u64 {
+    // SAFETY: time takes no pointers.
+    unsafe { raw::syscall0(nr::TIME) }
+}
+
+/// Creates a pipe; returns `(read_end, write_end)`.
+pub fn pipe() -> Result<(u32, u32), Errno> {
+    let mut fds = [0u32; 2];
+    // SAFETY: the kernel writes two u32s to `fds`, which we borrow mutably.
+    let ret = unsafe { raw::syscall1(nr::PIPE, fds.as_mut_ptr() as u64) };
+    decode(ret).map(|_| (fds[0], fds[1]))
+}
+
+/// Closes `fd`.
+pub fn close(fd: u32) -> Result<(), Errno> {
+    // SAFETY: close takes no pointers.
+    let ret = unsafe { raw::syscall1(nr::CLOSE, fd.into()) };
+    decode(ret).map(|_| ())
+}
+
+/// The calling thread's id. It cannot fail.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid takes no pointers.
+    let ret = unsafe { raw::syscall0(nr::GETTID) };
+    // Thread ids fit in 32 bits (docs/abi.md).
+    ret as u32
+}
