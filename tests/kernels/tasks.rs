@@ -167,6 +167,7 @@ fn loader_refuses_bad_images_with_a_reason(_: &'static Booted) {
     let truncated = &good[..good.len() / 3];
     let reason = refusal(truncated);
     arch::println!("    truncated: {reason}");
+    assert!(reason.contains("truncated"), "{reason}");
 
     // e_machine is the u16 at offset 18: make it AArch64 (183).
     let mut arm: Vec<u8> = good.to_vec();

@@ -102,6 +102,10 @@ impl Shell {
         let Some(cmd) = self.find(name) else {
             return self.fail(sink, None, unknown_command(name));
         };
+        let rest = match self.expand(rest) {
+            Ok(rest) => rest,
+            Err(err) => return self.fail(sink, Some(&cmd), err),
+        };
         let args: Vec<&str> = rest.iter().map(String::as_str).collect();
         let result = if (cmd.min_args..=cmd.max_args).contains(&args.len()) {
             self.invoke(sink, &cmd, &args)
@@ -112,6 +116,24 @@ impl Shell {
             Ok(()) => Ok(()),
             Err(err) => self.fail(sink, Some(&cmd), err),
         }
+    }
+
+    /// Replaces each argument `$KEY` by the last value printed for KEY, so
+    /// a script can use what an earlier command reported (`spawn` prints
+    /// `tid=5`, then `kill $tid`). A key never printed is an error rather
+    /// than an empty argument that would change the command's meaning.
+    fn expand(&self, words: &[String]) -> Result<Vec<String>, CmdError> {
+        words
+            .iter()
+            .map(|word| match word.strip_prefix('$') {
+                Some(key) if !key.is_empty() => {
+                    self.values.get(key).map(String::from).ok_or_else(|| {
+                        CmdError::Failed(alloc::format!("no value printed for ${key}"))
+                    })
+                }
+                _ => Ok(word.clone()),
+            })
+            .collect()
     }
 
     /// Runs every line of `text`, echoing each command as `> LINE` so a log

@@ -726,3 +726,37 @@ fn fuzz_line_editor_never_panics() {
     }
     assert!(lines > 1000, "only {lines} lines completed");
 }
+
+#[test]
+fn dollar_arguments_expand_to_recorded_values() {
+    let mut shell = Shell::new();
+    let mut out = String::new();
+    shell.run_line(&mut out, "echo tid=7").expect("echo");
+    out.clear();
+    shell.run_line(&mut out, "echo $tid").expect("expanded");
+    assert_eq!(out, "7\n");
+    // Only whole words expand.
+    out.clear();
+    shell
+        .run_line(&mut out, "echo got=$tid")
+        .expect("not expanded");
+    assert_eq!(out, "got=$tid\n");
+    shell.run_line(&mut out, "echo other=7").expect("echo");
+    shell
+        .run_line(&mut out, "expect other == $tid")
+        .expect("expect with $");
+    // A lone '$' is an ordinary argument.
+    out.clear();
+    shell.run_line(&mut out, "echo $").expect("lone dollar");
+    assert_eq!(out, "$\n");
+}
+
+#[test]
+fn dollar_argument_without_value_fails() {
+    let mut shell = Shell::new();
+    let mut out = String::new();
+    let before = shell.failures();
+    assert!(shell.run_line(&mut out, "echo $never").is_err());
+    assert_eq!(shell.failures(), before + 1);
+    assert!(out.contains("no value printed for $never"), "{out}");
+}
