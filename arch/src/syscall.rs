@@ -4,9 +4,10 @@
 //! loads the current task's kernel stack from a variable that the task
 //! switcher keeps up to date (one CPU, so no per-CPU area is needed yet).
 //! It then builds the same [`TrapFrame`] an interrupt from ring 3 would,
-//! with vector [`SYSCALL_VECTOR`], so the handler reads arguments from and
-//! writes the result into one familiar structure, and returns with `iretq`,
-//! which is always safe (unlike `sysret` with a non-canonical RCX).
+//! with vector [`SYSCALL_VECTOR`], and joins the trap path: the handler reads
+//! arguments from and writes the result into one familiar structure, and the
+//! return is `iretq`, which is always safe (unlike `sysret` with a
+//! non-canonical RCX).
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -25,6 +26,8 @@ static mut faultline_syscall_kernel_rsp: u64 = 0;
 #[unsafe(no_mangle)]
 static mut faultline_syscall_user_rsp: u64 = 0;
 
+// Builds the frame header an interrupt from ring 3 would have pushed, then
+// shares the trap path's register save, dispatch and iretq.
 core::arch::global_asm!(
     r#"
     .section .text.syscall, "ax"
@@ -39,46 +42,11 @@ faultline_syscall_entry:
     pushq %rcx                      /* user RIP */
     pushq $0                        /* error code */
     pushq ${vector}
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, %rdi
-    cld
-    call {dispatch}
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
-    addq $16, %rsp
-    iretq
+    jmp faultline_trap_common
     "#,
     user_ss = const 0x1b,
     user_cs = const 0x23,
     vector = const SYSCALL_VECTOR,
-    dispatch = sym syscall_dispatch,
     options(att_syntax)
 );
 
@@ -88,10 +56,8 @@ unsafe extern "C" {
 
 static HANDLER: Once<fn(&mut TrapFrame)> = Once::new();
 
-extern "C" fn syscall_dispatch(frame: *mut TrapFrame) {
-    // SAFETY: the entry passes the frame it built on this task's kernel
-    // stack; nothing else refers to it until the entry pops it.
-    let frame = unsafe { &mut *frame };
+/// Called by the trap dispatcher for frames with [`SYSCALL_VECTOR`].
+pub(crate) fn dispatch(frame: &mut TrapFrame) {
     match HANDLER.get() {
         Some(handler) => handler(frame),
         None => frame.rax = (-38i64) as u64, // ENOSYS

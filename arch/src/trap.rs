@@ -61,6 +61,7 @@ core::arch::global_asm!(
     r#"
     .section .text.trap_stubs, "ax"
     .global faultline_trap_stubs
+    .global faultline_trap_common
     .balign 16
 faultline_trap_stubs:
     .set vec, 0
@@ -207,6 +208,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return hook(frame);
     }
     match frame.vector {
+        crate::syscall::SYSCALL_VECTOR => crate::syscall::dispatch(frame),
         3 => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at rip={:#x}", frame.rip);
