@@ -13,3 +13,5 @@ pub mod bootinfo;
 pub mod console;
 pub mod mm;
 pub mod task;
+#[cfg(test)]
+mod testutil;

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 use super::*;
+use crate::testutil::Rng;
 
 /// Runs `line` on `shell`, returning the result and everything printed.
 fn run(shell: &mut Shell, line: &str) -> (CmdResult, String) {
@@ -573,24 +574,6 @@ fn broken_sink_fails_commands_without_panicking() {
 
 // ---- random input ----
 
-/// A tiny deterministic PRNG so failures reproduce from the seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Fragments biased towards what the parser and expect care about.
 const PIECES: &[&str] = &[
     "echo",
@@ -634,15 +617,15 @@ const PIECES: &[&str] = &[
     "\x1b[A",
 ];
 
-fn random_line(rng: &mut XorShift) -> String {
+fn random_line(rng: &mut Rng) -> String {
     let mut line = String::new();
-    for _ in 0..rng.below(12) {
-        if rng.below(8) == 0 {
+    for _ in 0..rng.index(12) {
+        if rng.index(8) == 0 {
             // An arbitrary char, surrogates excluded by from_u32.
             let c = char::from_u32(rng.next() as u32 % 0x11_0000).unwrap_or('?');
             line.push(c);
         } else {
-            line.push_str(PIECES[rng.below(PIECES.len())]);
+            line.push_str(PIECES[rng.index(PIECES.len())]);
         }
     }
     line
@@ -650,7 +633,7 @@ fn random_line(rng: &mut XorShift) -> String {
 
 #[test]
 fn fuzz_run_line_never_panics() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut shell = test_shell();
     let mut lines_run = 0u64;
     for _ in 0..20_000 {
@@ -684,10 +667,10 @@ fn fuzz_run_line_never_panics() {
 
 #[test]
 fn fuzz_scripts_never_panic() {
-    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut shell = test_shell();
     for _ in 0..500 {
-        let script: Vec<String> = (0..rng.below(20)).map(|_| random_line(&mut rng)).collect();
+        let script: Vec<String> = (0..rng.index(20)).map(|_| random_line(&mut rng)).collect();
         let text = script.join("\n");
         let mut sink = String::new();
         let before = shell.failures();
@@ -700,17 +683,17 @@ fn fuzz_scripts_never_panic() {
 
 #[test]
 fn fuzz_line_editor_never_panics() {
-    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut editor = LineEditor::new();
     let mut shell = test_shell();
     let mut lines = 0;
     for i in 0..200_000 {
         // Mostly printable, with a good share of control bytes so that
         // escapes, erases and line ends all happen often.
-        let byte = match rng.below(10) {
-            0 => b"\r\n\x08\x7f\x03\x1b["[rng.below(7)],
+        let byte = match rng.index(10) {
+            0 => b"\r\n\x08\x7f\x03\x1b["[rng.index(7)],
             1 => rng.next() as u8,
-            _ => b' ' + rng.below(95) as u8,
+            _ => b' ' + rng.index(95) as u8,
         };
         let mut echo = String::new();
         if let Some(line) = editor.feed(byte, &mut echo) {

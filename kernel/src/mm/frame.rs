@@ -792,6 +792,7 @@ fn link(i: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Rng;
     use alloc::string::ToString;
     use alloc::vec::Vec;
 
@@ -844,24 +845,6 @@ mod tests {
                     return got;
                 }
             }
-        }
-    }
-
-    /// xorshift64: a tiny deterministic PRNG so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

@@ -731,6 +731,7 @@ mod tests {
     use super::*;
     use crate::mm::phys::SimMemory;
     use crate::mm::pte::{MarkerFlags, SimPte, SwapEntry};
+    use crate::testutil::Rng;
     use alloc::collections::BTreeMap;
     use alloc::vec::Vec;
 
@@ -1252,22 +1253,6 @@ mod tests {
     }
 
     // ---- randomised comparison against a model ----
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
 
     /// What the tables should hold: leaves by first address, and the
     /// tables below the root as (level of their entries, first address).

@@ -471,6 +471,7 @@ mod tests {
     use crate::mm::frame::FrameStats;
     use crate::task::aspace::testing::{Space, World};
     use crate::task::uaccess::copy_from_user;
+    use crate::testutil::Rng;
     use alloc::collections::BTreeMap;
     use alloc::string::ToString;
     use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -959,22 +960,6 @@ mod tests {
     }
 
     // ---- fuzzing ----
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
 
     /// Values that sit on the checks' boundaries.
     const INTERESTING: [u64; 10] = [

@@ -967,6 +967,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Rng;
 
     const N: Priority = Priority::NORMAL;
 
@@ -1502,28 +1503,6 @@ mod tests {
     }
 
     // ---- Random operations ----
-
-    /// xorshift64: plenty for picking operations, and reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-    }
 
     /// What a step needs to know about the state before it.
     struct Before {
