@@ -26,6 +26,20 @@ pub use x86_64::instructions::interrupts::{
     without_interrupts,
 };
 
+/// Disables interrupts and says whether they were enabled.
+pub fn save_and_disable_interrupts() -> bool {
+    let was = interrupts_enabled();
+    disable_interrupts();
+    was
+}
+
+/// Re-enables interrupts if `was_enabled`.
+pub fn restore_interrupts(was_enabled: bool) {
+    if was_enabled {
+        enable_interrupts();
+    }
+}
+
 /// Executes `int3`; the breakpoint handler logs it and returns here.
 pub fn breakpoint() {
     x86_64::instructions::interrupts::int3();

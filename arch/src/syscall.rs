@@ -84,11 +84,15 @@ pub fn init(handler: fn(&mut TrapFrame)) {
             sel.kernel_data,
         );
         LStar::write(VirtAddr::new(faultline_syscall_entry as *const () as u64));
+        // NT too: ring 3 can set it, and the kernel's iretq faults when it
+        // is set (tasks.rs: privileged_and_bad_accesses_kill_only_the_task
+        // runs `bad nt`).
         SFMask::write(
             RFlags::INTERRUPT_FLAG
                 | RFlags::TRAP_FLAG
                 | RFlags::DIRECTION_FLAG
-                | RFlags::ALIGNMENT_CHECK,
+                | RFlags::ALIGNMENT_CHECK
+                | RFlags::NESTED_TASK,
         );
     }
 }

@@ -201,7 +201,10 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the common stub passes the frame it has just built on the
     // current stack; nothing else refers to it until the stub pops it.
     let frame = unsafe { &mut *frame };
+    // NMI (2) and machine check (18) are the machine's, not the program's,
+    // even when they arrive in ring 3.
     if frame.vector < 32
+        && !matches!(frame.vector, 2 | 18)
         && frame.from_user()
         && let Some(hook) = USER_FAULT_HOOK.get()
     {

@@ -71,6 +71,10 @@ unsafe extern "Rust" {
 
 extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     arch::serial::init();
+    kernel::sync::install_irq_hooks(kernel::sync::IrqHooks {
+        save_and_disable: arch::cpu::save_and_disable_interrupts,
+        restore: arch::cpu::restore_interrupts,
+    });
     arch::gdt::init();
     arch::trap::init();
     let info = match BootInfo::parse(&arch::phys::DirectMap, start_info) {

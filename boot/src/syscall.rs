@@ -19,6 +19,9 @@ use crate::task::{self, Start};
 
 static DIRECT_MAP: DirectMap = DirectMap;
 
+/// Threads (running or not yet waited for) one task group may have.
+pub const MAX_THREADS_PER_GROUP: usize = 64;
+
 /// Largest transfer per call; longer reads and writes are partial, as
 /// POSIX allows, which bounds the kernel buffer.
 const MAX_IO: usize = 4096;
@@ -206,6 +209,11 @@ fn sys_close(fd: u64) -> SysResult {
 
 fn sys_spawn_thread(entry: u64, stack_top: u64, arg: u64) -> SysResult {
     uaccess::check_user_range(entry, 1)?;
+    // The stack top itself must be a user address: rsp = USER_END would be
+    // non-canonical in ring 3.
+    if stack_top >= abi::USER_END {
+        return Err(Errno::EFAULT);
+    }
     uaccess::check_user_range(stack_top.saturating_sub(16), 16)?;
     if !stack_top.is_multiple_of(16) {
         return Err(Errno::EINVAL);
@@ -219,6 +227,12 @@ fn sys_spawn_thread(entry: u64, stack_top: u64, arg: u64) -> SysResult {
         )
     });
     let root = task::current_root().ok_or(Errno::EPERM)?;
+    // Each thread holds a kernel stack until it is waited for; a bound per
+    // group keeps one program from taking every task slot and frame.
+    let threads = task::with_sched(|s| s.tasks().filter(|t| t.group == pid).count());
+    if threads >= MAX_THREADS_PER_GROUP {
+        return Err(Errno::EAGAIN);
+    }
     let start = Start::User {
         rip: entry,
         rsp: stack_top,
@@ -245,14 +259,18 @@ fn sys_wait(tid: u64, status_ptr: u64) -> SysResult {
                     }
                     Ok(None)
                 }
-                Ok(WaitResult::Exited(status)) => Ok(Some(status)),
+                Ok(WaitResult::Exited(status)) => {
+                    // In the same interrupts-off section as the reap, so the
+                    // tid cannot be reused before its context is gone.
+                    task::drop_ctx(tid);
+                    Ok(Some(status))
+                }
                 Err(e) => Err(e),
             }
         });
         match result {
             Ok(None) => continue,
             Ok(Some(status)) => {
-                task::drop_ctx(tid);
                 if status_ptr != 0 {
                     copy_to_user(status_ptr, &status.to_le_bytes())?;
                 }
@@ -269,6 +287,13 @@ fn sys_wait(tid: u64, status_ptr: u64) -> SysResult {
 /// 128 + vector, after a one-line report; the kernel and the other tasks
 /// go on.
 pub fn user_fault(frame: &mut TrapFrame) {
+    report_user_fault(frame);
+    process::exit_group(abi::killed_status(frame.vector))
+}
+
+// Separate so that everything it allocates is dropped before exit_group,
+// which never returns.
+fn report_user_fault(frame: &TrapFrame) {
     let tid = task::current();
     let name = task::with_sched(|s| s.task(tid).map(|t| t.name.clone()).unwrap_or_default());
     let addr = if frame.vector == 14 {
@@ -283,5 +308,4 @@ pub fn user_fault(frame: &mut TrapFrame) {
         frame.error,
         frame.rip
     );
-    process::exit_group(abi::killed_status(frame.vector))
 }

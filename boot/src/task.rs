@@ -140,7 +140,12 @@ pub fn spawn(
         let tid = with_sched(|s| s.spawn(name, group, priority, user));
         match tid {
             Ok(tid) => {
-                CTXS.lock().insert(tid, ctx);
+                if let Some(stale) = CTXS.lock().insert(tid, ctx) {
+                    // A reaped tid whose context outlived it: a bug, but
+                    // its stack is not running, so free it rather than leak.
+                    log::error!("task {tid} reused with a stale context");
+                    free_stack(&stale);
+                }
                 Ok(tid)
             }
             Err(e) => {

@@ -150,6 +150,8 @@ fn privileged_and_bad_accesses_kill_only_the_task(_: &'static Booted) {
         let status = run("bad", action);
         assert_eq!(status, abi::killed_status(vector), "bad {action}");
     }
+    // RFLAGS.NT set by ring 3 must not reach the kernel's iretq.
+    assert_eq!(run("bad", "nt"), 0, "bad nt");
     // The kernel goes on: another program still runs normally.
     assert_eq!(run("efault", ""), 0);
 }

@@ -65,8 +65,8 @@ use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, Ordering};
 
+use crate::sync::IrqMutex;
 use bitflags::bitflags;
-use spin::Mutex;
 
 use super::Pfn;
 
@@ -312,7 +312,9 @@ static SINK: FrameDesc = FrameDesc::new();
 /// A binary buddy allocator of physical frames. See the module comment.
 pub struct FrameAllocator<'a> {
     descs: &'a [FrameDesc],
-    state: Mutex<State>,
+    /// Interrupt-safe: tasks allocate with interrupts on, and so does
+    /// code that runs with them off (heap growth, the scheduler's exits).
+    state: IrqMutex<State>,
 }
 
 impl<'a> FrameAllocator<'a> {
@@ -334,7 +336,7 @@ impl<'a> FrameAllocator<'a> {
         let descs = descs.get(..NONE as usize).unwrap_or(descs);
         let alloc = FrameAllocator {
             descs,
-            state: Mutex::new(State {
+            state: IrqMutex::new(State {
                 heads: [NONE; NR_ORDERS],
                 lens: [0; NR_ORDERS],
                 stats: FrameStats::default(),

@@ -4,6 +4,10 @@
 //! and, should the kernel let it live, `bad: survived <action>` (exit 0).
 //! An unknown action exits 2.
 //!
+//! One action is the opposite: `nt` sets RFLAGS.NT, which ring 3 may do,
+//! and makes a system call; the kernel must clear NT on entry (an `iretq`
+//! with NT set faults in the kernel), so this one must survive and exit 0.
+//!
 //! Everything is in assembly: the compiler may not reason about, fold or
 //! remove an access it considers undefined behaviour.
 #![no_std]
@@ -39,6 +43,9 @@ const ACTIONS: [(&str, u64, fn()); 11] = [
 
 fn main(args: Args) -> i64 {
     let wanted = args.get(0).unwrap_or("");
+    if wanted == "nt" {
+        return nested_task_flag();
+    }
     let Some(&(name, vector, action)) = ACTIONS.iter().find(|(name, ..)| *name == wanted) else {
         rt::print!("bad: unknown action '{wanted}'; one of:");
         for (name, ..) in ACTIONS {
@@ -135,4 +142,21 @@ fn write_text() {
         asm!("mov al, byte ptr [{0}]", "mov byte ptr [{0}], al", in(reg) target,
              out("al") _, options(nostack));
     }
+}
+
+/// Sets the nested-task flag, makes a system call with it set, clears it.
+fn nested_task_flag() -> i64 {
+    println!("bad: trying nt");
+    // SAFETY: NT only matters to IRET; this code executes none before it
+    // clears the flag again, and the kernel must not be harmed by it.
+    unsafe {
+        asm!("pushfq", "or qword ptr [rsp], 0x4000", "popfq");
+    }
+    let tid = rt::gettid();
+    // SAFETY: as above; clears the flag set there.
+    unsafe {
+        asm!("pushfq", "and qword ptr [rsp], ~0x4000", "popfq");
+    }
+    println!("bad: survived nt gettid={tid}");
+    0
 }
