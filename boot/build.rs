@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The programs user/programs builds, embedded under these names.
-const PROGRAMS: &[&str] = &["hello", "efault", "bad", "spin", "sysbench"];
+const PROGRAMS: &[&str] = &["hello", "efault", "bad", "spin", "sysbench", "blocker"];
 
 fn main() {
     let dir =

@@ -142,6 +142,15 @@ pub fn set_user_fault_hook(hook: fn(&mut TrapFrame)) {
     USER_FAULT_HOOK.call_once(|| hook);
 }
 
+/// Called last before any return to ring 3 (system calls included), with
+/// interrupts off: where a task with a pending kill ends itself.
+static RETURN_TO_USER_HOOK: spin::Once<fn(&mut TrapFrame)> = spin::Once::new();
+
+/// Installs the return-to-user hook.
+pub fn set_return_to_user_hook(hook: fn(&mut TrapFrame)) {
+    RETURN_TO_USER_HOOK.call_once(|| hook);
+}
+
 /// Number of breakpoints taken, for tests.
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -201,6 +210,16 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the common stub passes the frame it has just built on the
     // current stack; nothing else refers to it until the stub pops it.
     let frame = unsafe { &mut *frame };
+    handle(frame);
+    if frame.from_user()
+        && let Some(hook) = RETURN_TO_USER_HOOK.get()
+    {
+        crate::cpu::disable_interrupts();
+        hook(frame);
+    }
+}
+
+fn handle(frame: &mut TrapFrame) {
     // NMI (2) and machine check (18) are the machine's, not the program's,
     // even when they arrive in ring 3.
     if frame.vector < 32

@@ -100,6 +100,7 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     task::init();
     arch::syscall::init(syscall::dispatch);
     arch::trap::set_user_fault_hook(syscall::user_fault);
+    arch::trap::set_return_to_user_hook(syscall::return_to_user);
     arch::cpu::enable_interrupts();
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
     INIT_DONE_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);

@@ -250,8 +250,10 @@ fn kill_others(pid: u32, except: Tid, status: i64) {
             .filter(|t| t.group == pid && t.tid != except && !matches!(t.state, State::Exited(_)))
             .map(|t| t.tid)
             .collect();
+        // Each exits by itself at its next boundary, releasing what its
+        // kernel stack holds (a buffer, a half-done close) on the way.
         for t in victims {
-            let _ = s.kill(t, status);
+            let _ = s.request_kill(t, status);
         }
     });
 }
@@ -283,10 +285,10 @@ pub fn join_group(pid: u32) -> Result<i64, Errno> {
             .collect()
     });
     for t in threads {
-        // Threads still running after the main thread ended are killed:
-        // returning from main ends the program.
-        let _ = task::with_sched(|s| s.kill(t, status));
-        let _ = task::reap(t);
+        // The main thread's exit asked the others to die; they do so at
+        // their next boundary, so wait for each before freeing anything.
+        let _ = task::with_sched(|s| s.request_kill(t, status));
+        let _ = task::join(t);
     }
     let group = arch::cpu::without_interrupts(|| GROUPS.lock().remove(&pid));
     if let Some(group) = group {

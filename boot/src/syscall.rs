@@ -60,6 +60,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
 }
 
 fn sys_exit(status: i64) -> SysResult {
+    exit_self(status)
+}
+
+/// The current thread exits; from the main thread the whole group ends.
+fn exit_self(status: i64) -> ! {
     let (me, pid) = task::with_sched(|s| {
         let me = s.current();
         (me, s.task(me).map(|t| t.group).unwrap_or(me))
@@ -116,6 +121,9 @@ enum Step {
 
 fn pipe_write(id: u32, data: &[u8]) -> SysResult {
     loop {
+        if task::kill_pending().is_some() {
+            return Err(Errno::EINTR);
+        }
         let step = arch::cpu::without_interrupts(|| {
             let mut pipes = PIPES.lock();
             let Some(obj) = pipes.get_mut(&id) else {
@@ -155,6 +163,9 @@ fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
     };
     let mut data = vec![0u8; len];
     loop {
+        if task::kill_pending().is_some() {
+            return Err(Errno::EINTR);
+        }
         let step = arch::cpu::without_interrupts(|| {
             let mut pipes = PIPES.lock();
             let Some(obj) = pipes.get_mut(&id) else {
@@ -278,8 +289,18 @@ fn sys_wait(tid: u64, status_ptr: u64) -> SysResult {
             }
             Err(kernel::task::sched::SchedError::NoSuchTask) => return Err(Errno::ESRCH),
             Err(kernel::task::sched::SchedError::WouldDeadlock) => return Err(Errno::EINVAL),
+            Err(kernel::task::sched::SchedError::Interrupted) => return Err(Errno::EINTR),
             Err(_) => return Err(Errno::ECHILD),
         }
+    }
+}
+
+/// Before any return to ring 3: a task asked to die (its group killed, or
+/// its main thread exited) ends here, after its system call has unwound
+/// and released everything it held.
+pub fn return_to_user(_frame: &mut TrapFrame) {
+    if let Some(status) = task::kill_pending() {
+        exit_self(status)
     }
 }
 

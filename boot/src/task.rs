@@ -368,6 +368,11 @@ pub fn drop_ctx(tid: Tid) {
     }
 }
 
+/// The exit status a pending kill asks the current task for.
+pub fn kill_pending() -> Option<i64> {
+    with_sched(|s| s.kill_pending(s.current()))
+}
+
 /// The current task's address-space root, if it is a user task.
 pub fn current_root() -> Option<Pfn> {
     let tid = current();

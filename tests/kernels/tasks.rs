@@ -25,6 +25,7 @@ fn main(booted: &'static Booted) -> ! {
             privileged_and_bad_accesses_kill_only_the_task,
             loader_refuses_bad_images_with_a_reason,
             hundred_tasks_leave_no_leaked_frames,
+            killing_blocked_threads_frees_everything,
         ],
     )
 }
@@ -224,4 +225,30 @@ fn hundred_tasks_leave_no_leaked_frames(_: &'static Booted) {
     boot::memory::frames()
         .check()
         .expect("allocator consistent");
+}
+
+/// `blocker` has two threads blocked in `read` forever. Killing it must
+/// reach both, let each unwind its system call, and free everything: the
+/// heap's bytes in use and the frames come back exactly.
+fn killing_blocked_threads_frees_everything(_: &'static Booted) {
+    let image = boot::programs::find("blocker").expect("embedded");
+    let cycle = || {
+        let tid = spawn_program("blocker", image, "").expect("starts");
+        task::sleep_ns(5 * TICK_NS);
+        let blocked = task::with_sched(|s| {
+            s.tasks()
+                .filter(|t| t.group == tid)
+                .all(|t| matches!(t.state, kernel::task::sched::State::Blocked(_)))
+        });
+        assert!(blocked, "both threads should be blocked in read");
+        boot::process::kill_group(tid, 137).expect("kill");
+        assert_eq!(join_group(tid), Ok(137));
+    };
+    cycle();
+    let (frames, heap) = (unowned_frames(), boot::heap::stats().used);
+    for _ in 0..5 {
+        cycle();
+    }
+    assert_eq!(unowned_frames(), frames, "frames leaked");
+    assert_eq!(boot::heap::stats().used, heap, "heap bytes leaked");
 }

@@ -161,6 +161,8 @@ pub enum SchedError {
     IdleTask,
     /// The wait queue does not exist (never made, or freed).
     NoSuchQueue,
+    /// The current task has a kill pending, so it may not wait any more.
+    Interrupted,
 }
 
 /// The outcome of [`Scheduler::wait_for`].
@@ -187,6 +189,11 @@ pub struct TaskInfo {
     pub user: bool,
     /// How it last woke up; read after a block to tell a wake from a timeout.
     pub wake: WakeReason,
+    /// A kill asked for by another task, with its exit status. The task
+    /// exits by itself at its next boundary (the end of a system call, the
+    /// return to user mode), so whatever its kernel stack holds is released
+    /// on the way out; until then it never blocks again.
+    pub kill_pending: Option<i64>,
 }
 
 /// A task's record: what `ps` sees plus the scheduler's bookkeeping.
@@ -346,6 +353,7 @@ impl Scheduler {
             cpu_ticks: 0,
             user,
             wake: WakeReason::Woken,
+            kill_pending: None,
         };
         let task = Task {
             info,
@@ -496,6 +504,10 @@ impl Scheduler {
         if !self.current_running() {
             return self.schedule();
         }
+        if self.kill_pending(self.current).is_some() {
+            self.set_wake(self.current, WakeReason::Killed);
+            return None;
+        }
         if until_ns <= self.now {
             self.set_wake(self.current, WakeReason::TimedOut);
             return None;
@@ -539,6 +551,10 @@ impl Scheduler {
         }
         if !self.current_running() {
             return Ok(self.schedule());
+        }
+        if self.kill_pending(self.current).is_some() {
+            self.set_wake(self.current, WakeReason::Killed);
+            return Ok(None);
         }
         if deadline_ns.is_some_and(|d| d <= self.now) {
             self.set_wake(self.current, WakeReason::TimedOut);
@@ -654,6 +670,28 @@ impl Scheduler {
         }
     }
 
+    /// Asks `tid` to exit with `status` at its next boundary (see
+    /// [`TaskInfo::kill_pending`]): a blocked task is woken (wake = Killed),
+    /// a ready one stays ready. The first request's status wins; a zombie
+    /// is left alone.
+    pub fn request_kill(&mut self, tid: Tid, status: i64) -> Result<(), SchedError> {
+        if tid == IDLE {
+            return Err(SchedError::IdleTask);
+        }
+        let task = self.tasks.get_mut(&tid).ok_or(SchedError::NoSuchTask)?;
+        if matches!(task.info.state, State::Exited(_)) {
+            return Ok(());
+        }
+        task.info.kill_pending.get_or_insert(status);
+        self.make_ready(tid, WakeReason::Killed);
+        Ok(())
+    }
+
+    /// The status a pending kill asks `tid` to exit with.
+    pub fn kill_pending(&self, tid: Tid) -> Option<i64> {
+        self.tasks.get(&tid)?.info.kill_pending
+    }
+
     /// Turns a live task into a zombie and wakes whoever waits for it.
     fn finish(&mut self, tid: Tid, status: i64) {
         self.unlink(tid);
@@ -686,6 +724,9 @@ impl Scheduler {
         }
         if target == me {
             return Err(SchedError::WouldDeadlock);
+        }
+        if self.kill_pending(me).is_some() {
+            return Err(SchedError::Interrupted);
         }
         let state = self.state(target).ok_or(SchedError::NoSuchTask)?;
         if self.group_of(target) != self.group_of(me) {
@@ -1146,6 +1187,51 @@ mod tests {
         assert_eq!(s.block_current(q, Some(50)), Ok(None));
         assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::TimedOut);
         assert_eq!(state(&s, BOOT), State::Running);
+        ok(&s);
+    }
+
+    #[test]
+    fn request_kill_wakes_a_blocked_task_which_then_never_blocks() {
+        let mut s = Scheduler::new(100);
+        let q = s.new_queue();
+        let a = s.spawn("a", None, N, false).unwrap();
+        assert_eq!(s.schedule(), sw(BOOT, a));
+        assert_eq!(s.block_current(q, None), Ok(sw(a, BOOT)));
+        s.request_kill(a, 137).unwrap();
+        s.request_kill(a, 1).unwrap();
+        assert_eq!(state(&s, a), State::Ready, "woken to exit by itself");
+        assert_eq!(s.task(a).unwrap().wake, WakeReason::Killed);
+        assert_eq!(s.kill_pending(a), Some(137), "the first status wins");
+        assert_eq!(s.wake_one(q), None, "it left the queue");
+        // Main has no kill: it blocks, and a runs.
+        assert_eq!(s.block_current(q, None), Ok(sw(BOOT, a)));
+        ok(&s);
+        // Once running, a killed task can neither block, sleep nor wait.
+        assert_eq!(s.block_current(q, None), Ok(None));
+        assert_eq!(s.sleep_current(1_000), None);
+        assert_eq!(s.wait_for(BOOT), Err(SchedError::Interrupted));
+        let t = s.spawn("t", Some(a), N, false).unwrap();
+        assert_eq!(s.wait_for(t), Err(SchedError::Interrupted));
+        assert_eq!(state(&s, a), State::Running);
+        // It exits with the status it was asked for.
+        assert_eq!(s.exit_current(137).map(|x| x.from), Ok(a));
+        assert_eq!(state(&s, a), State::Exited(137));
+        assert_eq!(s.request_kill(a, 9), Ok(()), "zombies are left alone");
+        assert_eq!(s.kill_pending(a), Some(137));
+        assert_eq!(s.request_kill(IDLE, 9), Err(SchedError::IdleTask));
+        assert_eq!(s.request_kill(999, 9), Err(SchedError::NoSuchTask));
+        ok(&s);
+    }
+
+    #[test]
+    fn request_kill_leaves_ready_and_running_tasks_in_place() {
+        let mut s = Scheduler::new(100);
+        let a = s.spawn("a", None, N, false).unwrap();
+        s.request_kill(a, 9).unwrap();
+        assert_eq!(state(&s, a), State::Ready);
+        s.request_kill(BOOT, 9).unwrap();
+        assert_eq!(state(&s, BOOT), State::Running);
+        assert_eq!(s.kill_pending(BOOT), Some(9));
         ok(&s);
     }
 
