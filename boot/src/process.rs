@@ -253,7 +253,7 @@ fn kill_others(pid: u32, except: Tid, status: i64) {
         // Each exits by itself at its next boundary, releasing what its
         // kernel stack holds (a buffer, a half-done close) on the way.
         for t in victims {
-            let _ = s.request_kill(t, status);
+            task::request_kill(s, t, status);
         }
     });
 }
@@ -287,7 +287,7 @@ pub fn join_group(pid: u32) -> Result<i64, Errno> {
     for t in threads {
         // The main thread's exit asked the others to die; they do so at
         // their next boundary, so wait for each before freeing anything.
-        let _ = task::with_sched(|s| s.request_kill(t, status));
+        task::with_sched(|s| task::request_kill(s, t, status));
         let _ = task::join(t);
     }
     let group = arch::cpu::without_interrupts(|| GROUPS.lock().remove(&pid));
