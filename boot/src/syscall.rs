@@ -11,10 +11,10 @@ use abi::{Errno, nr};
 use arch::phys::DirectMap;
 use arch::trap::TrapFrame;
 use kernel::task::pipe::{ReadResult, WriteResult};
-use kernel::task::sched::{Priority, WaitResult};
+use kernel::task::sched::{Priority, QueueId, WaitResult};
 use kernel::task::uaccess;
 
-use crate::process::{self, File, PIPES};
+use crate::process::{self, File, PIPES, PipeObj};
 use crate::task::{self, Start};
 
 static DIRECT_MAP: DirectMap = DirectMap;
@@ -112,45 +112,52 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> SysResult {
     }
 }
 
-/// What one attempt at a blocking pipe operation came to.
-enum Step {
-    Done(SysResult),
-    /// The task blocked and was woken: try again.
-    Retry,
+/// What one attempt at a pipe operation came to.
+enum Attempt {
+    /// Finished; wake the tasks waiting on the queue, if one is given (a
+    /// read made room for writers, a write brought data for readers).
+    Done(SysResult, Option<QueueId>),
+    /// Could not proceed: block on this queue, then try again.
+    Block(QueueId),
 }
 
-fn pipe_write(id: u32, data: &[u8]) -> SysResult {
+/// Runs `attempt` on pipe `id` until it finishes, blocking in between.
+/// The attempt and the decision to block happen with interrupts off, so a
+/// wake-up cannot slip in between; a pending kill ends the wait with EINTR.
+fn pipe_op(id: u32, mut attempt: impl FnMut(&mut PipeObj) -> Attempt) -> SysResult {
     loop {
         if task::kill_pending().is_some() {
             return Err(Errno::EINTR);
         }
-        let step = arch::cpu::without_interrupts(|| {
+        let outcome = arch::cpu::without_interrupts(|| {
             let mut pipes = PIPES.lock();
             let Some(obj) = pipes.get_mut(&id) else {
-                return Step::Done(Err(Errno::EBADF));
+                return Some(Err(Errno::EBADF));
             };
-            match obj.pipe.write(data) {
-                WriteResult::Wrote(n) => {
-                    let readers = obj.readable;
-                    drop(pipes);
-                    task::wake_all(readers);
-                    Step::Done(Ok(n as u64))
-                }
-                WriteResult::Broken => Step::Done(Err(Errno::EPIPE)),
-                WriteResult::Full => {
-                    let q = obj.writable;
-                    drop(pipes);
-                    match task::block_on(q, None) {
-                        Ok(()) => Step::Retry,
-                        Err(_) => Step::Done(Err(Errno::EINTR)),
+            let step = attempt(obj);
+            drop(pipes);
+            match step {
+                Attempt::Done(result, wake) => {
+                    if let Some(q) = wake {
+                        task::wake_all(q);
                     }
+                    Some(result)
                 }
+                Attempt::Block(q) => task::block_on(q, None).err().map(|_| Err(Errno::EINTR)),
             }
         });
-        if let Step::Done(result) = step {
+        if let Some(result) = outcome {
             return result;
         }
     }
+}
+
+fn pipe_write(id: u32, data: &[u8]) -> SysResult {
+    pipe_op(id, |obj| match obj.pipe.write(data) {
+        WriteResult::Wrote(n) => Attempt::Done(Ok(n as u64), Some(obj.readable)),
+        WriteResult::Broken => Attempt::Done(Err(Errno::EPIPE), None),
+        WriteResult::Full => Attempt::Block(obj.writable),
+    })
 }
 
 fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
@@ -162,39 +169,13 @@ fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
         File::Console | File::PipeWrite(_) => return Err(Errno::EBADF),
     };
     let mut data = vec![0u8; len];
-    loop {
-        if task::kill_pending().is_some() {
-            return Err(Errno::EINTR);
-        }
-        let step = arch::cpu::without_interrupts(|| {
-            let mut pipes = PIPES.lock();
-            let Some(obj) = pipes.get_mut(&id) else {
-                return Step::Done(Err(Errno::EBADF));
-            };
-            match obj.pipe.read(&mut data) {
-                ReadResult::Data(n) => {
-                    let writers = obj.writable;
-                    drop(pipes);
-                    task::wake_all(writers);
-                    Step::Done(Ok(n as u64))
-                }
-                ReadResult::Eof => Step::Done(Ok(0)),
-                ReadResult::Empty => {
-                    let q = obj.readable;
-                    drop(pipes);
-                    match task::block_on(q, None) {
-                        Ok(()) => Step::Retry,
-                        Err(_) => Step::Done(Err(Errno::EINTR)),
-                    }
-                }
-            }
-        });
-        if let Step::Done(result) = step {
-            let n = result?;
-            copy_to_user(buf, &data[..n as usize])?;
-            return Ok(n);
-        }
-    }
+    let n = pipe_op(id, |obj| match obj.pipe.read(&mut data) {
+        ReadResult::Data(n) => Attempt::Done(Ok(n as u64), Some(obj.writable)),
+        ReadResult::Eof => Attempt::Done(Ok(0), None),
+        ReadResult::Empty => Attempt::Block(obj.readable),
+    })?;
+    copy_to_user(buf, &data[..n as usize])?;
+    Ok(n)
 }
 
 fn sys_pipe(fds_ptr: u64) -> SysResult {
