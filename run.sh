@@ -301,18 +301,19 @@ script_tests() {
 }
 
 # The interactive console, typed into through a pipe: bad input gets an
-# error line and the shell goes on; the failures it counted make `halt`
-# power off with the failure status.
+# error line and the shell goes on; Ctrl-C (\003) ends a program `run` is
+# waiting for; the failures counted make `halt` power off with failure.
 console_test() {
     local out status=0
     out=$(mktemp)
     # The leading newline: bytes that arrive before the UART is programmed are
     # dropped when its FIFO is reset.
-    printf '\nhelp\nno_such_command\nmem extra\necho typed=42\nexpect typed == 42\nhalt\n' |
+    printf '\nhelp\nno_such_command\nmem extra\necho typed=42\nexpect typed == 42\nrun spin 1 1000000000\n\003\nhalt\n' |
         boot_qemu "$KERNEL" "$TEST_TIMEOUT" >"$out" 2>&1 || status=$?
     if [ "$status" = "$QEMU_FAILURE" ] && grep -q 'faultline> ' "$out" &&
         grep -q "error: unknown command 'no_such_command'" "$out" &&
-        grep -q 'usage: mem' "$out" && grep -q 'expect typed == 42: ok' "$out"; then
+        grep -q 'usage: mem' "$out" && grep -q 'expect typed == 42: ok' "$out" &&
+        grep -q 'exited exit_status=130' "$out"; then
         pass "console:interactive_bad_input_then_halt"
     else
         sed 's/^/    /' "$out"

@@ -166,9 +166,24 @@ fn report_exit(out: &mut Output<'_>, tid: u32, result: Result<i64, abi::Errno>) 
     }
 }
 
-/// Runs a program in the foreground: the console waits for it.
+/// Ctrl-C on the console.
+const INTERRUPT: u8 = 0x03;
+/// Exit status of a program ended by Ctrl-C (128 + SIGINT, as a shell says).
+const INTERRUPTED_STATUS: i64 = 128 + 2;
+
+/// Runs a program in the foreground: the console waits for it, and Ctrl-C
+/// kills it (other keys typed meanwhile are dropped: programs cannot read
+/// the console yet).
 fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = start_program(args)?;
+    while !crate::process::main_exited(tid) {
+        if arch::serial::try_read_byte() == Some(INTERRUPT) {
+            let _ = crate::process::kill_group(tid, INTERRUPTED_STATUS);
+            writeln!(out, "^C").map_err(io)?;
+            break;
+        }
+        crate::task::sleep_ns(1_000_000_000 / arch::timer::HZ);
+    }
     let result = crate::process::join_group(tid);
     report_exit(out, tid, result)
 }

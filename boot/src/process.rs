@@ -258,6 +258,13 @@ fn kill_others(pid: u32, except: Tid, status: i64) {
     });
 }
 
+/// Whether group `pid`'s main thread has exited (or does not exist).
+pub fn main_exited(pid: u32) -> bool {
+    task::with_sched(
+        |s| !matches!(s.task(pid).map(|t| t.state), Some(state) if !matches!(state, State::Exited(_))),
+    )
+}
+
 /// Whether `pid` names a live or unreaped task group.
 pub fn is_group(pid: u32) -> bool {
     arch::cpu::without_interrupts(|| GROUPS.lock().contains_key(&pid))
