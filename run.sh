@@ -190,6 +190,7 @@ test_kernels() {
 declare -A EXPECT_FAULT=(
     [page_fault]='cr2=0xdeadbeef000'
     [stack_overflow]='double_fault_stack=yes'
+    [task_stack_overflow]='double_fault_stack=yes'
 )
 
 kernel_name() {

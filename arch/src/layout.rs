@@ -5,6 +5,7 @@
 //! | `0` .. `0x8000_0000_0000` | user half (later issues)             |
 //! | `DIRECT_MAP_BASE`       | all physical memory, linearly          |
 //! | `HEAP_BASE`             | kernel heap, grown page by page        |
+//! | `KSTACK_BASE`           | task kernel stacks, each with a guard  |
 //! | `KERNEL_BASE`           | kernel image (top 2 GiB, code-model=kernel) |
 
 /// Physical address `pa` is at virtual `DIRECT_MAP_BASE + pa`.
@@ -14,7 +15,17 @@ pub const DIRECT_MAP_SIZE: u64 = 1 << 46;
 /// Start of the kernel heap.
 pub const HEAP_BASE: u64 = 0xffff_c000_0000_0000;
 /// The heap never grows beyond this many bytes.
-pub const HEAP_MAX: u64 = 1 << 40;
+pub const HEAP_MAX: u64 = 1 << 38;
+/// Task kernel stacks, one slot each: the stack at the top of its slot and
+/// the rest left unmapped, so an overflow faults instead of overwriting a
+/// neighbour. Heap and stacks share one top-level entry, created when the
+/// heap's first chunk is mapped at boot: address spaces copy the kernel's
+/// top-level entries, so the kernel half must need no new ones after boot.
+pub const KSTACK_BASE: u64 = HEAP_BASE + HEAP_MAX;
+/// Bytes of virtual space per task stack (stack plus guard).
+pub const KSTACK_SLOT: u64 = 32 * 1024;
+/// Number of stack slots (comfortably above the scheduler's task bound).
+pub const KSTACK_SLOTS: u64 = 8192;
 /// The kernel image is linked at `KERNEL_BASE + physical address`.
 pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 /// The first address of the kernel half.

@@ -324,9 +324,25 @@ pub fn kernel_root() -> Pfn {
 /// Maps one 4 KiB kernel page (heap growth). The caller owns `pfn`.
 pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapError> {
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
-    let _guard = KERNEL_PT_LOCK.lock();
-    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
-    pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
+    arch::cpu::without_interrupts(|| {
+        let _guard = KERNEL_PT_LOCK.lock();
+        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
+        pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
+    })
+}
+
+/// Unmaps one 4 KiB kernel page and flushes it; returns its frame, which
+/// the caller now owns again.
+pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
+    let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
+    let pfn = arch::cpu::without_interrupts(|| {
+        let _guard = KERNEL_PT_LOCK.lock();
+        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
+        pt.unmap(va).map(|(pfn, _, _)| pfn)
+    })?;
+    // Kernel pages are global: every address space sees this one.
+    arch::paging::flush_page(va);
+    Ok(pfn)
 }
 
 /// A boot module's bytes through the direct map, if it lies in RAM.

@@ -15,16 +15,17 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 
-use arch::layout::phys_to_virt;
+use arch::layout::{KSTACK_BASE, KSTACK_SLOT, KSTACK_SLOTS};
+use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::task::sched::{Priority, QueueId, SchedError, Scheduler, Switch, Tid};
 use spin::Mutex;
 
 use crate::memory;
 
-/// Kernel stacks: 2^2 frames = 16 KiB, from the direct map.
-const KSTACK_ORDER: u32 = 2;
-const KSTACK_BYTES: u64 = PAGE_SIZE << KSTACK_ORDER;
+/// Kernel stack size; the rest of each KSTACK_SLOT stays unmapped below it
+/// as a guard, so an overflow is a reported double fault, not corruption.
+const KSTACK_BYTES: u64 = 16 * 1024;
 /// Ticks a task runs before an equal-priority task gets the CPU.
 pub const TIME_SLICE_TICKS: u64 = 2;
 
@@ -45,11 +46,74 @@ pub enum Start {
     },
 }
 
+/// A task's kernel stack: a slot in the stack region, its top
+/// KSTACK_BYTES mapped to frames of its own.
+struct KernelStack {
+    slot: u64,
+}
+
+/// Slots given back, and the next never-used one.
+static FREE_SLOTS: kernel::sync::IrqMutex<(alloc::vec::Vec<u64>, u64)> =
+    kernel::sync::IrqMutex::new((alloc::vec::Vec::new(), 0));
+
+impl KernelStack {
+    fn top(&self) -> u64 {
+        KSTACK_BASE + (self.slot + 1) * KSTACK_SLOT
+    }
+
+    fn pages(&self) -> impl Iterator<Item = u64> {
+        let top = self.top();
+        (top - KSTACK_BYTES..top).step_by(PAGE_SIZE as usize)
+    }
+
+    fn new() -> Result<KernelStack, SchedError> {
+        let slot = {
+            let mut free = FREE_SLOTS.lock();
+            match free.0.pop() {
+                Some(slot) => slot,
+                None if free.1 < KSTACK_SLOTS => {
+                    free.1 += 1;
+                    free.1 - 1
+                }
+                None => return Err(SchedError::TooManyTasks),
+            }
+        };
+        let stack = KernelStack { slot };
+        let flags = LeafFlags::WRITABLE | LeafFlags::GLOBAL;
+        for va in stack.pages() {
+            let mapped = memory::frames()
+                .alloc_frame()
+                .map_err(|_| ())
+                .and_then(|pfn| {
+                    memory::map_kernel_page(va, pfn, flags).map_err(|_| {
+                        let _ = memory::frames().free(pfn, 0);
+                    })
+                });
+            if mapped.is_err() {
+                stack.release();
+                return Err(SchedError::TooManyTasks);
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Unmaps and frees whatever of the stack is mapped, and the slot.
+    fn release(&self) {
+        for va in self.pages() {
+            if let Ok(pfn) = memory::unmap_kernel_page(va)
+                && let Err(e) = memory::frames().free(pfn, 0)
+            {
+                log::error!("freeing a kernel stack frame: {e}");
+            }
+        }
+        FREE_SLOTS.lock().0.push(self.slot);
+    }
+}
+
 struct Ctx {
     saved_rsp: u64,
-    /// First frame of the kernel stack; None for the boot thread, whose
-    /// stack is in the kernel image.
-    stack: Option<Pfn>,
+    /// None for the boot thread, whose stack is in the kernel image.
+    stack: Option<KernelStack>,
     /// Page-table root of the task's address space; None = the kernel's.
     root: Option<Pfn>,
     start: Start,
@@ -57,7 +121,7 @@ struct Ctx {
 
 impl Ctx {
     fn stack_top(&self) -> Option<u64> {
-        self.stack.map(|s| phys_to_virt(s.addr()) + KSTACK_BYTES)
+        self.stack.as_ref().map(KernelStack::top)
     }
 }
 
@@ -109,13 +173,10 @@ fn new_ctx(
     start: Start,
     root: Option<Pfn>,
 ) -> Result<Box<Ctx>, SchedError> {
-    let stack = memory::frames()
-        .alloc(KSTACK_ORDER)
-        .map_err(|_| SchedError::TooManyTasks)?;
-    let top = phys_to_virt(stack.addr()) + KSTACK_BYTES;
-    // SAFETY: the stack's frames were just allocated for this task alone and
-    // are mapped writable in the direct map; `top` is page-aligned.
-    let saved_rsp = unsafe { arch::context::init_stack(top, entry, 0) };
+    let stack = KernelStack::new()?;
+    // SAFETY: the stack's pages were just mapped writable to frames
+    // allocated for this task alone; `top` is page-aligned.
+    let saved_rsp = unsafe { arch::context::init_stack(stack.top(), entry, 0) };
     Ok(Box::new(Ctx {
         saved_rsp,
         stack: Some(stack),
@@ -330,10 +391,8 @@ pub fn reap(tid: Tid) -> Result<i64, SchedError> {
 }
 
 fn free_stack(ctx: &Ctx) {
-    if let Some(stack) = ctx.stack
-        && let Err(e) = memory::frames().free(stack, KSTACK_ORDER)
-    {
-        log::error!("freeing a kernel stack: {e}");
+    if let Some(stack) = &ctx.stack {
+        stack.release();
     }
 }
 
