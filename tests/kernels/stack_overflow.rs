@@ -7,17 +7,9 @@
 
 boot::entry!(main);
 
-#[allow(unconditional_recursion)]
-fn recurse(depth: u64) -> u64 {
-    let frame = [depth; 32];
-    // Volatile so the recursion is neither optimised away nor turned into a loop.
-    let sum = core::hint::black_box(&frame).iter().sum::<u64>();
-    recurse(depth + 1) + core::hint::black_box(sum)
-}
-
 fn main(_: &'static boot::Booted) -> ! {
     arch::println!("recursing until the stack overflows");
-    let n = recurse(0);
+    let n = ktest::overflow_stack(0);
     arch::println!("returned {n}: the overflow was not caught");
     boot::power_off(true)
 }

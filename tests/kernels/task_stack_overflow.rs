@@ -7,15 +7,8 @@
 
 boot::entry!(main);
 
-#[allow(unconditional_recursion)]
-fn recurse(depth: u64) -> u64 {
-    let frame = [depth; 32];
-    let sum = core::hint::black_box(&frame).iter().sum::<u64>();
-    recurse(depth + 1) + core::hint::black_box(sum)
-}
-
 fn overflow(_: u64) -> i64 {
-    recurse(0) as i64
+    ktest::overflow_stack(0) as i64
 }
 
 fn main(_: &'static boot::Booted) -> ! {

@@ -74,3 +74,13 @@ pub fn wait_until(ticks: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Recurses until the stack overflows; never returns normally. Each frame
+/// holds an array behind `black_box`, so the recursion is neither optimised
+/// away nor turned into a loop.
+#[allow(unconditional_recursion)]
+pub fn overflow_stack(depth: u64) -> u64 {
+    let frame = [depth; 32];
+    let sum = core::hint::black_box(&frame).iter().sum::<u64>();
+    overflow_stack(depth + 1) + core::hint::black_box(sum)
+}
