@@ -23,39 +23,32 @@ pub fn mark_console_ready() {
     CONSOLE_READY_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
 }
 
-fn io(e: core::fmt::Error) -> CmdError {
-    let _ = e;
-    CmdError::Failed("console write failed".into())
-}
-
 fn mem(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     let frames = memory::frames().stats();
     let heap = heap::stats();
-    writeln!(
+    Ok(writeln!(
         out,
         "{frames} heap_bytes={} heap_used={} heap_growths={} boot_map_frames={}",
         heap.bytes,
         heap.used,
         heap.growths,
         memory::boot_map_frames()
-    )
-    .map_err(io)
+    )?)
 }
 
 fn uptime(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     let ns = arch::timer::uptime_ns();
-    writeln!(
+    Ok(writeln!(
         out,
         "uptime_ms={} ticks={} hz={}",
         ns / 1_000_000,
         arch::timer::ticks(),
         arch::timer::HZ
-    )
-    .map_err(io)
+    )?)
 }
 
 fn halt(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
-    writeln!(out, "halting").map_err(io)?;
+    writeln!(out, "halting")?;
     HALT_REQUESTED.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -63,7 +56,7 @@ fn halt(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
 fn breakpoint(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     arch::cpu::breakpoint();
     let n = arch::trap::BREAKPOINTS.load(Ordering::Relaxed);
-    writeln!(out, "breakpoint returned breakpoints={n}").map_err(io)
+    Ok(writeln!(out, "breakpoint returned breakpoints={n}")?)
 }
 
 fn bench(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
@@ -79,12 +72,11 @@ fn bench(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
 fn bench_boot(out: &mut Output<'_>) -> CmdResult {
     let entry = crate::booted().map(|b| b.entry_tsc).unwrap_or(0);
     let ready = CONSOLE_READY_TSC.load(Ordering::Relaxed);
-    writeln!(
+    Ok(writeln!(
         out,
         "boot_to_prompt_instructions={}",
         ready.saturating_sub(entry)
-    )
-    .map_err(io)
+    )?)
 }
 
 /// The cost of one timer interrupt as seen by the code it interrupts: spin
@@ -119,26 +111,25 @@ fn bench_timer(out: &mut Output<'_>) -> CmdResult {
     }
     gaps.sort_unstable();
     let median = gaps[SAMPLES / 2];
-    writeln!(
+    Ok(writeln!(
         out,
         "timer_irq_roundtrip_cycles={} samples={SAMPLES}",
         median.saturating_sub(ordinary)
-    )
-    .map_err(io)
+    )?)
 }
 
 fn ps(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     let mut lines = Vec::new();
     crate::task::describe_tasks(|l| lines.push(l));
     for l in lines {
-        writeln!(out, "{l}").map_err(io)?;
+        writeln!(out, "{l}")?;
     }
     Ok(())
 }
 
 fn programs(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     for name in crate::programs::names() {
-        writeln!(out, "{name}").map_err(io)?;
+        writeln!(out, "{name}")?;
     }
     Ok(())
 }
@@ -161,7 +152,7 @@ fn parse_tid(text: &str) -> Result<u32, CmdError> {
 
 fn report_exit(out: &mut Output<'_>, tid: u32, result: Result<i64, abi::Errno>) -> CmdResult {
     match result {
-        Ok(status) => writeln!(out, "task {tid} exited exit_status={status}").map_err(io),
+        Ok(status) => Ok(writeln!(out, "task {tid} exited exit_status={status}")?),
         Err(e) => Err(CmdError::Failed(alloc::format!("task {tid}: {}", e.name()))),
     }
 }
@@ -179,7 +170,7 @@ fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     while !crate::process::main_exited(tid) {
         if arch::serial::try_read_byte() == Some(INTERRUPT) {
             let _ = crate::process::kill_group(tid, INTERRUPTED_STATUS);
-            writeln!(out, "^C").map_err(io)?;
+            writeln!(out, "^C")?;
             break;
         }
         crate::task::sleep_ns(1_000_000_000 / arch::timer::HZ);
@@ -191,7 +182,7 @@ fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
 /// Starts a program in the background.
 fn spawn(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = start_program(args)?;
-    writeln!(out, "started tid={tid}").map_err(io)
+    Ok(writeln!(out, "started tid={tid}")?)
 }
 
 fn wait(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
@@ -214,7 +205,7 @@ fn kill(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
             e.name()
         ))
     })?;
-    writeln!(out, "killed tid={tid}").map_err(io)
+    Ok(writeln!(out, "killed tid={tid}")?)
 }
 
 /// Cost of one switch between two kernel threads that yield to each other.
@@ -237,7 +228,11 @@ fn bench_switch(out: &mut Output<'_>) -> CmdResult {
     let total = crate::task::join(a).map_err(fail)?;
     crate::task::join(b).map_err(fail)?;
     // Each round of the timed thread is two switches: away and back.
-    writeln!(out, "task_switch_cycles={}", total as u64 / (2 * ROUNDS)).map_err(io)
+    Ok(writeln!(
+        out,
+        "task_switch_cycles={}",
+        total as u64 / (2 * ROUNDS)
+    )?)
 }
 
 /// Registers this crate's commands in `shell`.

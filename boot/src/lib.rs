@@ -22,8 +22,6 @@ pub mod programs;
 pub mod syscall;
 pub mod task;
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use kernel::bootinfo::BootInfo;
 use spin::Once;
 
@@ -45,7 +43,6 @@ impl Booted {
 }
 
 static BOOTED: Once<Booted> = Once::new();
-static INIT_DONE_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// The boot information, once `boot_rust_entry` has parsed it.
 pub fn booted() -> Option<&'static Booted> {
@@ -103,7 +100,6 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     arch::trap::set_return_to_user_hook(syscall::return_to_user);
     arch::cpu::enable_interrupts();
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
-    INIT_DONE_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
     // SAFETY: `faultline_main` is defined by the binary through `entry!`,
     // with exactly this signature.
     unsafe { faultline_main(booted) }

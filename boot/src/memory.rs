@@ -18,7 +18,6 @@ use arch::pte::X86Pte;
 use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, TableAlloc};
-use kernel::mm::phys::PhysMem;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use spin::{Mutex, Once};
@@ -356,9 +355,4 @@ pub fn phys_slice(pa: u64, len: u64) -> Option<&'static [u8]> {
     // usable RAM and init reserved for good, so the bytes stay valid and
     // unaliased by any allocation for the kernel's lifetime.
     Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) })
-}
-
-/// Reads a physical u64 through the direct map (tests use it).
-pub fn read_phys_u64(pa: u64) -> u64 {
-    DirectMap.read_u64(pa)
 }

@@ -2,7 +2,6 @@
 //! program and tearing a group down.
 
 use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use abi::Errno;
@@ -36,7 +35,6 @@ pub const MAX_FDS: usize = 64;
 pub struct Group {
     pub space: UserSpace<'static, X86Pte, DirectMap>,
     pub fds: BTreeMap<u32, File>,
-    pub name: String,
 }
 
 pub struct PipeObj {
@@ -117,11 +115,7 @@ pub fn spawn_program(name: &str, image: &[u8], args: &str) -> Result<Tid, SpawnE
         let mut fds = BTreeMap::new();
         fds.insert(abi::STDOUT, File::Console);
         fds.insert(abi::STDERR, File::Console);
-        let group = Group {
-            space,
-            fds,
-            name: name.into(),
-        };
+        let group = Group { space, fds };
         GROUPS.lock().insert(tid, group);
         Ok(tid)
     })
