@@ -171,7 +171,20 @@ pub fn new_pipe() -> Result<(u32, u32), Errno> {
             g.fds.insert(w, File::PipeWrite(id));
             Ok((r, w))
         })?;
-        let (readable, writable) = task::with_sched(|s| (s.new_queue(), s.new_queue()));
+        let queues = task::with_sched(|s| {
+            let r = s.new_queue()?;
+            s.new_queue()
+                .inspect_err(|_| s.free_queue(r))
+                .map(|w| (r, w))
+        });
+        let Ok((readable, writable)) = queues else {
+            with_group(|g| {
+                g.fds.remove(&fds.0);
+                g.fds.remove(&fds.1);
+                Ok(())
+            })?;
+            return Err(Errno::ENOMEM);
+        };
         PIPES.lock().insert(
             id,
             PipeObj {

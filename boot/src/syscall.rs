@@ -215,7 +215,7 @@ fn sys_spawn_thread(entry: u64, stack_top: u64, arg: u64) -> SysResult {
         let t = s.task(me);
         (
             t.map(|t| t.group).unwrap_or(me),
-            t.map(|t| t.name.clone()).unwrap_or_default(),
+            t.map(|t| t.name).unwrap_or_default(),
         )
     });
     let root = task::current_root().ok_or(Errno::EPERM)?;
@@ -251,7 +251,7 @@ fn sys_wait(tid: u64, status_ptr: u64) -> SysResult {
                     }
                     Ok(None)
                 }
-                Ok(WaitResult::Exited(status)) => {
+                Ok(WaitResult::Exited(status, ())) => {
                     // In the same interrupts-off section as the reap, so the
                     // tid cannot be reused before its context is gone.
                     task::drop_ctx(tid);
@@ -297,7 +297,7 @@ pub fn user_fault(frame: &mut TrapFrame) {
 // which never returns.
 fn report_user_fault(frame: &TrapFrame) {
     let tid = task::current();
-    let name = task::with_sched(|s| s.task(tid).map(|t| t.name.clone()).unwrap_or_default());
+    let name = task::with_sched(|s| s.task(tid).map(|t| t.name).unwrap_or_default());
     let addr = if frame.vector == 14 {
         arch::paging::fault_address()
     } else {

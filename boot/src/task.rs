@@ -198,7 +198,7 @@ pub fn spawn(
     let entry: extern "C" fn(u64) -> ! = if user { user_entry } else { kernel_entry };
     let ctx = new_ctx(entry, start, root)?;
     arch::cpu::without_interrupts(|| {
-        let tid = with_sched(|s| s.spawn(name, group, priority, user));
+        let tid = with_sched(|s| s.spawn(name, group, priority, user, ()));
         match tid {
             Ok(tid) => {
                 if let Some(stale) = CTXS.lock().insert(tid, ctx) {
@@ -382,7 +382,7 @@ pub fn join(tid: Tid) -> Result<i64, SchedError> {
 /// Removes an exited task's record and frees its kernel stack.
 pub fn reap(tid: Tid) -> Result<i64, SchedError> {
     arch::cpu::without_interrupts(|| {
-        let status = with_sched(|s| s.reap(tid))?;
+        let (status, ()) = with_sched(|s| s.reap(tid))?;
         if let Some(ctx) = CTXS.lock().remove(&tid) {
             free_stack(&ctx);
         }

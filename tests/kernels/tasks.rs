@@ -103,7 +103,7 @@ fn reader(_: u64) -> i64 {
 }
 
 fn blocked_task_wakes_when_woken(_: &'static Booted) {
-    let q = *QUEUE.call_once(|| task::with_sched(|s| s.new_queue()));
+    let q = *QUEUE.call_once(|| task::with_sched(|s| s.new_queue()).expect("queue"));
     let t = task::spawn_kernel("reader", reader, 0).expect("spawn");
     task::sleep_ns(5 * TICK_NS);
     let state = task::with_sched(|s| s.task(t).map(|t| t.state));

@@ -35,18 +35,51 @@
 //! waiter can still collect its status. Tids are not reused while a record
 //! or a task group carries them, so a stale tid never names a new task.
 //!
+//! Each record carries a payload `X` of the caller's ([`Scheduler::ext`]):
+//! the executor keeps a task's context there, so one record per task holds
+//! all the kernel knows about it. Reaping hands the payload back to be
+//! freed. Records move when the table grows and their slots are reused, so
+//! no reference into one outlives a call; a payload part whose address must
+//! stay put while the lock is released (the executor saves a stack pointer
+//! into it during a switch) must be boxed by the caller.
+//!
+//! # Memory
+//!
+//! Nothing a task does may abort the kernel, and running out of heap would.
+//! So only creation allocates, and fallibly: [`Scheduler::spawn`] and
+//! [`Scheduler::new_queue`] grow their tables with `try_reserve` and say
+//! [`SchedError::NoMemory`] when they cannot, leaving everything as it was.
+//! Every other call (tick, schedule, yield, sleep, block, wake, exit, kill,
+//! wait, reap, freeing a queue) only relinks what exists, and allocates
+//! nothing; the host tests count allocations to hold it so. Names are a
+//! fixed-size [`TaskName`] for the same reason.
+//!
 //! # Where a task is kept
 //!
+//! Records are in a table indexed through the tid; every queue is an
+//! intrusive doubly linked list through the records (tids as links), so
+//! blocking and waking move no memory.
+//!
 //! * Ready tasks (but idle) are in exactly one run queue, the one of their
-//!   priority. Idle is in none: it is the fallback when all are empty.
-//! * `Blocked(Queue(q))` tasks are on wait queue `q`, FIFO.
+//!   priority, linked through their queue link; a bitmap marks the
+//!   non-empty run queues, so the best one is found in a few words. Idle is
+//!   in none: it is the fallback when all are empty.
+//! * `Blocked(Queue(q))` tasks are on wait queue `q`, FIFO, through the
+//!   same queue link (a task is never both ready and blocked).
 //! * `Blocked(Sleep)` tasks, and queue waiters that gave a deadline, are
-//!   in the timer set, ordered by deadline, so a tick finds the expired
-//!   ones without looking at anyone else.
+//!   on the timer list through their timer link, ordered by (deadline,
+//!   tid), so a tick finds the expired ones at its head without looking at
+//!   anyone else.
 //! * `Blocked(Wait(t))` tasks are in no structure: the state itself says
-//!   whom they wait for, and an exit looks for its waiters. Exits are rare
-//!   and the table is small, so a scan is cheaper than keeping a list right.
+//!   whom they wait for, and an exit scans the table for its waiters. Exits
+//!   are rare and the table is small, so a scan is cheaper than keeping a
+//!   list right.
 //! * Running and Exited tasks are in none.
+//!
+//! A link not in use is empty. The table's free record slots, and the free
+//! wait-queue slots, are chained through themselves; a wait queue's id
+//! carries its slot's generation, so the id of a freed queue never names
+//! the queue that reuses its slot.
 //!
 //! # Policy
 //!
@@ -73,10 +106,11 @@
 //! not change its state; they just switch away, and `reap` refuses it
 //! because its stack is still in use.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
 
 /// A task (thread) id.
 pub type Tid = u32;
@@ -111,9 +145,76 @@ impl Priority {
     pub const HIGH: Priority = Priority(3);
 }
 
-/// A wait queue, made by [`Scheduler::new_queue`].
+/// How many priorities there are: one run queue each.
+const PRIORITIES: usize = u8::MAX as usize + 1;
+
+/// A wait queue, made by [`Scheduler::new_queue`]: its slot, and the
+/// slot's generation when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueId(u32);
+pub struct QueueId {
+    slot: u32,
+    generation: u32,
+}
+
+/// A task's name, truncated like Linux's 16-byte `comm` so that naming a
+/// task allocates nothing.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskName {
+    len: u8,
+    bytes: [u8; TaskName::MAX],
+}
+
+impl TaskName {
+    /// The longest name kept, in bytes; with the length byte the whole is
+    /// 16 bytes, as `comm` is with its NUL.
+    pub const MAX: usize = 15;
+
+    /// `name`, cut to at most MAX bytes at a char boundary.
+    pub fn new(name: &str) -> TaskName {
+        let mut len = name.len().min(Self::MAX);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        TaskName {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // `new` copies whole chars of a str, so this is valid UTF-8; the
+        // fallback is there because this crate may not assert it unsafely.
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl core::ops::Deref for TaskName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for TaskName {
+    fn from(name: &str) -> TaskName {
+        TaskName::new(name)
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// Why a task is blocked, and so where it is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,24 +264,27 @@ pub enum SchedError {
     NoSuchQueue,
     /// The current task has a kill pending, so it may not wait any more.
     Interrupted,
+    /// A table could not grow: the heap is exhausted. Nothing changed.
+    NoMemory,
 }
 
 /// The outcome of [`Scheduler::wait_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitResult {
-    /// The target had exited; here is its status, and its record is gone.
-    Exited(i64),
+pub enum WaitResult<X = ()> {
+    /// The target had exited; here are its status and payload, and its
+    /// record is gone.
+    Exited(i64, X),
     /// The current task now waits; switch as told, then call `wait_for`
     /// again once woken.
     Blocked(Option<Switch>),
 }
 
 /// What `ps` shows about a task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TaskInfo {
     pub tid: Tid,
     pub group: Pid,
-    pub name: String,
+    pub name: TaskName,
     pub priority: Priority,
     pub state: State,
     /// Timer ticks charged while it was current.
@@ -196,45 +300,409 @@ pub struct TaskInfo {
     pub kill_pending: Option<i64>,
 }
 
-/// A task's record: what `ps` sees plus the scheduler's bookkeeping.
-struct Task {
+/// A task's neighbours on one intrusive list; both None when on none.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    prev: Option<Tid>,
+    next: Option<Tid>,
+}
+
+/// Which of a record's links a list runs through.
+#[derive(Debug, Clone, Copy)]
+enum Chain {
+    /// Run queues and wait queues: a task is on at most one of them.
+    Queue,
+    Timer,
+}
+
+/// The ends of an intrusive FIFO of tasks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct List {
+    head: Option<Tid>,
+    tail: Option<Tid>,
+}
+
+impl List {
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+/// A task's record: what `ps` sees, the scheduler's bookkeeping, and the
+/// caller's payload.
+struct Task<X> {
     info: TaskInfo,
-    /// Set while in the timer set (sleeping, or waiting with a timeout).
+    /// Set while on the timer list (sleeping, or waiting with a timeout).
     deadline: Option<u64>,
     /// Ticks used of the current time slice.
     slice_used: u64,
+    /// On its run queue or wait queue.
+    queue: Link,
+    /// On the timer list.
+    timer: Link,
+    ext: X,
+}
+
+impl<X> Task<X> {
+    fn link(&self, chain: Chain) -> Link {
+        match chain {
+            Chain::Queue => self.queue,
+            Chain::Timer => self.timer,
+        }
+    }
+
+    fn link_mut(&mut self, chain: Chain) -> &mut Link {
+        match chain {
+            Chain::Queue => &mut self.queue,
+            Chain::Timer => &mut self.timer,
+        }
+    }
 }
 
 /// Record counts of one task group.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Group {
     /// Records, zombies included; the pid stays taken while this is > 0.
-    records: usize,
+    records: u32,
     /// Tasks not Exited.
-    live: usize,
+    live: u32,
 }
 
-pub struct Scheduler {
-    tasks: BTreeMap<Tid, Task>,
-    groups: BTreeMap<Pid, Group>,
-    /// One FIFO per priority; empty ones are removed, so the last entry is
-    /// always the best ready priority.
-    run: BTreeMap<Priority, VecDeque<Tid>>,
-    /// Wait queues by id.
-    queues: BTreeMap<u32, VecDeque<Tid>>,
-    /// (deadline, tid) of every task blocked with a deadline.
-    timers: BTreeSet<(u64, Tid)>,
+/// What the table knows about one tid.
+#[derive(Debug, Default, Clone, Copy)]
+struct TidEntry {
+    /// The record's slot, if the tid has one.
+    slot: Option<u32>,
+    /// The group this tid is the pid of, if any. Kept here, not in the
+    /// record, because a group outlives its first thread's record.
+    group: Group,
+}
+
+enum Slot<X> {
+    Used(Task<X>),
+    /// The next free slot.
+    Free(Option<u32>),
+}
+
+/// The task records. Tids reach the bound however few records there are
+/// (they are handed out cyclically), so a per-tid entry is kept small and
+/// the records themselves are dense, their slots reused.
+struct Table<X> {
+    tids: Vec<TidEntry>,
+    slots: Vec<Slot<X>>,
+    /// Head of the chain of free slots.
+    free: Option<u32>,
+    /// Records (used slots).
+    len: usize,
+}
+
+impl<X> Table<X> {
+    fn new() -> Self {
+        Table {
+            tids: Vec::new(),
+            slots: Vec::new(),
+            free: None,
+            len: 0,
+        }
+    }
+
+    fn get(&self, tid: Tid) -> Option<&Task<X>> {
+        let slot = self.tids.get(tid as usize)?.slot?;
+        match self.slots.get(slot as usize)? {
+            Slot::Used(t) => Some(t),
+            Slot::Free(_) => None,
+        }
+    }
+
+    fn get_mut(&mut self, tid: Tid) -> Option<&mut Task<X>> {
+        let slot = self.tids.get(tid as usize)?.slot?;
+        match self.slots.get_mut(slot as usize)? {
+            Slot::Used(t) => Some(t),
+            Slot::Free(_) => None,
+        }
+    }
+
+    /// Records in tid order.
+    fn iter(&self) -> impl Iterator<Item = &Task<X>> {
+        self.tids
+            .iter()
+            .filter_map(|e| match self.slots.get(e.slot? as usize)? {
+                Slot::Used(t) => Some(t),
+                Slot::Free(_) => None,
+            })
+    }
+
+    /// One past the highest tid the table has an entry for.
+    fn tid_end(&self) -> Tid {
+        self.tids.len() as Tid
+    }
+
+    /// Whether `tid` names neither a record nor a group.
+    fn tid_free(&self, tid: Tid) -> bool {
+        self.tids
+            .get(tid as usize)
+            .is_none_or(|e| e.slot.is_none() && e.group.records == 0)
+    }
+
+    fn group(&self, pid: Pid) -> Group {
+        self.tids
+            .get(pid as usize)
+            .map_or(Group::default(), |e| e.group)
+    }
+
+    fn group_mut(&mut self, pid: Pid) -> Option<&mut Group> {
+        self.tids.get_mut(pid as usize).map(|e| &mut e.group)
+    }
+
+    /// Makes room for a record under `tid`, so that `insert` allocates
+    /// nothing; on failure nothing is changed but spare capacity.
+    fn reserve(&mut self, tid: Tid) -> Result<(), SchedError> {
+        let more = (tid as usize + 1).saturating_sub(self.tids.len());
+        self.tids
+            .try_reserve(more)
+            .map_err(|_| SchedError::NoMemory)?;
+        if self.free.is_none() {
+            self.slots
+                .try_reserve(1)
+                .map_err(|_| SchedError::NoMemory)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `task` under `tid` (which must have no record), in a free slot
+    /// if there is one. Allocates only if `reserve` was not called first.
+    fn insert(&mut self, tid: Tid, task: Task<X>) {
+        if self.tids.len() <= tid as usize {
+            self.tids.resize(tid as usize + 1, TidEntry::default());
+        }
+        let slot = match self.free {
+            Some(slot) => {
+                let next = match self.slots.get(slot as usize) {
+                    Some(Slot::Free(next)) => *next,
+                    _ => None,
+                };
+                self.free = next;
+                self.slots[slot as usize] = Slot::Used(task);
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Used(task));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.tids[tid as usize].slot = Some(slot);
+        self.len += 1;
+    }
+
+    /// Takes `tid`'s record out, putting its slot on the free chain.
+    fn remove(&mut self, tid: Tid) -> Option<Task<X>> {
+        let entry = self.tids.get_mut(tid as usize)?;
+        let slot = entry.slot?;
+        let place = self.slots.get_mut(slot as usize)?;
+        let Slot::Used(_) = place else { return None };
+        entry.slot = None;
+        let Slot::Used(task) = core::mem::replace(place, Slot::Free(self.free)) else {
+            return None;
+        };
+        self.free = Some(slot);
+        self.len -= 1;
+        Some(task)
+    }
+
+    fn link(&self, tid: Tid, chain: Chain) -> Link {
+        self.get(tid).map_or(Link::default(), |t| t.link(chain))
+    }
+
+    fn set_next(&mut self, list: &mut List, at: Option<Tid>, to: Option<Tid>, chain: Chain) {
+        match at.and_then(|t| self.get_mut(t)) {
+            Some(t) => t.link_mut(chain).next = to,
+            None => list.head = to,
+        }
+    }
+
+    fn set_prev(&mut self, list: &mut List, at: Option<Tid>, to: Option<Tid>, chain: Chain) {
+        match at.and_then(|t| self.get_mut(t)) {
+            Some(t) => t.link_mut(chain).prev = to,
+            None => list.tail = to,
+        }
+    }
+
+    /// Links `tid` into `list` just before `at`, or at the tail for None.
+    fn insert_before(&mut self, list: &mut List, at: Option<Tid>, tid: Tid, chain: Chain) {
+        let prev = match at {
+            Some(a) => self.link(a, chain).prev,
+            None => list.tail,
+        };
+        let Some(t) = self.get_mut(tid) else { return };
+        *t.link_mut(chain) = Link { prev, next: at };
+        self.set_next(list, prev, Some(tid), chain);
+        self.set_prev(list, at, Some(tid), chain);
+    }
+
+    fn push_back(&mut self, list: &mut List, tid: Tid, chain: Chain) {
+        self.insert_before(list, None, tid, chain);
+    }
+
+    /// Unlinks `tid` from `list`; false (and nothing changed) if it is not
+    /// on it.
+    fn unlink(&mut self, list: &mut List, tid: Tid, chain: Chain) -> bool {
+        let Link { prev, next } = self.link(tid, chain);
+        // An empty end is only right at the list's own end.
+        if (prev.is_none() && list.head != Some(tid)) || (next.is_none() && list.tail != Some(tid))
+        {
+            return false;
+        }
+        self.set_next(list, prev, next, chain);
+        self.set_prev(list, next, prev, chain);
+        if let Some(t) = self.get_mut(tid) {
+            *t.link_mut(chain) = Link::default();
+        }
+        true
+    }
+
+    fn pop_front(&mut self, list: &mut List, chain: Chain) -> Option<Tid> {
+        let tid = list.head?;
+        self.unlink(list, tid, chain).then_some(tid)
+    }
+}
+
+/// The ready tasks: one FIFO per priority, and a bitmap of the non-empty
+/// ones. Self-contained, so that there can be one per CPU.
+struct RunQueue {
+    lists: [List; PRIORITIES],
+    busy: [u64; PRIORITIES / 64],
+    len: usize,
+}
+
+impl RunQueue {
+    fn new() -> Self {
+        RunQueue {
+            lists: [List::default(); PRIORITIES],
+            busy: [0; PRIORITIES / 64],
+            len: 0,
+        }
+    }
+
+    fn mark(&mut self, prio: Priority) {
+        let p = usize::from(prio.0);
+        let bit = 1 << (p % 64);
+        if self.lists[p].is_empty() {
+            self.busy[p / 64] &= !bit;
+        } else {
+            self.busy[p / 64] |= bit;
+        }
+    }
+
+    fn push_back<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+        tasks.push_back(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue);
+        self.len += 1;
+        self.mark(prio);
+    }
+
+    fn remove<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+        if tasks.unlink(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue) {
+            self.len -= 1;
+            self.mark(prio);
+        }
+    }
+
+    fn best(&self) -> Option<Priority> {
+        let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
+        let p = word * 64 + 63 - bits.leading_zeros() as usize;
+        Some(Priority(p as u8))
+    }
+
+    fn pop_best<X>(&mut self, tasks: &mut Table<X>) -> Option<Tid> {
+        let prio = self.best()?;
+        let tid = self.lists[usize::from(prio.0)].head?;
+        self.remove(tasks, tid, prio);
+        Some(tid)
+    }
+}
+
+enum QueueSlot {
+    Live(List),
+    /// The next free slot.
+    Free(Option<u32>),
+}
+
+/// The wait queues, in reused slots; a slot's generation grows each time
+/// it is freed, so that old ids go stale.
+struct WaitQueues {
+    slots: Vec<(u32, QueueSlot)>,
+    free: Option<u32>,
+}
+
+impl WaitQueues {
+    fn get(&self, q: QueueId) -> Option<&List> {
+        match self.slots.get(q.slot as usize)? {
+            (generation, QueueSlot::Live(list)) if *generation == q.generation => Some(list),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, q: QueueId) -> Option<&mut List> {
+        match self.slots.get_mut(q.slot as usize)? {
+            (generation, QueueSlot::Live(list)) if *generation == q.generation => Some(list),
+            _ => None,
+        }
+    }
+
+    fn create(&mut self) -> Result<QueueId, SchedError> {
+        if let Some(slot) = self.free
+            && let Some((generation, place)) = self.slots.get_mut(slot as usize)
+            && let QueueSlot::Free(next) = *place
+        {
+            self.free = next;
+            *place = QueueSlot::Live(List::default());
+            return Ok(QueueId {
+                slot,
+                generation: *generation,
+            });
+        }
+        self.slots
+            .try_reserve(1)
+            .map_err(|_| SchedError::NoMemory)?;
+        self.slots.push((0, QueueSlot::Live(List::default())));
+        Ok(QueueId {
+            slot: (self.slots.len() - 1) as u32,
+            generation: 0,
+        })
+    }
+
+    /// Frees an empty queue's slot.
+    fn remove(&mut self, q: QueueId) {
+        if self.get(q).is_none() {
+            return;
+        }
+        if let Some((generation, place)) = self.slots.get_mut(q.slot as usize) {
+            // Wrapping takes 2^32 frees of one slot: an id that old is
+            // long forgotten.
+            *generation = generation.wrapping_add(1);
+            *place = QueueSlot::Free(self.free);
+            self.free = Some(q.slot);
+        }
+    }
+}
+
+/// The scheduler, its records carrying a payload `X` each (see the
+/// module doc).
+pub struct Scheduler<X = ()> {
+    tasks: Table<X>,
+    run: RunQueue,
+    queues: WaitQueues,
+    /// Every task blocked with a deadline, by (deadline, tid).
+    timers: List,
     current: Tid,
     time_slice: u64,
     /// The latest time a tick brought.
     now: u64,
     /// Where the cyclic tid search starts.
     next_tid: Tid,
-    next_queue: u32,
     max_tasks: u32,
 }
 
-impl Scheduler {
+impl Scheduler<()> {
     /// Creates the idle task (tid 0) and the boot thread (tid 1, "main",
     /// NORMAL, its own group 1), which is current. `time_slice` is in ticks.
     pub fn new(time_slice: u64) -> Self {
@@ -244,21 +712,30 @@ impl Scheduler {
     /// Like [`Scheduler::new`] with another bound on records (at least 2:
     /// idle and the boot thread); tids stay below it.
     pub fn with_max_tasks(time_slice: u64, max_tasks: u32) -> Self {
+        Self::with_ext(time_slice, max_tasks, (), ())
+    }
+}
+
+impl<X> Scheduler<X> {
+    /// Like [`Scheduler::with_max_tasks`], with the payloads of the idle
+    /// task and the boot thread.
+    pub fn with_ext(time_slice: u64, max_tasks: u32, idle: X, boot: X) -> Self {
         let mut s = Scheduler {
-            tasks: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            run: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            tasks: Table::new(),
+            run: RunQueue::new(),
+            queues: WaitQueues {
+                slots: Vec::new(),
+                free: None,
+            },
+            timers: List::default(),
             current: BOOT,
             time_slice,
             now: 0,
             next_tid: BOOT + 1,
-            next_queue: 0,
             max_tasks: max_tasks.max(2),
         };
-        s.insert(IDLE, "idle", IDLE, Priority::IDLE, false);
-        s.insert(BOOT, "main", BOOT, Priority::NORMAL, false);
+        s.insert(IDLE, "idle", IDLE, Priority::IDLE, false, idle);
+        s.insert(BOOT, "main", BOOT, Priority::NORMAL, false, boot);
         s.set_state(BOOT, State::Running);
         s
     }
@@ -268,43 +745,56 @@ impl Scheduler {
     }
 
     pub fn task(&self, tid: Tid) -> Option<&TaskInfo> {
-        self.tasks.get(&tid).map(|t| &t.info)
+        self.tasks.get(tid).map(|t| &t.info)
+    }
+
+    /// The payload of `tid`'s record, zombies included.
+    pub fn ext(&self, tid: Tid) -> Option<&X> {
+        self.tasks.get(tid).map(|t| &t.ext)
+    }
+
+    pub fn ext_mut(&mut self, tid: Tid) -> Option<&mut X> {
+        self.tasks.get_mut(tid).map(|t| &mut t.ext)
     }
 
     /// All records in tid order, zombies included.
     pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> {
-        self.tasks.values().map(|t| &t.info)
+        self.tasks.iter().map(|t| &t.info)
     }
 
     /// Tasks of group `pid` that have not exited.
     pub fn live_in_group(&self, pid: Pid) -> usize {
-        self.groups.get(&pid).map_or(0, |g| g.live)
+        self.tasks.group(pid).live as usize
     }
 
     /// (records, ready tasks waiting in run queues). Idle is a record but
     /// is not counted as ready: it always is.
     pub fn counts(&self) -> (usize, usize) {
-        let ready = self.run.values().map(VecDeque::len).sum();
-        (self.tasks.len(), ready)
+        (self.tasks.len, self.run.len)
     }
 
     // ---- Creating tasks ----
 
     /// A new Ready task at the tail of its priority's run queue, in group
     /// `group` (which must have a live task) or, with None, in a new group
-    /// whose pid is the new tid.
+    /// whose pid is the new tid, carrying `ext`. On an error nothing
+    /// changes and `ext` is dropped, so a payload holding resources should
+    /// free them on drop.
     pub fn spawn(
         &mut self,
         name: &str,
         group: Option<Pid>,
         priority: Priority,
         user: bool,
+        ext: X,
     ) -> Result<Tid, SchedError> {
         if let Some(pid) = group {
             self.check_group_open(pid)?;
         }
-        let tid = self.alloc_tid().ok_or(SchedError::TooManyTasks)?;
-        self.insert(tid, name, group.unwrap_or(tid), priority, user);
+        let tid = self.free_tid().ok_or(SchedError::TooManyTasks)?;
+        self.tasks.reserve(tid)?;
+        self.next_tid = tid + 1;
+        self.insert(tid, name, group.unwrap_or(tid), priority, user, ext);
         self.enqueue(tid);
         Ok(tid)
     }
@@ -315,39 +805,40 @@ impl Scheduler {
         if pid == IDLE {
             return Err(SchedError::IdleTask);
         }
-        match self.groups.get(&pid) {
-            Some(g) if g.live > 0 => Ok(()),
-            _ => Err(SchedError::NoSuchTask),
+        if self.tasks.group(pid).live > 0 {
+            Ok(())
+        } else {
+            Err(SchedError::NoSuchTask)
         }
     }
 
     /// The next tid, searching cyclically from the last one handed out, that
     /// names neither a record nor a group: reusing a group's pid while the
-    /// group lives would put a stranger in charge of it.
-    fn alloc_tid(&mut self) -> Option<Tid> {
-        if self.tasks.len() >= self.max_tasks as usize {
+    /// group lives would put a stranger in charge of it. Changes nothing, so
+    /// that a spawn failing later leaves the search where it was.
+    fn free_tid(&self) -> Option<Tid> {
+        if self.tasks.len >= self.max_tasks as usize {
             return None;
         }
+        let mut tid = self.next_tid;
         for _ in 1..self.max_tasks {
-            let tid = if self.next_tid >= self.max_tasks {
-                1
-            } else {
-                self.next_tid
-            };
-            self.next_tid = tid + 1;
-            if !self.tasks.contains_key(&tid) && !self.groups.contains_key(&tid) {
+            if tid >= self.max_tasks {
+                tid = 1;
+            }
+            if self.tasks.tid_free(tid) {
                 return Some(tid);
             }
+            tid += 1;
         }
         None
     }
 
     /// Adds a record in state Ready (but on no queue yet).
-    fn insert(&mut self, tid: Tid, name: &str, group: Pid, priority: Priority, user: bool) {
+    fn insert(&mut self, tid: Tid, name: &str, group: Pid, priority: Priority, user: bool, ext: X) {
         let info = TaskInfo {
             tid,
             group,
-            name: name.to_string(),
+            name: TaskName::new(name),
             priority,
             state: State::Ready,
             cpu_ticks: 0,
@@ -359,11 +850,15 @@ impl Scheduler {
             info,
             deadline: None,
             slice_used: 0,
+            queue: Link::default(),
+            timer: Link::default(),
+            ext,
         };
         self.tasks.insert(tid, task);
-        let g = self.groups.entry(group).or_default();
-        g.records += 1;
-        g.live += 1;
+        if let Some(g) = self.tasks.group_mut(group) {
+            g.records += 1;
+            g.live += 1;
+        }
     }
 
     // ---- Time and preemption ----
@@ -374,7 +869,7 @@ impl Scheduler {
     pub fn tick(&mut self, now_ns: u64) -> bool {
         // A clock going backwards must not un-expire anything.
         self.now = self.now.max(now_ns);
-        if let Some(t) = self.tasks.get_mut(&self.current) {
+        if let Some(t) = self.tasks.get_mut(self.current) {
             t.info.cpu_ticks = t.info.cpu_ticks.saturating_add(1);
             t.slice_used = t.slice_used.saturating_add(1);
         }
@@ -383,10 +878,26 @@ impl Scheduler {
     }
 
     fn expire_timers(&mut self) {
-        while self.timers.first().is_some_and(|&(d, _)| d <= self.now) {
-            if let Some((_, tid)) = self.timers.pop_first() {
-                self.make_ready(tid, WakeReason::TimedOut);
+        while let Some(tid) = self.timers.head {
+            if self
+                .tasks
+                .get(tid)
+                .and_then(|t| t.deadline)
+                .is_some_and(|d| d > self.now)
+            {
+                break;
             }
+            if self
+                .tasks
+                .pop_front(&mut self.timers, Chain::Timer)
+                .is_none()
+            {
+                break;
+            }
+            if let Some(t) = self.tasks.get_mut(tid) {
+                t.deadline = None;
+            }
+            self.make_ready(tid, WakeReason::TimedOut);
         }
     }
 
@@ -397,7 +908,7 @@ impl Scheduler {
         if !self.current_running() {
             return true;
         }
-        match (self.best_ready(), self.current_priority()) {
+        match (self.run.best(), self.current_priority()) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(best), Some(cur)) => best > cur,
@@ -410,26 +921,22 @@ impl Scheduler {
         if self.current == IDLE {
             return None;
         }
-        self.tasks.get(&self.current).map(|t| t.info.priority)
+        self.tasks.get(self.current).map(|t| t.info.priority)
     }
 
     fn slice_over(&self) -> bool {
         self.tasks
-            .get(&self.current)
+            .get(self.current)
             .is_some_and(|t| t.slice_used >= self.time_slice)
     }
 
     /// A ready task of at least the current priority.
     fn equal_ready(&self) -> bool {
-        match (self.best_ready(), self.current_priority()) {
+        match (self.run.best(), self.current_priority()) {
             (Some(best), Some(cur)) => best >= cur,
             (Some(_), None) => true,
             (None, _) => false,
         }
-    }
-
-    fn best_ready(&self) -> Option<Priority> {
-        self.run.last_key_value().map(|(p, _)| *p)
     }
 
     fn current_running(&self) -> bool {
@@ -461,8 +968,8 @@ impl Scheduler {
     /// Switch with `from == to` means it was simply picked again.
     fn dispatch(&mut self) -> Switch {
         let from = self.current;
-        let to = self.pop_ready().unwrap_or(IDLE);
-        if let Some(t) = self.tasks.get_mut(&to) {
+        let to = self.run.pop_best(&mut self.tasks).unwrap_or(IDLE);
+        if let Some(t) = self.tasks.get_mut(to) {
             t.info.state = State::Running;
             if to != from {
                 t.slice_used = 0;
@@ -472,23 +979,15 @@ impl Scheduler {
         Switch { from, to }
     }
 
-    fn pop_ready(&mut self) -> Option<Tid> {
-        let mut queue = self.run.last_entry()?;
-        let tid = queue.get_mut().pop_front();
-        if queue.get().is_empty() {
-            queue.remove();
-        }
-        tid
-    }
-
     /// Marks `tid` Ready and appends it to its run queue (idle has none).
     fn enqueue(&mut self, tid: Tid) {
         self.set_state(tid, State::Ready);
         if tid == IDLE {
             return;
         }
-        if let Some(t) = self.tasks.get(&tid) {
-            self.run.entry(t.info.priority).or_default().push_back(tid);
+        if let Some(t) = self.tasks.get(tid) {
+            let prio = t.info.priority;
+            self.run.push_back(&mut self.tasks, tid, prio);
         }
     }
 
@@ -515,24 +1014,16 @@ impl Scheduler {
         Some(self.block(Blocked::Sleep, Some(until_ns)))
     }
 
-    /// A new, empty wait queue.
-    pub fn new_queue(&mut self) -> QueueId {
-        // Skip ids still in use once the counter wraps; 2^32 live queues
-        // cannot fit in memory, so a free id exists.
-        while self.queues.contains_key(&self.next_queue) {
-            self.next_queue = self.next_queue.wrapping_add(1);
-        }
-        let id = self.next_queue;
-        self.next_queue = self.next_queue.wrapping_add(1);
-        self.queues.insert(id, VecDeque::new());
-        QueueId(id)
+    /// A new, empty wait queue; NoMemory if its table cannot grow.
+    pub fn new_queue(&mut self) -> Result<QueueId, SchedError> {
+        self.queues.create()
     }
 
     /// Frees a wait queue, waking (Woken) everyone still on it, so no task
     /// is left blocked on a queue nobody can wake any more.
     pub fn free_queue(&mut self, q: QueueId) {
         self.wake_all(q);
-        self.queues.remove(&q.0);
+        self.queues.remove(q);
     }
 
     /// Blocks the current task on `q`, and with a deadline until then at
@@ -546,7 +1037,7 @@ impl Scheduler {
         if self.current == IDLE {
             return Err(SchedError::IdleTask);
         }
-        if !self.queues.contains_key(&q.0) {
+        if self.queues.get(q).is_none() {
             return Err(SchedError::NoSuchQueue);
         }
         if !self.current_running() {
@@ -566,7 +1057,7 @@ impl Scheduler {
     /// Wakes the task that has waited longest on `q` (Woken): it becomes
     /// Ready. No switch; see should_preempt().
     pub fn wake_one(&mut self, q: QueueId) -> Option<Tid> {
-        let tid = *self.queues.get(&q.0)?.front()?;
+        let tid = self.queues.get(q)?.head?;
         self.make_ready(tid, WakeReason::Woken);
         Some(tid)
     }
@@ -587,40 +1078,56 @@ impl Scheduler {
         let tid = self.current;
         self.set_state(tid, State::Blocked(why));
         if let Blocked::Queue(q) = why
-            && let Some(queue) = self.queues.get_mut(&q.0)
+            && let Some(list) = self.queues.get_mut(q)
         {
-            queue.push_back(tid);
+            self.tasks.push_back(list, tid, Chain::Queue);
         }
         if let Some(d) = deadline {
-            if let Some(t) = self.tasks.get_mut(&tid) {
-                t.deadline = Some(d);
-            }
-            self.timers.insert((d, tid));
+            self.add_timer(tid, d);
         }
         self.dispatch()
     }
 
-    /// Takes `tid` out of every structure its state puts it in.
-    fn unlink(&mut self, tid: Tid) {
-        let Some(task) = self.tasks.get_mut(&tid) else {
+    /// Puts `tid` on the timer list behind every (deadline, tid) below its
+    /// own. Searched from the tail: later deadlines are the common case.
+    fn add_timer(&mut self, tid: Tid, deadline: u64) {
+        let Some(t) = self.tasks.get_mut(tid) else {
             return;
         };
-        if let Some(d) = task.deadline.take() {
-            self.timers.remove(&(d, tid));
+        t.deadline = Some(deadline);
+        let mut before = None;
+        let mut at = self.timers.tail;
+        while let Some(other) = at {
+            let other_deadline = self.tasks.get(other).and_then(|t| t.deadline);
+            if other_deadline.is_none_or(|d| (d, other) < (deadline, tid)) {
+                break;
+            }
+            before = Some(other);
+            at = self.tasks.link(other, Chain::Timer).prev;
         }
+        self.tasks
+            .insert_before(&mut self.timers, before, tid, Chain::Timer);
+    }
+
+    /// Takes `tid` out of every structure its state puts it in.
+    fn unlink(&mut self, tid: Tid) {
+        let Some(task) = self.tasks.get_mut(tid) else {
+            return;
+        };
+        if task.deadline.take().is_some() {
+            self.tasks.unlink(&mut self.timers, tid, Chain::Timer);
+        }
+        let Some(task) = self.tasks.get(tid) else {
+            return;
+        };
         match task.info.state {
-            State::Ready => {
+            State::Ready if tid != IDLE => {
                 let prio = task.info.priority;
-                if let Some(queue) = self.run.get_mut(&prio) {
-                    queue.retain(|&t| t != tid);
-                    if queue.is_empty() {
-                        self.run.remove(&prio);
-                    }
-                }
+                self.run.remove(&mut self.tasks, tid, prio);
             }
             State::Blocked(Blocked::Queue(q)) => {
-                if let Some(queue) = self.queues.get_mut(&q.0) {
-                    queue.retain(|&t| t != tid);
+                if let Some(list) = self.queues.get_mut(q) {
+                    self.tasks.unlink(list, tid, Chain::Queue);
                 }
             }
             _ => {}
@@ -678,7 +1185,7 @@ impl Scheduler {
         if tid == IDLE {
             return Err(SchedError::IdleTask);
         }
-        let task = self.tasks.get_mut(&tid).ok_or(SchedError::NoSuchTask)?;
+        let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
         if matches!(task.info.state, State::Exited(_)) {
             return Ok(());
         }
@@ -689,32 +1196,29 @@ impl Scheduler {
 
     /// The status a pending kill asks `tid` to exit with.
     pub fn kill_pending(&self, tid: Tid) -> Option<i64> {
-        self.tasks.get(&tid)?.info.kill_pending
+        self.tasks.get(tid)?.info.kill_pending
     }
 
-    /// Turns a live task into a zombie and wakes whoever waits for it.
+    /// Turns a live task into a zombie and wakes whoever waits for it, in
+    /// tid order.
     fn finish(&mut self, tid: Tid, status: i64) {
         self.unlink(tid);
         self.set_state(tid, State::Exited(status));
-        if let Some(g) = self.group_of(tid).and_then(|pid| self.groups.get_mut(&pid)) {
+        if let Some(g) = self.group_of(tid).and_then(|pid| self.tasks.group_mut(pid)) {
             g.live = g.live.saturating_sub(1);
         }
-        let waiters: Vec<Tid> = self
-            .tasks
-            .values()
-            .filter(|t| t.info.state == State::Blocked(Blocked::Wait(tid)))
-            .map(|t| t.info.tid)
-            .collect();
-        for w in waiters {
-            self.make_ready(w, WakeReason::Woken);
+        for w in 0..self.tasks.tid_end() {
+            if self.state(w) == Some(State::Blocked(Blocked::Wait(tid))) {
+                self.make_ready(w, WakeReason::Woken);
+            }
         }
     }
 
     /// The current task waits for `target`, a task of its own group. If the
-    /// target has exited its status is returned and its record reaped;
-    /// otherwise the current task blocks until the exit, and then calls
-    /// `wait_for` again to collect.
-    pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult, SchedError> {
+    /// target has exited its status and payload are returned and its record
+    /// reaped; otherwise the current task blocks until the exit, and then
+    /// calls `wait_for` again to collect.
+    pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult<X>, SchedError> {
         let me = self.current;
         if me == IDLE {
             return Err(SchedError::IdleTask);
@@ -733,7 +1237,8 @@ impl Scheduler {
             return Err(SchedError::NotInGroup);
         }
         if let State::Exited(_) = state {
-            return self.reap(target).map(WaitResult::Exited);
+            let (status, ext) = self.reap(target)?;
+            return Ok(WaitResult::Exited(status, ext));
         }
         if self.waits_for_me(target) {
             return Err(SchedError::WouldDeadlock);
@@ -749,7 +1254,7 @@ impl Scheduler {
         let mut t = target;
         // Chains are acyclic (this check keeps them so), but bound the walk
         // anyway rather than trust it.
-        for _ in 0..self.tasks.len() {
+        for _ in 0..self.tasks.len {
             match self.state(t) {
                 Some(State::Blocked(Blocked::Wait(next))) if next == self.current => return true,
                 Some(State::Blocked(Blocked::Wait(next))) => t = next,
@@ -759,10 +1264,10 @@ impl Scheduler {
         false
     }
 
-    /// Removes an exited task's record and returns its status. A task
-    /// killed while current is refused (NotExited) until switched away
-    /// from: the caller would free the stack it still runs on.
-    pub fn reap(&mut self, tid: Tid) -> Result<i64, SchedError> {
+    /// Removes an exited task's record and returns its status and payload.
+    /// A task killed while current is refused (NotExited) until switched
+    /// away from: the caller would free the stack it still runs on.
+    pub fn reap(&mut self, tid: Tid) -> Result<(i64, X), SchedError> {
         if tid == IDLE {
             return Err(SchedError::IdleTask);
         }
@@ -775,39 +1280,31 @@ impl Scheduler {
         if tid == self.current {
             return Err(SchedError::NotExited);
         }
-        if let Some(task) = self.tasks.remove(&tid) {
-            self.forget_record(task.info.group);
-        }
-        Ok(status)
-    }
-
-    fn forget_record(&mut self, pid: Pid) {
-        if let Some(g) = self.groups.get_mut(&pid) {
+        let task = self.tasks.remove(tid).ok_or(SchedError::NoSuchTask)?;
+        if let Some(g) = self.tasks.group_mut(task.info.group) {
             g.records = g.records.saturating_sub(1);
-            if g.records == 0 {
-                self.groups.remove(&pid);
-            }
         }
+        Ok((status, task.ext))
     }
 
     // ---- Small accessors ----
 
     fn state(&self, tid: Tid) -> Option<State> {
-        self.tasks.get(&tid).map(|t| t.info.state)
+        self.tasks.get(tid).map(|t| t.info.state)
     }
 
     fn group_of(&self, tid: Tid) -> Option<Pid> {
-        self.tasks.get(&tid).map(|t| t.info.group)
+        self.tasks.get(tid).map(|t| t.info.group)
     }
 
     fn set_state(&mut self, tid: Tid, state: State) {
-        if let Some(t) = self.tasks.get_mut(&tid) {
+        if let Some(t) = self.tasks.get_mut(tid) {
             t.info.state = state;
         }
     }
 
     fn set_wake(&mut self, tid: Tid, why: WakeReason) {
-        if let Some(t) = self.tasks.get_mut(&tid) {
+        if let Some(t) = self.tasks.get_mut(tid) {
             t.info.wake = why;
         }
     }
@@ -815,43 +1312,88 @@ impl Scheduler {
     // ---- Consistency check ----
 
     /// Verifies every invariant of the module doc; Err describes the first
-    /// violation found. For tests and debugging: it walks everything.
+    /// violation found. For tests and debugging: it walks everything, and
+    /// allocates.
     pub fn check(&self) -> Result<(), String> {
-        self.check_records()?;
+        self.check_table()?;
         self.check_idle()?;
         self.check_current()?;
         self.check_run_queues()?;
         self.check_wait_queues()?;
         self.check_timers()?;
+        self.check_unused_links()?;
         self.check_waits()?;
         self.check_groups()
     }
 
-    fn check_records(&self) -> Result<(), String> {
-        if self.tasks.len() > self.max_tasks as usize {
-            return Err(format!("{} records over the bound", self.tasks.len()));
+    /// The tid entries and the record slots agree one to one, and the
+    /// slots without a record are exactly the chain of free ones.
+    fn check_table(&self) -> Result<(), String> {
+        let t = &self.tasks;
+        if t.len > self.max_tasks as usize {
+            return Err(format!("{} records over the bound", t.len));
         }
-        for (&tid, t) in &self.tasks {
-            if t.info.tid != tid {
-                return Err(format!("record {tid} says tid {}", t.info.tid));
+        if t.tids.len() > self.max_tasks as usize {
+            return Err(format!(
+                "tid entries up to {}, not below {}",
+                t.tids.len(),
+                self.max_tasks
+            ));
+        }
+        let mut owner: Vec<Option<Tid>> = alloc::vec![None; t.slots.len()];
+        for (tid, e) in t.tids.iter().enumerate() {
+            let Some(slot) = e.slot else { continue };
+            match t.slots.get(slot as usize) {
+                Some(Slot::Used(task)) if task.info.tid as usize == tid => {}
+                Some(Slot::Used(task)) => {
+                    return Err(format!("record of tid {tid} says tid {}", task.info.tid));
+                }
+                _ => {
+                    return Err(format!(
+                        "tid {tid} names slot {slot}, which holds no record"
+                    ));
+                }
             }
-            if tid >= self.max_tasks {
-                return Err(format!("tid {tid} not below {}", self.max_tasks));
+            if let Some(other) = owner[slot as usize].replace(tid as Tid) {
+                return Err(format!("tids {other} and {tid} share slot {slot}"));
             }
+        }
+        let owned = owner.iter().filter(|o| o.is_some()).count();
+        if owned != t.len {
+            return Err(format!("{owned} records named by tids, {} counted", t.len));
+        }
+        let mut free = alloc::vec![false; t.slots.len()];
+        let mut at = t.free;
+        while let Some(slot) = at {
+            let Some(Slot::Free(next)) = t.slots.get(slot as usize) else {
+                return Err(format!("free chain reaches slot {slot}, which is not free"));
+            };
+            if core::mem::replace(&mut free[slot as usize], true) {
+                return Err(format!("free chain runs through slot {slot} twice"));
+            }
+            at = *next;
+        }
+        let chained = free.iter().filter(|&&f| f).count();
+        if chained + t.len != t.slots.len() {
+            return Err(format!(
+                "{} slots, {} records, {chained} free: some are lost",
+                t.slots.len(),
+                t.len
+            ));
         }
         Ok(())
     }
 
     fn check_idle(&self) -> Result<(), String> {
-        let idle = self.tasks.get(&IDLE).ok_or("idle task missing")?;
+        let idle = self.tasks.get(IDLE).ok_or("idle task missing")?;
         if !matches!(idle.info.state, State::Ready | State::Running) {
             return Err(format!("idle is {:?}", idle.info.state));
         }
         if idle.info.group != IDLE || idle.info.priority != Priority::IDLE {
             return Err("idle's group or priority changed".to_string());
         }
-        if self.groups.get(&IDLE)
-            != Some(&Group {
+        if self.tasks.group(IDLE)
+            != (Group {
                 records: 1,
                 live: 1,
             })
@@ -878,21 +1420,61 @@ impl Scheduler {
         }
     }
 
+    /// Walks `list` through `chain`, checking that every link back matches
+    /// the link forward and that the tail is where the walk ends; returns
+    /// the tids in order.
+    fn check_list(&self, list: &List, chain: Chain) -> Result<Vec<Tid>, String> {
+        let mut tids = Vec::new();
+        let mut prev = None;
+        let mut at = list.head;
+        while let Some(tid) = at {
+            if tids.len() >= self.tasks.len {
+                return Err(format!("cycle through {tid}"));
+            }
+            let t = self
+                .tasks
+                .get(tid)
+                .ok_or(format!("{tid} is on it without a record"))?;
+            let link = t.link(chain);
+            if link.prev != prev {
+                return Err(format!("{tid} links back to {:?}, not {prev:?}", link.prev));
+            }
+            tids.push(tid);
+            prev = Some(tid);
+            at = link.next;
+        }
+        if list.tail != prev {
+            return Err(format!("ends at {prev:?}, tail says {:?}", list.tail));
+        }
+        Ok(tids)
+    }
+
     fn check_run_queues(&self) -> Result<(), String> {
         let mut queued = BTreeSet::new();
-        for (prio, queue) in &self.run {
-            if queue.is_empty() {
-                return Err(format!("empty run queue kept for {prio:?}"));
+        for (p, list) in self.run.lists.iter().enumerate() {
+            let tids = self
+                .check_list(list, Chain::Queue)
+                .map_err(|e| format!("run queue {p}: {e}"))?;
+            let busy = self.run.busy[p / 64] & (1 << (p % 64)) != 0;
+            if busy == tids.is_empty() {
+                return Err(format!("run queue {p} holds {tids:?}, bitmap says {busy}"));
             }
-            for &tid in queue {
+            for tid in tids {
                 if tid == IDLE || !queued.insert(tid) {
                     return Err(format!("{tid} queued twice, or idle queued"));
                 }
-                let t = self.tasks.get(&tid).ok_or(format!("queued {tid} gone"))?;
-                if t.info.state != State::Ready || t.info.priority != *prio {
-                    return Err(format!("{tid} on run queue {prio:?} is {:?}", t.info));
+                let t = self.task(tid).ok_or(format!("queued {tid} gone"))?;
+                if t.state != State::Ready || usize::from(t.priority.0) != p {
+                    return Err(format!("{tid} on run queue {p} is {t:?}"));
                 }
             }
+        }
+        if queued.len() != self.run.len {
+            return Err(format!(
+                "{} ready tasks queued, {} counted",
+                queued.len(),
+                self.run.len
+            ));
         }
         for tid in self.tids_where(|s| s == State::Ready) {
             if tid != IDLE && !queued.contains(&tid) {
@@ -904,14 +1486,29 @@ impl Scheduler {
 
     fn check_wait_queues(&self) -> Result<(), String> {
         let mut queued = BTreeSet::new();
-        for (&id, queue) in &self.queues {
-            let want = State::Blocked(Blocked::Queue(QueueId(id)));
-            for &tid in queue {
+        let mut free_slots = 0;
+        for (slot, (generation, entry)) in self.queues.slots.iter().enumerate() {
+            let QueueSlot::Live(list) = entry else {
+                free_slots += 1;
+                continue;
+            };
+            let id = QueueId {
+                slot: slot as u32,
+                generation: *generation,
+            };
+            let tids = self
+                .check_list(list, Chain::Queue)
+                .map_err(|e| format!("wait queue {slot}: {e}"))?;
+            let want = State::Blocked(Blocked::Queue(id));
+            for tid in tids {
                 if !queued.insert(tid) {
                     return Err(format!("{tid} on wait queues twice"));
                 }
                 if self.state(tid) != Some(want) {
-                    return Err(format!("{tid} on wait queue {id} is {:?}", self.state(tid)));
+                    return Err(format!(
+                        "{tid} on wait queue {slot} is {:?}",
+                        self.state(tid)
+                    ));
                 }
             }
         }
@@ -920,27 +1517,56 @@ impl Scheduler {
                 return Err(format!("{tid} is blocked on a queue but not on it"));
             }
         }
+        let mut seen = BTreeSet::new();
+        let mut at = self.queues.free;
+        while let Some(slot) = at {
+            let Some((_, QueueSlot::Free(next))) = self.queues.slots.get(slot as usize) else {
+                return Err(format!(
+                    "free queue chain reaches slot {slot}, which is not free"
+                ));
+            };
+            if !seen.insert(slot) {
+                return Err(format!("free queue chain runs through slot {slot} twice"));
+            }
+            at = *next;
+        }
+        if seen.len() != free_slots {
+            return Err(format!(
+                "{free_slots} free queue slots, {} chained",
+                seen.len()
+            ));
+        }
         Ok(())
     }
 
     fn check_timers(&self) -> Result<(), String> {
-        for &(d, tid) in &self.timers {
-            let t = self.tasks.get(&tid).ok_or(format!("timer of {tid} gone"))?;
-            if t.deadline != Some(d) {
-                return Err(format!("timer ({d}, {tid}) but deadline {:?}", t.deadline));
+        let tids = self
+            .check_list(&self.timers, Chain::Timer)
+            .map_err(|e| format!("timer list: {e}"))?;
+        let mut last = None;
+        for &tid in &tids {
+            let d = self
+                .tasks
+                .get(tid)
+                .and_then(|t| t.deadline)
+                .ok_or(format!("{tid} on the timer list without a deadline"))?;
+            if last.is_some_and(|l| l >= (d, tid)) {
+                return Err(format!("timer ({d}, {tid}) after {last:?}"));
             }
             if d <= self.now {
                 return Err(format!("timer of {tid} at {d} overdue at {}", self.now));
             }
+            last = Some((d, tid));
         }
-        for (&tid, t) in &self.tasks {
+        for t in self.tasks.iter() {
+            let tid = t.info.tid;
             let timed = match t.info.state {
                 State::Blocked(Blocked::Sleep) => t.deadline.is_some(),
                 State::Blocked(Blocked::Queue(_)) => true,
                 _ => t.deadline.is_none(),
             };
-            let in_set = t.deadline.is_none_or(|d| self.timers.contains(&(d, tid)));
-            if !timed || !in_set {
+            let listed = t.deadline.is_none() || tids.contains(&tid);
+            if !timed || !listed {
                 return Err(format!(
                     "{tid} is {:?} with deadline {:?}",
                     t.info.state, t.deadline
@@ -950,22 +1576,48 @@ impl Scheduler {
         Ok(())
     }
 
+    /// A task on no list has empty links, so that no stale link can splice
+    /// a list into another.
+    fn check_unused_links(&self) -> Result<(), String> {
+        for t in self.tasks.iter() {
+            let queued = match t.info.state {
+                State::Ready => t.info.tid != IDLE,
+                State::Blocked(Blocked::Queue(_)) => true,
+                _ => false,
+            };
+            if !queued && t.queue != Link::default() {
+                return Err(format!(
+                    "{} is on no queue but linked {:?}",
+                    t.info.tid, t.queue
+                ));
+            }
+            if t.deadline.is_none() && t.timer != Link::default() {
+                return Err(format!(
+                    "{} has no timer but linked {:?}",
+                    t.info.tid, t.timer
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Wait targets exist, are alive, in the waiter's group, and no chain
     /// of waits comes back to where it started.
     fn check_waits(&self) -> Result<(), String> {
-        for (&tid, t) in &self.tasks {
+        for t in self.tasks.iter() {
+            let tid = t.info.tid;
             let State::Blocked(Blocked::Wait(target)) = t.info.state else {
                 continue;
             };
             let tt = self
                 .tasks
-                .get(&target)
+                .get(target)
                 .ok_or(format!("{tid} waits for missing {target}"))?;
             if matches!(tt.info.state, State::Exited(_)) || tt.info.group != t.info.group {
                 return Err(format!("{tid} waits for {target}, which is {:?}", tt.info));
             }
             let mut at = target;
-            for _ in 0..=self.tasks.len() {
+            for _ in 0..=self.tasks.len {
                 match self.state(at) {
                     Some(State::Blocked(Blocked::Wait(next))) if next == tid => {
                         return Err(format!("wait cycle through {tid}"));
@@ -980,25 +1632,34 @@ impl Scheduler {
 
     fn check_groups(&self) -> Result<(), String> {
         let mut counted: BTreeMap<Pid, Group> = BTreeMap::new();
-        for t in self.tasks.values() {
+        for t in self.tasks.iter() {
             let g = counted.entry(t.info.group).or_default();
             g.records += 1;
             if !matches!(t.info.state, State::Exited(_)) {
                 g.live += 1;
             }
         }
-        if counted != self.groups {
-            return Err(format!(
-                "group counts {:?}, records say {counted:?}",
-                self.groups
-            ));
+        let kept: BTreeMap<Pid, Group> = self.groups().collect();
+        if counted != kept {
+            return Err(format!("group counts {kept:?}, records say {counted:?}"));
         }
         Ok(())
     }
 
+    /// Every group kept, by pid: those with records, and any count left
+    /// behind where there should be none.
+    fn groups(&self) -> impl Iterator<Item = (Pid, Group)> + '_ {
+        self.tasks
+            .tids
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.group != Group::default())
+            .map(|(pid, e)| (pid as Pid, e.group))
+    }
+
     fn tids_where(&self, f: impl Fn(State) -> bool) -> Vec<Tid> {
         self.tasks
-            .values()
+            .iter()
             .filter(|t| f(t.info.state))
             .map(|t| t.info.tid)
             .collect()
