@@ -2,7 +2,7 @@
 //!
 //! | range (start)           | what                                   |
 //! |-------------------------|----------------------------------------|
-//! | `0` .. `0x8000_0000_0000` | user half (later issues)             |
+//! | `0` .. `0x8000_0000_0000` | user half: each process's own        |
 //! | `DIRECT_MAP_BASE`       | all physical memory, linearly          |
 //! | `HEAP_BASE`             | kernel heap, grown page by page        |
 //! | `KSTACK_BASE`           | task kernel stacks, each with a guard  |

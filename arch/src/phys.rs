@@ -45,3 +45,7 @@ impl PhysMem for DirectMap {
         }
     }
 }
+
+/// The one direct map: every user of physical memory in the booted kernel
+/// names this, so there is one place that says how it is reached.
+pub static DIRECT_MAP: DirectMap = DirectMap;

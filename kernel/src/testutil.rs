@@ -128,6 +128,13 @@ pub mod alloc {
         (r, COUNT.with(Cell::get) - before)
     }
 
+    /// Runs `f` with allocations working again, inside `failing` or
+    /// `count`: for the host tests' stand-ins for hardware (a thread for a
+    /// kernel stack), whose allocations are not the kernel's.
+    pub fn normal<R>(f: impl FnOnce() -> R) -> R {
+        with_mode(Mode::Normal, f)
+    }
+
     /// Runs `f` with every allocation on this thread failing. An infallible
     /// allocation inside then aborts the test binary, which fails the run.
     pub fn failing<R>(f: impl FnOnce() -> R) -> R {

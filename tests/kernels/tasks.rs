@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use boot::Booted;
-use boot::process::{SpawnError, join_group, spawn_program};
-use boot::task;
+use boot::task::{self, system};
+use kernel::proc::SpawnError;
 
 boot::entry!(main);
 
@@ -30,7 +30,7 @@ fn main(booted: &'static Booted) -> ! {
     )
 }
 
-const TICK_NS: u64 = 1_000_000_000 / arch::timer::HZ;
+const TICK_NS: u64 = task::TICK_NS;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static COUNTERS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -92,7 +92,7 @@ fn reader(_: u64) -> i64 {
             if READY.load(Ordering::Relaxed) {
                 return true;
             }
-            task::block_on(q, None).expect("block");
+            system().block_on(q, None).expect("block");
             false
         });
         if done {
@@ -103,25 +103,27 @@ fn reader(_: u64) -> i64 {
 }
 
 fn blocked_task_wakes_when_woken(_: &'static Booted) {
-    let q = *QUEUE.call_once(|| task::with_sched(|s| s.new_queue()).expect("queue"));
+    let q = *QUEUE.call_once(|| system().with_sched(|s| s.new_queue().expect("queue")));
     let t = task::spawn_kernel("reader", reader, 0).expect("spawn");
     task::sleep_ns(5 * TICK_NS);
-    let state = task::with_sched(|s| s.task(t).map(|t| t.state));
+    let state = system().with_sched(|s| s.task(t).map(|t| t.state));
     assert!(
         matches!(state, Some(kernel::task::sched::State::Blocked(_))),
         "reader should be blocked, is {state:?}"
     );
     let written_at = arch::timer::ticks();
     READY.store(true, Ordering::Relaxed);
-    task::wake_all(q);
+    system().wake_all(q);
     assert_eq!(task::join(t), Ok(0));
     assert!(WOKEN_AT.load(Ordering::Relaxed) >= written_at);
 }
 
 fn run(name: &str, args: &str) -> i64 {
     let image = boot::programs::find(name).expect("program is embedded");
-    let tid = spawn_program(name, image, args).expect("program starts");
-    join_group(tid).expect("program ends")
+    let tid = system()
+        .spawn_program(name, image, args)
+        .expect("program starts");
+    system().join_process(tid, TICK_NS).expect("program ends")
 }
 
 /// `hello` checks CPL 3 itself, makes every call, and exits 42 only if all
@@ -158,7 +160,7 @@ fn privileged_and_bad_accesses_kill_only_the_task(_: &'static Booted) {
 }
 
 fn refusal(image: &[u8]) -> alloc::string::String {
-    match spawn_program("broken", image, "") {
+    match system().spawn_program("broken", image, "") {
         Err(SpawnError::Elf(e)) => alloc::format!("{e}"),
         Err(other) => panic!("refused for the wrong reason: {other}"),
         Ok(tid) => panic!("a broken image was started as task {tid}"),
@@ -233,18 +235,20 @@ fn hundred_tasks_leave_no_leaked_frames(_: &'static Booted) {
 fn killing_blocked_threads_frees_everything(_: &'static Booted) {
     let image = boot::programs::find("blocker").expect("embedded");
     let cycle = || {
-        let tid = spawn_program("blocker", image, "").expect("starts");
+        let tid = system()
+            .spawn_program("blocker", image, "")
+            .expect("starts");
         task::sleep_ns(5 * TICK_NS);
-        let blocked = task::with_sched(|s| {
+        let blocked = system().with_sched(|s| {
             s.tasks()
                 .filter(|t| t.group == tid)
                 .all(|t| matches!(t.state, kernel::task::sched::State::Blocked(_)))
         });
         assert!(blocked, "both threads should be blocked in read");
-        boot::process::kill_group(tid, 137).expect("kill");
-        assert_eq!(join_group(tid), Ok(137));
+        system().kill_process(tid, 137).expect("kill");
+        assert_eq!(system().join_process(tid, TICK_NS), Ok(137));
         // Every request was carried out, so returns to ring 3 are cheap again.
-        assert_eq!(task::kills_in_flight(), 0);
+        assert_eq!(system().kills_in_flight(), 0);
     };
     cycle();
     let (frames, heap) = (unowned_frames(), boot::heap::stats().used);

@@ -1,5 +1,6 @@
 //! Memory management: physical frames, page-table entries, page tables.
 
+pub mod fault;
 pub mod frame;
 pub mod paging;
 pub mod phys;
