@@ -507,7 +507,8 @@ check_kernels_built() {
         grep -qx "$name" <<<"$built" || fail "kernel:$name" "tests/kernels/$name.rs was not built (no [[test]] entry in tests/Cargo.toml?)"
     done
     for name in harness_selftest page_fault "${!EXPECT_FAULT[@]}"; do
-        grep -qx "$name" <<<"$built" || fail "kernel:$name" "the runner needs this test kernel and it was not built"
+        [ ! -f "tests/kernels/$name.rs" ] || continue
+        grep -qx "$name" <<<"$built" || fail "kernel:$name" "the runner needs this test kernel and it has no file in tests/kernels/"
     done
 }
 
