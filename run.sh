@@ -93,6 +93,38 @@ boot_qemu() {
     timeout "$limit" "$QEMU" "${args[@]}" -serial stdio -monitor none "$@"
 }
 
+# boot_watched KERNEL LIMIT OUT [QEMU ARGS...]: boot_qemu into OUT for a
+# test kernel, whose deadline moves with its progress: TEST_TIMEOUT to boot
+# and start its first test, then LIMIT seconds from each test's start line
+# (and from its closing line) to the next. So a slow boot never passes for
+# a hung test, and a hung test is caught LIMIT seconds after it began. A
+# kernel that never stops starting tests is still stopped at ten times
+# TEST_TIMEOUT. Returns QEMU's status, or 124 when a deadline passed.
+boot_watched() {
+    local kernel=$1 limit=$2 out=$3 args pid seen=0 now deadline
+    shift 3
+    mapfile -t args < <(qemu_args "$kernel")
+    timeout "$((10 * TEST_TIMEOUT))" "$QEMU" "${args[@]}" -serial stdio -monitor none "$@" \
+        </dev/null >"$out" 2>&1 &
+    pid=$!
+    deadline=$((SECONDS + TEST_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        now=$(grep -cE $'^test [^ ]+ \\.\\.\\.\r?$|^test-kernel done' "$out" || true)
+        if [ "$now" != "$seen" ]; then
+            seen=$now
+            deadline=$((SECONDS + limit))
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            # timeout passes the signal on to QEMU and waits for it.
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" || true
+            return 124
+        fi
+        sleep 0.2
+    done
+    wait "$pid"
+}
+
 # run_script FILE [QEMU ARGS...]: exit 0 iff the kernel powered off with success.
 run_script() {
     local file=$1
@@ -352,7 +384,8 @@ run_fault_kernel() {
     rm -f "$out"
 }
 
-# run_test_kernel NAME ELF TIMEOUT [CMDLINE]: the kernel runs its tests from
+# run_test_kernel NAME ELF TIMEOUT [CMDLINE]: TIMEOUT is per test (see
+# boot_watched). The kernel runs its tests from
 # index start=K and prints "test NAME ..." as each starts and "test NAME ...
 # ok|FAILED" as it ends. After a panic, fault or hang the runner boots it
 # again from the test after the one that failed. Only a boot that prints
@@ -367,7 +400,7 @@ run_test_kernel() {
     out=$(mktemp)
     while :; do
         status=0
-        boot_qemu "$elf" "$limit" -append "start=$start${extra:+ $extra}" </dev/null >"$out" 2>&1 || status=$?
+        boot_watched "$elf" "$limit" "$out" -append "start=$start${extra:+ $extra}" || status=$?
         local results=0 oks=0 current="" last="" last_verdict="" from="" done_line="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
@@ -386,7 +419,10 @@ run_test_kernel() {
             fi
         done <"$out"
         local death="kernel died, status $status"
-        [ "$status" = 124 ] && death="timed out after ${limit}s"
+        if [ "$status" = 124 ]; then
+            death="timed out after ${limit}s"
+            [ "$results$current" ] || death="timed out after ${TEST_TIMEOUT}s"
+        fi
         if [ -n "$from" ] && [ "$from" != "$start" ]; then
             # Booting it again would run the same tests for ever.
             RESULTS+=("(start)|FAILED|asked to start at #$start, started at #$from")
@@ -433,11 +469,11 @@ report_results() {
 
 # The harness self-test kernel must produce exactly these results: by
 # default, and with each after_done= way of ending badly after a good run.
-# Its timeout is only the wait for its two hangs, yet must also cover the
-# boots before them, which a loaded machine can stretch from a fraction of a
-# second to several; the variants run in the background while the other
-# kernels are tested, so the wait costs little.
-SELFTEST_TIMEOUT=20
+# Its timeout counts from each test's start line (see boot_watched), not
+# from the boot, so besides the two hangs it only has to cover a few trivial
+# steps per test; the variants run in the background while the other
+# kernels are tested.
+SELFTEST_TIMEOUT=5
 SELFTEST_EXPECTED="passes_first|ok
 panics|FAILED
 faults|FAILED|kernel died, status $QEMU_FAILURE
