@@ -340,6 +340,17 @@ pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result
             ist.start,
             ist.end
         )?;
+        // The stack that overflowed is the one whose guard CR2 names (the
+        // push that could not be made), and the interrupted RSP lies next
+        // to it; each is named by its layout region.
+        let cr2 = crate::paging::fault_address();
+        writeln!(
+            out,
+            "interrupted_rsp={:#x} rsp_in={} cr2={cr2:#x} cr2_in={}",
+            frame.rsp,
+            crate::layout::region_name(frame.rsp),
+            crate::layout::region_name(cr2)
+        )?;
     }
     writeln!(
         out,
