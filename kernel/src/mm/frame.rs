@@ -240,7 +240,8 @@ impl FrameDesc {
     }
 }
 
-/// Why an allocator call failed. A failed call has changed nothing.
+/// Why an allocator call failed. A failed call has changed nothing but
+/// the [`FrameStats::mapped_frees`] counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
     /// No free block of the requested order (or larger) is left.
@@ -257,6 +258,10 @@ pub enum FrameError {
     NotAllocated,
     /// A frame to reserve is allocated.
     InUse,
+    /// The frame to free is still mapped by a page-table entry (mapcount
+    /// not 0). It stays allocated: freed, it would be handed out again
+    /// while the old mapping still reaches it.
+    Mapped,
 }
 
 impl fmt::Display for FrameError {
@@ -268,6 +273,7 @@ impl fmt::Display for FrameError {
             FrameError::Misaligned => "frame not aligned to the block size",
             FrameError::NotAllocated => "frame is not an allocated block",
             FrameError::InUse => "frame is in use",
+            FrameError::Mapped => "frame is still mapped",
         };
         f.write_str(msg)
     }
@@ -284,14 +290,17 @@ pub struct FrameStats {
     pub reserved: u64,
     /// Frames in blocks handed out by [`FrameAllocator::alloc`].
     pub allocated: u64,
+    /// Frees refused because the frame was still mapped: each one is a bug
+    /// in a caller, which the console's `mem` shows.
+    pub mapped_frees: u64,
 }
 
 impl fmt::Display for FrameStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "frames_total={} frames_free={} frames_reserved={} frames_used={}",
-            self.total, self.free, self.reserved, self.allocated
+            "frames_total={} frames_free={} frames_reserved={} frames_used={} frames_mapped_frees={}",
+            self.total, self.free, self.reserved, self.allocated, self.mapped_frees
         )
     }
 }
@@ -468,16 +477,25 @@ impl<'a> FrameAllocator<'a> {
     /// buddies. `pfn` and `order` must be exactly what `alloc` returned and
     /// was given; anything else is reported and changes nothing. The
     /// refcount is not consulted: the caller decides when the last
-    /// reference is gone (typically when `put` returns 0).
+    /// reference is gone (typically when `put` returns 0). A block that is
+    /// still mapped is refused with [`FrameError::Mapped`] and counted in
+    /// [`FrameStats::mapped_frees`]: the mapping must go first.
     pub fn free(&self, pfn: Pfn, order: u32) -> Result<(), FrameError> {
         let mut st = self.state.lock();
         let head = self.allocated_head(pfn, order)?;
         let d = self.at(head);
-        if d.refcount() > 1 || d.mapcount() != 0 {
-            log::warn!(
-                "frame: freeing pfn {head:#x} with refcount {} mapcount {}",
-                d.refcount(),
+        if d.mapcount() != 0 {
+            st.stats.mapped_frees += 1;
+            log::error!(
+                "frame: refusing to free pfn {head:#x}, mapped {} times",
                 d.mapcount()
+            );
+            return Err(FrameError::Mapped);
+        }
+        if d.refcount() > 1 {
+            log::warn!(
+                "frame: freeing pfn {head:#x} with refcount {}",
+                d.refcount()
             );
         }
         self.release(&mut st, head, order);
@@ -616,6 +634,8 @@ impl<'a> FrameAllocator<'a> {
                 "{free_blocks} free blocks but {listed} on the free lists"
             ));
         }
+        // Refusals leave no trace in the descriptors.
+        seen.mapped_frees = st.stats.mapped_frees;
         if seen != st.stats {
             return Err(format!("descriptors say {seen}, stats say {}", st.stats));
         }

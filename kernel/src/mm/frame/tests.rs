@@ -83,7 +83,8 @@ fn new_splits_ram_into_maximal_blocks() {
             total: 4096,
             free: 4096,
             reserved: 0,
-            allocated: 0
+            allocated: 0,
+            mapped_frees: 0,
         }
     );
 }
@@ -356,7 +357,8 @@ fn reserve_in_middle_of_free_block() {
             total: 1024,
             free: 824,
             reserved: 200,
-            allocated: 0
+            allocated: 0,
+            mapped_frees: 0,
         }
     );
     let want = [
@@ -434,7 +436,8 @@ fn reserve_skips_holes_and_already_reserved_frames() {
             total: 32,
             free: 0,
             reserved: 32,
-            allocated: 0
+            allocated: 0,
+            mapped_frees: 0,
         }
     );
     assert_eq!(a.alloc_frame(), Err(FrameError::OutOfMemory));
@@ -448,10 +451,12 @@ fn free_clears_counts_left_by_owners() {
     let p = a.alloc(1).expect("alloc");
     let desc = a.desc(p).expect("desc");
     assert_eq!(desc.get(), 2);
-    assert_eq!(desc.inc_mapcount(), 1);
     // A tail touched by an owner must not leak into a later free head.
+    // Only the head's counts stand for the block, so the tail's mapcount
+    // does not make the free refuse.
     let tail = a.desc(Pfn(p.0 + 1)).expect("desc");
     tail.get();
+    tail.inc_mapcount();
     assert_eq!(a.free(p, 1), Ok(()));
     assert_consistent(&a);
     let q = a.alloc_frame().expect("alloc");
@@ -460,6 +465,43 @@ fn free_clears_counts_left_by_owners() {
         let desc = a.desc(f).expect("desc");
         assert_eq!((desc.refcount(), desc.mapcount()), (1, 0), "{f:?}");
     }
+    assert_consistent(&a);
+}
+
+#[test]
+fn free_of_a_mapped_frame_is_refused_and_counted() {
+    let d = descs(16);
+    let a = FrameAllocator::new(&d, &[pfns(0, 16)]);
+    let p = a.alloc(2).expect("alloc");
+    let desc = a.desc(p).expect("desc");
+    desc.inc_mapcount();
+    let before = snapshot(&a);
+    assert_eq!(a.free(p, 2), Err(FrameError::Mapped));
+    assert_eq!(a.free(p, 2), Err(FrameError::Mapped));
+    // Still allocated, still mapped; only the counter moved.
+    let (stats, blocks) = snapshot(&a);
+    assert_eq!(stats.mapped_frees, 2);
+    assert_eq!(
+        (
+            FrameStats {
+                mapped_frees: 0,
+                ..stats
+            },
+            blocks
+        ),
+        before
+    );
+    assert_eq!((desc.flags(), desc.mapcount()), (FrameFlags::HEAD, 1));
+    assert!(
+        stats.to_string().ends_with(" frames_mapped_frees=2"),
+        "{stats}"
+    );
+    assert_consistent(&a);
+    // Once the mapping is gone the same free goes through.
+    assert_eq!(desc.dec_mapcount(), 0);
+    assert_eq!(a.free(p, 2), Ok(()));
+    assert_eq!(a.stats().mapped_frees, 2);
+    assert_eq!(a.stats().allocated, 0);
     assert_consistent(&a);
 }
 
@@ -492,10 +534,11 @@ fn stats_display_format() {
         free: 4,
         reserved: 3,
         allocated: 3,
+        mapped_frees: 0,
     };
     assert_eq!(
         s.to_string(),
-        "frames_total=10 frames_free=4 frames_reserved=3 frames_used=3"
+        "frames_total=10 frames_free=4 frames_reserved=3 frames_used=3 frames_mapped_frees=0"
     );
     let d = descs(64);
     let a = FrameAllocator::new(&d, &[pfns(0, 64)]);
@@ -503,7 +546,7 @@ fn stats_display_format() {
     a.alloc(2).expect("alloc");
     assert_eq!(
         a.stats().to_string(),
-        "frames_total=64 frames_free=57 frames_reserved=3 frames_used=4"
+        "frames_total=64 frames_free=57 frames_reserved=3 frames_used=4 frames_mapped_frees=0"
     );
 }
 
@@ -516,6 +559,7 @@ fn error_messages_are_distinct() {
         FrameError::Misaligned,
         FrameError::NotAllocated,
         FrameError::InUse,
+        FrameError::Mapped,
     ];
     let msgs: Vec<String> = all.iter().map(|e| e.to_string()).collect();
     for (i, m) in msgs.iter().enumerate() {
@@ -756,6 +800,7 @@ fn stress(seed: u64, steps: usize) {
             free: m.count(Cell::Free),
             reserved: m.count(Cell::Reserved),
             allocated: m.count(Cell::Used),
+            mapped_frees: 0,
         };
         assert_eq!(a.stats(), want, "seed {seed} step {step}");
     }
