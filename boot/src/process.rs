@@ -86,8 +86,8 @@ pub fn spawn_program(name: &str, image: &[u8], args: &str) -> Result<Tid, SpawnE
     let program = elf::parse(image).map_err(SpawnError::Elf)?;
     let kernel_root = memory::kernel_root();
     let frames = memory::frames();
-    let mut space =
-        UserSpace::new(&DIRECT_MAP, kernel_root, &FrameTables).map_err(SpawnError::Load)?;
+    let mut space = UserSpace::new(&DIRECT_MAP, kernel_root, &FrameTables, &arch::paging::Tlb)
+        .map_err(SpawnError::Load)?;
     let prepared = prepare(&program, image, args, &mut space);
     let entry = match prepared {
         Ok(entry) => entry,

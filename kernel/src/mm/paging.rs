@@ -34,13 +34,18 @@
 //! # Freeing tables
 //!
 //! `unmap` never frees tables: that keeps it O(levels), and the next mapping
-//! nearby is likely to reuse them. [`PageTable::prune`] frees empty tables
-//! in a range, [`PageTable::destroy`] frees them all. The tables must form a
-//! tree (no table linked twice).
+//! nearby is likely to reuse them. [`PageTable::prune`] unlinks empty tables
+//! in a range and hands them back as [`PrunedTables`], freed only after the
+//! flush; [`PageTable::destroy`] frees them all. The tables must form a tree
+//! (no table linked twice).
 //!
-//! Nothing here flushes TLBs. After `unmap`, `protect`, `set_entry` or
-//! `prune` the caller must flush before relying on the change, and must not
-//! let a freed table frame be reused before the flush.
+//! # Flushes
+//!
+//! Nothing here flushes a TLB, but nothing lets the caller forget to:
+//! `unmap`, `protect` and `set_entry` return a [`PageFlush`] token and
+//! `prune` its [`PrunedTables`], which must be consumed (see
+//! [`super::tlb`]). `map` fills only empty entries, which no TLB caches, so
+//! it needs no flush. A mapped frame must not be reused before its flush.
 //!
 //! # Malformed entries
 //!
@@ -52,8 +57,10 @@
 
 use super::phys::PhysMem;
 use super::pte::{LEVEL_BITS, LeafFlags, Pte, PteError, PteFormat, level_size};
+use super::tlb::{PageFlush, TlbFlush, forgotten};
 use super::{PAGE_SHIFT, PAGE_SIZE, Pfn};
 use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use core::marker::PhantomData;
 use spin::Mutex;
 
@@ -133,6 +140,80 @@ impl core::fmt::Display for MapError {
             MapError::NoMemory => f.write_str("out of page-table frames"),
             MapError::HugeInTheWay => f.write_str("a huge mapping covers the range"),
             MapError::Pte(e) => write!(f, "page-table entry: {e}"),
+        }
+    }
+}
+
+/// A failed [`PageTable::map_range`]: why, and the flush its rollback
+/// owes (the pages it had mapped may have been used meanwhile): one page,
+/// or the whole space for more, since failing is rare.
+#[must_use = "the rollback's flush is still owed"]
+#[derive(Debug)]
+pub struct RangeError {
+    pub error: MapError,
+    pub flush: PageFlush,
+}
+
+impl RangeError {
+    /// Flushes the rollback and returns the error.
+    pub fn flush(self, tlb: &dyn TlbFlush) -> MapError {
+        self.flush.flush(tlb);
+        self.error
+    }
+
+    /// Returns the error; the tables were never loaded (see
+    /// [`PageFlush::ignore_fresh_table`]).
+    pub fn ignore_fresh_table(self) -> MapError {
+        self.flush.ignore_fresh_table();
+        self.error
+    }
+}
+
+/// Empty tables [`PageTable::prune`] unlinked. They are still allocated:
+/// a CPU may hold a cached table entry leading into them, so they may be
+/// freed only after a flush. Must be consumed like a flush token.
+#[must_use = "unlinked tables may still be walked: flush, then free them"]
+#[derive(Debug)]
+pub struct PrunedTables {
+    root: Pfn,
+    tables: Vec<Pfn>,
+}
+
+impl PrunedTables {
+    /// Tables unlinked.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Flushes the space (when anything was unlinked), then frees the
+    /// tables. Returns how many were freed.
+    pub fn flush_and_free(mut self, tlb: &dyn TlbFlush, alloc: &dyn TableAlloc) -> usize {
+        if !self.tables.is_empty() {
+            tlb.flush_space(self.root);
+        }
+        Self::free(core::mem::take(&mut self.tables), alloc)
+    }
+
+    /// Frees the tables without a flush, because no CPU has ever loaded
+    /// this tree (see [`PageFlush::ignore_fresh_table`]).
+    pub fn free_fresh_table(mut self, alloc: &dyn TableAlloc) -> usize {
+        Self::free(core::mem::take(&mut self.tables), alloc)
+    }
+
+    fn free(tables: Vec<Pfn>, alloc: &dyn TableAlloc) -> usize {
+        tables.iter().for_each(|&t| alloc.free_table(t));
+        tables.len()
+    }
+}
+
+impl Drop for PrunedTables {
+    fn drop(&mut self) {
+        if !self.tables.is_empty() {
+            forgotten("PrunedTables", self.root);
         }
     }
 }
@@ -246,8 +327,9 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
     /// the remaining length permit. Returns the number of pages mapped.
     ///
     /// All or nothing: on failure the pages mapped so far are unmapped
-    /// again (tables allocated for them stay, empty). The range may end at
-    /// the very top of the address space.
+    /// again (tables allocated for them stay, empty), and the error carries
+    /// the flush it owes. The range may end at the very top of the
+    /// address space.
     pub fn map_range(
         &mut self,
         va: u64,
@@ -256,20 +338,24 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         flags: LeafFlags,
         max: PageSize,
         alloc: &dyn TableAlloc,
-    ) -> Result<u64, MapError> {
+    ) -> Result<u64, RangeError> {
+        let refuse = |error| RangeError {
+            error,
+            flush: PageFlush::nothing(self.root),
+        };
         if !(va | pa | len).is_multiple_of(PAGE_SIZE) {
-            return Err(MapError::Misaligned);
+            return Err(refuse(MapError::Misaligned));
         }
         if pa.checked_add(len).is_none() {
-            return Err(MapError::Pte(PteError::OutOfRange));
+            return Err(refuse(MapError::Pte(PteError::OutOfRange)));
         }
         let (mut done, mut pages) = (0, 0);
         while done < len {
             let (v, p) = (va.wrapping_add(done), pa + done);
             let size = Self::largest_fit(v, p, len - done, max);
-            if let Err(e) = self.map(v, Pfn::containing(p), size, flags, alloc) {
-                self.unmap_prefix(va, done);
-                return Err(e);
+            if let Err(error) = self.map(v, Pfn::containing(p), size, flags, alloc) {
+                let flush = self.unmap_prefix(va, done);
+                return Err(RangeError { error, flush });
             }
             done += size.bytes();
             pages += 1;
@@ -279,12 +365,14 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
 
     /// Removes the leaf that maps `va`, which must be the leaf's first
     /// address, and returns its frame, size and flags (with the MMU's final
-    /// accessed/dirty bits). Tables are not freed; the TLB is not flushed.
-    pub fn unmap(&mut self, va: u64) -> Result<(Pfn, PageSize, LeafFlags), MapError> {
+    /// accessed/dirty bits) and the flush the frame must wait for. Tables
+    /// are not freed.
+    pub fn unmap(&mut self, va: u64) -> Result<(Pfn, PageSize, LeafFlags, PageFlush), MapError> {
         let leaf = self.find_leaf(va)?;
         let raw = self.mem.swap_u64(leaf.pa, 0);
         let (pfn, flags) = Self::leaf_of(raw, leaf.level)?;
-        Ok((pfn, leaf.size, flags))
+        let flush = PageFlush::page(self.root, va, leaf.size);
+        Ok((pfn, leaf.size, flags, flush))
     }
 
     /// The physical address, flags and page size that `va` translates to.
@@ -309,7 +397,10 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
     }
 
     /// Stores any valid entry at `level` on `va`'s path and returns the old
-    /// one, allocating missing tables on the way (none for `Absent`).
+    /// one (a leaf with the MMU's final accessed/dirty bits), allocating
+    /// missing tables on the way (none for `Absent`), and the flush the old
+    /// entry needs: none for an entry that was not present, the page for a
+    /// leaf, the whole space for a table.
     ///
     /// This is the raw tool for swap entries, markers and table surgery: it
     /// frees nothing, so a replaced table or leaf is the caller's to handle.
@@ -320,26 +411,41 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         level: usize,
         pte: Pte,
         alloc: &dyn TableAlloc,
-    ) -> Result<Pte, MapError> {
+    ) -> Result<(Pte, PageFlush), MapError> {
         let raw = F::encode(&pte, level)?;
         match self.locate(va, level)? {
             Slot::Here(pa) => {
                 // Refuse to replace what could not be returned.
                 self.read(pa, level)?;
-                Ok(F::decode(self.mem.swap_u64(pa, raw), level)?)
+                let old = F::decode(self.mem.swap_u64(pa, raw), level)?;
+                let start = va & !(level_size(level) - 1);
+                let flush = match (old, PageSize::from_level(level)) {
+                    (Pte::Leaf { .. }, Some(size)) => PageFlush::page(self.root, start, size),
+                    (Pte::Table(_), _) => PageFlush::space(self.root),
+                    _ => PageFlush::nothing(self.root),
+                };
+                Ok((old, flush))
             }
-            Slot::Gap { .. } if pte == Pte::Absent => Ok(Pte::Absent),
+            Slot::Gap { .. } if pte == Pte::Absent => {
+                Ok((Pte::Absent, PageFlush::nothing(self.root)))
+            }
             Slot::Gap { pa, level: gap } => {
                 self.publish(pa, gap, va, level, raw, alloc)?;
-                Ok(Pte::Absent)
+                Ok((Pte::Absent, PageFlush::nothing(self.root)))
             }
         }
     }
 
     /// Replaces the flags of the leaf starting at `va` and returns the old
-    /// ones, including accessed/dirty bits the MMU set until the swap.
-    /// `flags` is the complete new set (pass `ACCESSED`/`DIRTY` to keep them).
-    pub fn protect(&mut self, va: u64, flags: LeafFlags) -> Result<LeafFlags, MapError> {
+    /// ones, including accessed/dirty bits the MMU set until the swap, and
+    /// the flush without which the MMU keeps using the old flags (and sets
+    /// no new accessed or dirty bit). `flags` is the complete new set (pass
+    /// `ACCESSED`/`DIRTY` to keep them).
+    pub fn protect(
+        &mut self,
+        va: u64,
+        flags: LeafFlags,
+    ) -> Result<(LeafFlags, PageFlush), MapError> {
         let leaf = self.find_leaf(va)?;
         let pte = Pte::Leaf {
             pfn: leaf.pfn,
@@ -347,7 +453,8 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         };
         let raw = F::encode(&pte, leaf.level)?;
         let old = self.mem.swap_u64(leaf.pa, raw);
-        Ok(Self::leaf_of(old, leaf.level)?.1)
+        let flush = PageFlush::page(self.root, va, leaf.size);
+        Ok((Self::leaf_of(old, leaf.level)?.1, flush))
     }
 
     /// Calls `f(va, pfn, size, flags)` for every leaf overlapping
@@ -364,19 +471,25 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         }
     }
 
-    /// Frees every table, other than the root, that overlaps `[start, end)`
-    /// and holds only `Absent` entries once its own empty children are
-    /// gone. Returns the number freed. `end == 0` stands for 2^64.
-    pub fn prune(&mut self, start: u64, end: u64, alloc: &dyn TableAlloc) -> usize {
-        match Self::last_of(start, end) {
-            Some(last) => self.prune_below(self.root, Self::ROOT_LEVEL, 0, (start, last), alloc),
-            None => 0,
+    /// Unlinks every table, other than the root, that overlaps
+    /// `[start, end)` and holds only `Absent` entries once its own empty
+    /// children are gone, and returns them to be freed after a flush.
+    /// `end == 0` stands for 2^64.
+    pub fn prune(&mut self, start: u64, end: u64) -> PrunedTables {
+        let mut tables = Vec::new();
+        if let Some(last) = Self::last_of(start, end) {
+            self.prune_below(self.root, Self::ROOT_LEVEL, 0, (start, last), &mut tables);
+        }
+        PrunedTables {
+            root: self.root,
+            tables,
         }
     }
 
     /// Frees every table frame, the root included. Mapped frames, swap
     /// slots and anything behind a malformed entry are left alone. The tree
-    /// must not be in use by any CPU.
+    /// must not be in use by any CPU, and a TLB that tags translations by
+    /// address space must have flushed it (`TlbFlush::flush_space`).
     pub fn destroy(self, alloc: &dyn TableAlloc) {
         self.free_tree(self.root, Self::ROOT_LEVEL, alloc);
     }
@@ -549,13 +662,20 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
     }
 
     /// Undoes the first `len` bytes of a failed `map_range`.
-    fn unmap_prefix(&mut self, va: u64, len: u64) {
-        let mut done = 0;
+    fn unmap_prefix(&mut self, va: u64, len: u64) -> PageFlush {
+        let (mut done, mut owed) = (0, PageFlush::nothing(self.root));
         while done < len {
             let v = va.wrapping_add(done);
             // Every page here was mapped by us a moment ago.
-            done += self.unmap(v).map_or(PAGE_SIZE, |(_, size, _)| size.bytes());
+            done += match self.unmap(v) {
+                Ok((_, size, _, flush)) => {
+                    owed = owed.merge(flush);
+                    size.bytes()
+                }
+                Err(_) => PAGE_SIZE,
+            };
         }
+        owed
     }
 
     // ---- whole-tree traversals ----
@@ -603,12 +723,11 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         level: usize,
         base: u64,
         range: (u64, u64),
-        alloc: &dyn TableAlloc,
-    ) -> usize {
+        unlinked: &mut Vec<Pfn>,
+    ) {
         if level == 0 {
-            return 0;
+            return;
         }
-        let mut freed = 0;
         for index in 0..512 {
             let at = Self::entry_base(base, index, level);
             let pa = table.addr() + index * 8;
@@ -618,14 +737,12 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
             let Ok(Pte::Table(child)) = self.read(pa, level) else {
                 continue;
             };
-            freed += self.prune_below(child, level - 1, at, range, alloc);
+            self.prune_below(child, level - 1, at, range, unlinked);
             if self.is_empty(child) {
                 self.mem.write_u64(pa, 0);
-                alloc.free_table(child);
-                freed += 1;
+                unlinked.push(child);
             }
         }
-        freed
     }
 
     /// Absent is raw 0 in every format, so no decoding is needed.

@@ -18,6 +18,72 @@ fn sim_alloc() -> SimTableAlloc {
     SimTableAlloc::new(Pfn(0x10_0000_0000))
 }
 
+/// The walker's changing operations, for trees no MMU ever loaded: their
+/// flushes are owed to no one, and the tests compare plain results.
+trait Fresh {
+    fn unmap_fresh(&mut self, va: u64) -> Result<(Pfn, PageSize, LeafFlags), MapError>;
+    fn protect_fresh(&mut self, va: u64, flags: LeafFlags) -> Result<LeafFlags, MapError>;
+    fn set_entry_fresh(
+        &mut self,
+        va: u64,
+        level: usize,
+        pte: Pte,
+        alloc: &dyn TableAlloc,
+    ) -> Result<Pte, MapError>;
+    fn prune_fresh(&mut self, start: u64, end: u64, alloc: &dyn TableAlloc) -> usize;
+    fn map_range_fresh(
+        &mut self,
+        va: u64,
+        pa: u64,
+        len: u64,
+        flags: LeafFlags,
+        max: PageSize,
+        alloc: &dyn TableAlloc,
+    ) -> Result<u64, MapError>;
+}
+
+impl Fresh for Table<'_> {
+    fn unmap_fresh(&mut self, va: u64) -> Result<(Pfn, PageSize, LeafFlags), MapError> {
+        let (pfn, size, flags, flush) = self.unmap(va)?;
+        flush.ignore_fresh_table();
+        Ok((pfn, size, flags))
+    }
+
+    fn protect_fresh(&mut self, va: u64, flags: LeafFlags) -> Result<LeafFlags, MapError> {
+        let (old, flush) = self.protect(va, flags)?;
+        flush.ignore_fresh_table();
+        Ok(old)
+    }
+
+    fn set_entry_fresh(
+        &mut self,
+        va: u64,
+        level: usize,
+        pte: Pte,
+        alloc: &dyn TableAlloc,
+    ) -> Result<Pte, MapError> {
+        let (old, flush) = self.set_entry(va, level, pte, alloc)?;
+        flush.ignore_fresh_table();
+        Ok(old)
+    }
+
+    fn prune_fresh(&mut self, start: u64, end: u64, alloc: &dyn TableAlloc) -> usize {
+        self.prune(start, end).free_fresh_table(alloc)
+    }
+
+    fn map_range_fresh(
+        &mut self,
+        va: u64,
+        pa: u64,
+        len: u64,
+        flags: LeafFlags,
+        max: PageSize,
+        alloc: &dyn TableAlloc,
+    ) -> Result<u64, MapError> {
+        (self.map_range(va, pa, len, flags, max, alloc)).map_err(|e| e.ignore_fresh_table())
+    }
+}
+
 fn leaves(pt: &Table, start: u64, end: u64) -> Vec<(u64, Pfn, PageSize, LeafFlags)> {
     let mut out = Vec::new();
     pt.for_each_leaf(start, end, &mut |va, pfn, size, flags| {
@@ -55,9 +121,9 @@ fn map_translate_unmap_each_size() {
         assert_eq!(pt.translate(va - 1), None);
         assert_eq!(pt.translate(va + size.bytes()), None);
         assert_eq!(pt.entry(va, size.level()), Some(Pte::Leaf { pfn, flags }));
-        assert_eq!(pt.unmap(va), Ok((pfn, size, flags)));
+        assert_eq!(pt.unmap_fresh(va), Ok((pfn, size, flags)));
         assert_eq!(pt.translate(va), None);
-        assert_eq!(pt.unmap(va), Err(MapError::NotMapped));
+        assert_eq!(pt.unmap_fresh(va), Err(MapError::NotMapped));
         pt.destroy(&alloc);
         alloc.assert_no_leaks();
     }
@@ -111,11 +177,11 @@ fn misaligned_and_non_canonical_refused() {
             Err(MapError::NonCanonical)
         );
         assert_eq!(pt.translate(va), None);
-        assert_eq!(pt.unmap(va), Err(MapError::NonCanonical));
-        assert_eq!(pt.protect(va, RW), Err(MapError::NonCanonical));
+        assert_eq!(pt.unmap_fresh(va), Err(MapError::NonCanonical));
+        assert_eq!(pt.protect_fresh(va, RW), Err(MapError::NonCanonical));
         let swap = Pte::Swap(SwapEntry::new(0, 1));
         assert_eq!(
-            pt.set_entry(va, 0, swap, &alloc),
+            pt.set_entry_fresh(va, 0, swap, &alloc),
             Err(MapError::NonCanonical)
         );
         assert_eq!(pt.entry(va, 0), None);
@@ -137,12 +203,12 @@ fn occupied_entries_are_already_mapped() {
     let again = pt.map(0x5000, Pfn(2), PageSize::Size4K, RW, &alloc);
     assert_eq!(again, Err(MapError::AlreadyMapped));
     // An (even empty) table where a 2 MiB leaf would go.
-    pt.unmap(0x5000).unwrap();
+    pt.unmap_fresh(0x5000).unwrap();
     let huge = pt.map(0, Pfn(0), PageSize::Size2M, RW, &alloc);
     assert_eq!(huge, Err(MapError::AlreadyMapped));
     // A swap entry or marker occupies its slot too.
     let swap = Pte::Swap(SwapEntry::new(1, 2));
-    pt.set_entry(0x6000, 0, swap, &alloc).unwrap();
+    pt.set_entry_fresh(0x6000, 0, swap, &alloc).unwrap();
     let over = pt.map(0x6000, Pfn(3), PageSize::Size4K, RW, &alloc);
     assert_eq!(over, Err(MapError::AlreadyMapped));
     assert_eq!(pt.entry(0x6000, 0), Some(swap));
@@ -169,12 +235,12 @@ fn huge_entries_get_in_the_way() {
         assert_eq!(err, Err(MapError::HugeInTheWay), "{va:#x}");
     }
     let marker = Pte::Marker(MarkerFlags::GUARD);
-    let err = pt.set_entry(MIB2, 0, marker, &alloc);
+    let err = pt.set_entry_fresh(MIB2, 0, marker, &alloc);
     assert_eq!(err, Err(MapError::HugeInTheWay));
     assert_eq!(pt.entry(MIB2, 0), None);
     // A huge swap entry covers its range like a huge leaf.
     let swap = Pte::Swap(SwapEntry::new(0, 9));
-    pt.set_entry(4 * MIB2, 1, swap, &alloc).unwrap();
+    pt.set_entry_fresh(4 * MIB2, 1, swap, &alloc).unwrap();
     let err = pt.map(4 * MIB2, Pfn(0), PageSize::Size4K, RW, &alloc);
     assert_eq!(err, Err(MapError::HugeInTheWay));
     assert_eq!(alloc.live(), live);
@@ -234,8 +300,8 @@ fn every_change_is_one_store() {
     // Into existing tables, map, protect and unmap store once each.
     pt.map(0x4000_4000, Pfn(4), PageSize::Size4K, RW, &alloc)
         .unwrap();
-    pt.protect(0x4000_4000, LeafFlags::USER).unwrap();
-    pt.unmap(0x4000_4000).unwrap();
+    pt.protect_fresh(0x4000_4000, LeafFlags::USER).unwrap();
+    pt.unmap_fresh(0x4000_4000).unwrap();
     let history = mem.take_history();
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|w| w.pa == history[0].pa));
@@ -248,13 +314,16 @@ fn unmap_and_protect_want_the_leaf_start() {
     let mut pt = Table::new(&mem, &alloc).unwrap();
     pt.map(MIB2, Pfn(512), PageSize::Size2M, RW, &alloc)
         .unwrap();
-    assert_eq!(pt.unmap(MIB2 + 0x1000), Err(MapError::Misaligned));
-    assert_eq!(pt.protect(MIB2 + 0x1000, RW), Err(MapError::Misaligned));
+    assert_eq!(pt.unmap_fresh(MIB2 + 0x1000), Err(MapError::Misaligned));
+    assert_eq!(
+        pt.protect_fresh(MIB2 + 0x1000, RW),
+        Err(MapError::Misaligned)
+    );
     assert_eq!(
         pt.translate(MIB2 + 0x1000).map(|t| t.0),
         Some(MIB2 + 0x1000)
     );
-    assert_eq!(pt.unmap(MIB2), Ok((Pfn(512), PageSize::Size2M, RW)));
+    assert_eq!(pt.unmap_fresh(MIB2), Ok((Pfn(512), PageSize::Size2M, RW)));
 }
 
 #[test]
@@ -269,15 +338,15 @@ fn protect_replaces_flags_and_reports_old_ones() {
         pfn: Pfn(1 << 18),
         flags: rwx | LeafFlags::ACCESSED | LeafFlags::DIRTY,
     };
-    pt.set_entry(GIB, 2, dirty, &alloc).unwrap();
-    let old = pt.protect(GIB, LeafFlags::USER);
+    pt.set_entry_fresh(GIB, 2, dirty, &alloc).unwrap();
+    let old = pt.protect_fresh(GIB, LeafFlags::USER);
     assert_eq!(old, Ok(rwx | LeafFlags::ACCESSED | LeafFlags::DIRTY));
     let now = pt.translate(GIB + 5);
     assert_eq!(now, Some((GIB + 5, LeafFlags::USER, PageSize::Size1G)));
-    assert_eq!(pt.protect(0, RW), Err(MapError::NotMapped));
+    assert_eq!(pt.protect_fresh(0, RW), Err(MapError::NotMapped));
     let unknown = LeafFlags::from_bits_retain(1 << 30);
     assert_eq!(
-        pt.protect(GIB, unknown),
+        pt.protect_fresh(GIB, unknown),
         Err(MapError::Pte(PteError::OutOfRange))
     );
     assert_eq!(pt.translate(GIB).map(|t| t.1), Some(LeafFlags::USER));
@@ -289,7 +358,10 @@ fn swap_entries_and_markers() {
     let mut pt = Table::new(&mem, &alloc).unwrap();
     let va = 0x7f12_3456_7000;
     // Clearing where nothing is allocates nothing.
-    assert_eq!(pt.set_entry(va, 0, Pte::Absent, &alloc), Ok(Pte::Absent));
+    assert_eq!(
+        pt.set_entry_fresh(va, 0, Pte::Absent, &alloc),
+        Ok(Pte::Absent)
+    );
     assert_eq!((alloc.live(), pt.entry(va, 0)), (1, None));
     let swap = Pte::Swap(SwapEntry {
         device: 3,
@@ -297,24 +369,24 @@ fn swap_entries_and_markers() {
         uffd_wp: true,
         exclusive: false,
     });
-    assert_eq!(pt.set_entry(va, 0, swap, &alloc), Ok(Pte::Absent));
+    assert_eq!(pt.set_entry_fresh(va, 0, swap, &alloc), Ok(Pte::Absent));
     assert_eq!((alloc.live(), pt.entry(va, 0)), (4, Some(swap)));
     assert_eq!(pt.translate(va), None);
-    assert_eq!(pt.unmap(va), Err(MapError::NotMapped));
-    assert_eq!(pt.protect(va, RW), Err(MapError::NotMapped));
+    assert_eq!(pt.unmap_fresh(va), Err(MapError::NotMapped));
+    assert_eq!(pt.protect_fresh(va, RW), Err(MapError::NotMapped));
     assert_eq!(leaves(&pt, 0, 0), []);
     let marker = Pte::Marker(MarkerFlags::UFFD_WP);
-    assert_eq!(pt.set_entry(va, 0, marker, &alloc), Ok(swap));
-    assert_eq!(pt.set_entry(va, 0, Pte::Absent, &alloc), Ok(marker));
+    assert_eq!(pt.set_entry_fresh(va, 0, marker, &alloc), Ok(swap));
+    assert_eq!(pt.set_entry_fresh(va, 0, Pte::Absent, &alloc), Ok(marker));
     assert_eq!(pt.entry(va, 0), Some(Pte::Absent));
     assert_eq!(pt.entry(va, 1).map(|p| p.is_present()), Some(true));
     // The format's rules still apply.
     let empty = Pte::Marker(MarkerFlags::empty());
-    let err = pt.set_entry(va, 0, empty, &alloc);
+    let err = pt.set_entry_fresh(va, 0, empty, &alloc);
     assert_eq!(err, Err(MapError::Pte(PteError::EmptyMarker)));
-    let err = pt.set_entry(va, 4, Pte::Absent, &alloc);
+    let err = pt.set_entry_fresh(va, 4, Pte::Absent, &alloc);
     assert_eq!(err, Err(MapError::Pte(PteError::BadLevel)));
-    let err = pt.set_entry(va, 3, marker, &alloc);
+    let err = pt.set_entry_fresh(va, 3, marker, &alloc);
     assert_eq!(err, Err(MapError::Pte(PteError::LeafNotAllowed)));
     assert_eq!(pt.entry(va, 4), None);
     pt.destroy(&alloc);
@@ -339,18 +411,18 @@ fn malformed_entries_are_errors_not_panics() {
     assert_eq!(pt.translate(va), None);
     assert_eq!(pt.entry(va, 0), None);
     assert_eq!(pt.entry(va, 1), None);
-    assert_eq!(pt.unmap(va).map(|_| ()), bad);
-    assert_eq!(pt.protect(va, RW).map(|_| ()), bad);
+    assert_eq!(pt.unmap_fresh(va).map(|_| ()), bad);
+    assert_eq!(pt.protect_fresh(va, RW).map(|_| ()), bad);
     assert_eq!(
         pt.map(va + 0x2000, Pfn(3), PageSize::Size4K, RW, &alloc),
         bad
     );
     let swap = Pte::Swap(SwapEntry::new(0, 0));
-    assert_eq!(pt.set_entry(va, 0, swap, &alloc).map(|_| ()), bad);
-    assert_eq!(pt.set_entry(va, 1, swap, &alloc).map(|_| ()), bad);
+    assert_eq!(pt.set_entry_fresh(va, 0, swap, &alloc).map(|_| ()), bad);
+    assert_eq!(pt.set_entry_fresh(va, 1, swap, &alloc).map(|_| ()), bad);
     assert_eq!(leaves(&pt, 0, 0), []);
     assert_eq!(mem.read_u64(Table::slot(l1, va, 1)), junk);
-    assert_eq!(pt.prune(0, 0, &alloc), 0);
+    assert_eq!(pt.prune_fresh(0, 0, &alloc), 0);
     // The level-0 table behind the junk is unreachable, so it stays.
     pt.destroy(&alloc);
     assert_eq!(alloc.live(), 1);
@@ -368,13 +440,14 @@ fn malformed_leaf_is_reported() {
     let junk = 1 << 60 | 5; // a table pointer, invalid at level 0
     mem.write_u64(Table::slot(l0, 0x3000, 0), junk);
     let bad = Err(MapError::Pte(PteError::Malformed(junk)));
-    assert_eq!(pt.unmap(0x3000).map(|_| ()), bad);
+    assert_eq!(pt.unmap_fresh(0x3000).map(|_| ()), bad);
     assert_eq!(
-        pt.set_entry(0x3000, 0, Pte::Absent, &alloc).map(|_| ()),
+        pt.set_entry_fresh(0x3000, 0, Pte::Absent, &alloc)
+            .map(|_| ()),
         bad
     );
     assert_eq!(pt.entry(0x3000, 0), None);
-    assert_eq!(pt.prune(0, 0, &alloc), 0);
+    assert_eq!(pt.prune_fresh(0, 0, &alloc), 0);
     pt.destroy(&alloc);
     alloc.assert_no_leaks();
 }
@@ -387,7 +460,7 @@ fn map_range_uses_huge_pages_where_aligned() {
     let (va, pa) = (0xffff_8000_0000_0000 + GIB - 0x3000, 3 * GIB - 0x3000);
     let len = 0x3000 + GIB + MIB2 + 0x2000;
     assert_eq!(
-        pt.map_range(va, pa, len, RW, PageSize::Size1G, &alloc),
+        pt.map_range_fresh(va, pa, len, RW, PageSize::Size1G, &alloc),
         Ok(7)
     );
     let sizes: Vec<PageSize> = leaves(&pt, 0, 0).iter().map(|l| l.2).collect();
@@ -408,19 +481,19 @@ fn map_range_respects_max_and_alignment() {
     let (mem, alloc) = (SimMemory::new(), sim_alloc());
     let mut pt = Table::new(&mem, &alloc).unwrap();
     assert_eq!(
-        pt.map_range(0, 0, GIB, RW, PageSize::Size2M, &alloc),
+        pt.map_range_fresh(0, 0, GIB, RW, PageSize::Size2M, &alloc),
         Ok(512)
     );
     // va and pa disagree modulo 2 MiB: only 4 KiB pages fit.
-    let mapped = pt.map_range(2 * GIB, 0x1000, MIB2, RW, PageSize::Size1G, &alloc);
+    let mapped = pt.map_range_fresh(2 * GIB, 0x1000, MIB2, RW, PageSize::Size1G, &alloc);
     assert_eq!(mapped, Ok(512));
     assert_eq!(
-        pt.map_range(4 * GIB, 0, 0, RW, PageSize::Size1G, &alloc),
+        pt.map_range_fresh(4 * GIB, 0, 0, RW, PageSize::Size1G, &alloc),
         Ok(0)
     );
-    let err = pt.map_range(4 * GIB, 0, 0x800, RW, PageSize::Size1G, &alloc);
+    let err = pt.map_range_fresh(4 * GIB, 0, 0x800, RW, PageSize::Size1G, &alloc);
     assert_eq!(err, Err(MapError::Misaligned));
-    let err = pt.map_range(
+    let err = pt.map_range_fresh(
         4 * GIB,
         u64::MAX - 0xfff,
         0x2000,
@@ -437,7 +510,7 @@ fn map_range_reaches_the_top_of_memory() {
     let mut pt = Table::new(&mem, &alloc).unwrap();
     let va = 0xffff_ffff_8000_0000;
     assert_eq!(
-        pt.map_range(va, 0, 2 * GIB, RW, PageSize::Size1G, &alloc),
+        pt.map_range_fresh(va, 0, 2 * GIB, RW, PageSize::Size1G, &alloc),
         Ok(2)
     );
     assert_eq!(pt.translate(u64::MAX).map(|t| t.0), Some(2 * GIB - 1));
@@ -449,13 +522,13 @@ fn map_range_is_all_or_nothing() {
     let mut pt = Table::new(&mem, &alloc).unwrap();
     pt.map(GIB + 0x5000, Pfn(9), PageSize::Size4K, RW, &alloc)
         .unwrap();
-    let err = pt.map_range(0, 0, GIB + MIB2, RW, PageSize::Size1G, &alloc);
+    let err = pt.map_range_fresh(0, 0, GIB + MIB2, RW, PageSize::Size1G, &alloc);
     assert_eq!(err, Err(MapError::AlreadyMapped));
     let left = leaves(&pt, 0, 0);
     assert_eq!(left, [(GIB + 0x5000, Pfn(9), PageSize::Size4K, RW)]);
     // Crossing into the non-canonical hole fails the same way.
     let va = (1 << 47) - MIB2;
-    let err = pt.map_range(va, 0, 2 * MIB2, RW, PageSize::Size2M, &alloc);
+    let err = pt.map_range_fresh(va, 0, 2 * MIB2, RW, PageSize::Size2M, &alloc);
     assert_eq!(err, Err(MapError::NonCanonical));
     assert_eq!(leaves(&pt, 0, 0).len(), 1);
 }
@@ -485,11 +558,11 @@ fn destroy_frees_exactly_the_tables() {
     let (mem, alloc) = (SimMemory::new(), sim_alloc());
     let mut pt = Table::new(&mem, &alloc).unwrap();
     let high = 0xffff_c000_0000_0000;
-    pt.map_range(0, 0, 3 * GIB, RW, PageSize::Size2M, &alloc)
+    pt.map_range_fresh(0, 0, 3 * GIB, RW, PageSize::Size2M, &alloc)
         .unwrap();
-    pt.map_range(high, 0, 4 * MIB2 + 0x3000, RW, PageSize::Size1G, &alloc)
+    pt.map_range_fresh(high, 0, 4 * MIB2 + 0x3000, RW, PageSize::Size1G, &alloc)
         .unwrap();
-    pt.set_entry(0x7fff_ffff_f000, 0, Pte::Marker(MarkerFlags::GUARD), &alloc)
+    pt.set_entry_fresh(0x7fff_ffff_f000, 0, Pte::Marker(MarkerFlags::GUARD), &alloc)
         .unwrap();
     // Root; a level-2 table per root slot (0, 255, 384); level-1 tables
     // for 3 + 1 + 1 GiB regions; level-0 tables for the 4 KiB tail and
@@ -506,18 +579,18 @@ fn prune_frees_empty_tables_only() {
     pt.map(0, Pfn(0), PageSize::Size4K, RW, &alloc).unwrap();
     pt.map(GIB, Pfn(1), PageSize::Size4K, RW, &alloc).unwrap();
     let swap = Pte::Swap(SwapEntry::new(0, 0));
-    pt.set_entry(2 * GIB, 0, swap, &alloc).unwrap();
+    pt.set_entry_fresh(2 * GIB, 0, swap, &alloc).unwrap();
     assert_eq!(alloc.live(), 1 + 1 + 3 + 3);
-    pt.unmap(GIB).unwrap();
-    pt.unmap(0).unwrap();
+    pt.unmap_fresh(GIB).unwrap();
+    pt.unmap_fresh(0).unwrap();
     // Outside the range nothing goes, and the swap entry keeps its path.
-    assert_eq!(pt.prune(3 * GIB, 0, &alloc), 0);
-    assert_eq!(pt.prune(GIB, GIB + 1, &alloc), 2);
-    assert_eq!(pt.prune(0, 0, &alloc), 2);
+    assert_eq!(pt.prune_fresh(3 * GIB, 0, &alloc), 0);
+    assert_eq!(pt.prune_fresh(GIB, GIB + 1, &alloc), 2);
+    assert_eq!(pt.prune_fresh(0, 0, &alloc), 2);
     assert_eq!(alloc.live(), 1 + 1 + 1 + 1);
     assert_eq!(pt.entry(2 * GIB, 0), Some(swap));
-    pt.set_entry(2 * GIB, 0, Pte::Absent, &alloc).unwrap();
-    assert_eq!(pt.prune(0, 0, &alloc), 3);
+    pt.set_entry_fresh(2 * GIB, 0, Pte::Absent, &alloc).unwrap();
+    assert_eq!(pt.prune_fresh(0, 0, &alloc), 3);
     assert_eq!(alloc.live(), 1);
     assert!(alloc.is_live(pt.root()));
     pt.map(GIB, Pfn(1), PageSize::Size4K, RW, &alloc).unwrap();
@@ -690,20 +763,20 @@ fn random_run(seed: u64) {
                     Some(&start) if rng.below(4) != 0 => start,
                     _ => va,
                 };
-                let got = pt.unmap(va);
+                let got = pt.unmap_fresh(va);
                 assert_eq!(got, model.unmap(va), "seed {seed:#x} step {step}");
                 *tally.entry(("unmap", outcome(&got))).or_default() += 1;
             }
             8 => {
                 let flags = random_flags(&mut rng);
-                let got = pt.protect(va, flags);
+                let got = pt.protect_fresh(va, flags);
                 assert_eq!(got, model.protect(va, flags), "seed {seed:#x} step {step}");
                 *tally.entry(("protect", outcome(&got))).or_default() += 1;
             }
             _ => {
                 let (a, b) = (random_va(&mut rng, size), random_va(&mut rng, size));
                 let (start, last) = (a.min(b), a.max(b));
-                let got = pt.prune(start, last.wrapping_add(1), &alloc);
+                let got = pt.prune_fresh(start, last.wrapping_add(1), &alloc);
                 assert_eq!(got, model.prune(start, last), "seed {seed:#x} step {step}");
                 pruned += got;
             }
