@@ -150,6 +150,10 @@ impl Machine for BootMachine {
         &FrameTables
     }
 
+    fn tlb(&self) -> &'static dyn kernel::mm::tlb::TlbFlush {
+        &arch::paging::Tlb
+    }
+
     fn kernel_root(&self) -> Pfn {
         memory::kernel_root()
     }

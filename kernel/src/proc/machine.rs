@@ -13,6 +13,7 @@ use crate::mm::frame::FrameAllocator;
 use crate::mm::paging::TableAlloc;
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::PteFormat;
+use crate::mm::tlb::TlbFlush;
 use abi::Errno;
 
 /// How a new task begins.
@@ -51,6 +52,9 @@ pub trait Machine: Sync + Sized + 'static {
     fn mem(&self) -> &'static Self::Mem;
     fn frames(&self) -> &'static FrameAllocator<'static>;
     fn tables(&self) -> &dyn TableAlloc;
+    /// Flushes translations of user spaces (every page-table change's
+    /// flush token goes through it).
+    fn tlb(&self) -> &'static dyn TlbFlush;
     /// The kernel's page-table root, whose upper half every space shares.
     fn kernel_root(&self) -> Pfn;
     /// Nanoseconds since boot.

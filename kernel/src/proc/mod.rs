@@ -384,8 +384,8 @@ impl<M: Machine> System<M> {
     pub fn spawn_program(&self, name: &str, image: &[u8], args: &str) -> Result<Pid, SpawnError> {
         let program = elf::parse(image).map_err(SpawnError::Elf)?;
         let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
-        let mut space =
-            UserSpace::new(mem, self.m.kernel_root(), tables).map_err(SpawnError::Load)?;
+        let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb())
+            .map_err(SpawnError::Load)?;
         let started = self
             .prepare(&program, image, args, &mut space)
             .map_err(SpawnError::Load)

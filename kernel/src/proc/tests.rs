@@ -6,10 +6,10 @@
 use super::*;
 use crate::mm::Pfn;
 use crate::mm::frame::{FrameAllocator, FrameDesc};
+use crate::mm::mmu::SimMmu;
 use crate::mm::paging::{MapError, TableAlloc};
 use crate::mm::phys::SimMemory;
 use crate::mm::pte::SimPte;
-use crate::task::uaccess;
 use abi::nr;
 use std::boxed::Box;
 use std::string::String;
@@ -82,6 +82,8 @@ struct HostMachine {
     mem: &'static SimMemory,
     frames: &'static FrameAllocator<'static>,
     tables: Tables,
+    /// The simulated MMU's TLB takes every flush.
+    mmu: &'static SimMmu<'static, SimPte, SimMemory>,
     kernel_root: Pfn,
     clock: AtomicU64,
     console: Mutex<Vec<u8>>,
@@ -192,6 +194,10 @@ impl Machine for HostMachine {
         &self.tables
     }
 
+    fn tlb(&self) -> &'static dyn crate::mm::tlb::TlbFlush {
+        self.mmu
+    }
+
     fn kernel_root(&self) -> Pfn {
         self.kernel_root
     }
@@ -242,22 +248,25 @@ impl User {
         rax as i64
     }
 
+    /// The program's own store, through the simulated MMU as the CPU
+    /// would do it (accessed and dirty bits, the TLB).
     fn poke(&self, va: u64, data: &[u8]) {
-        let mem = self.sys.m.mem();
-        self.sys
-            .with_current_process(|p| uaccess::copy_to_user(p.space.page_table(), mem, va, data))
-            .expect("poke");
+        let root = self.root();
+        // The MMU's TLB is hardware: its allocations are not the kernel's.
+        crate::testutil::alloc::normal(|| self.sys.m.mmu.write(root, va, data)).expect("poke");
     }
 
     fn peek(&self, va: u64, len: usize) -> Vec<u8> {
-        let mem = self.sys.m.mem();
         let mut buf = vec![0; len];
-        self.sys
-            .with_current_process(|p| {
-                uaccess::copy_from_user(p.space.page_table(), mem, va, &mut buf)
-            })
-            .expect("peek");
+        let root = self.root();
+        crate::testutil::alloc::normal(|| self.sys.m.mmu.read(root, va, &mut buf)).expect("peek");
         buf
+    }
+
+    fn root(&self) -> Pfn {
+        self.sys
+            .with_current_process(|p| Ok(p.space.root()))
+            .expect("a user task")
     }
 
     /// A pipe: (read fd, write fd).
@@ -302,6 +311,7 @@ impl World {
             mem,
             frames,
             tables: Tables(frames),
+            mmu: Box::leak(Box::new(SimMmu::new(mem))),
             kernel_root,
             clock: AtomicU64::new(0),
             console: Mutex::new(Vec::new()),
