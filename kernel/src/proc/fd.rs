@@ -4,12 +4,21 @@
 /// Descriptors a process may hold open at once.
 pub const MAX_FDS: usize = 64;
 
+/// A pipe's name in the pipe table: its slot, and the slot's generation,
+/// so that a descriptor closed by one thread while another is blocked on
+/// it can never lead that one into a new pipe reusing the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeId {
+    pub(super) slot: u32,
+    pub(super) generation: u32,
+}
+
 /// An open file: the console or one end of a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum File {
     Console,
-    PipeRead(u32),
-    PipeWrite(u32),
+    PipeRead(PipeId),
+    PipeWrite(PipeId),
 }
 
 pub struct FdTable {
@@ -70,18 +79,25 @@ impl FdTable {
 mod tests {
     use super::*;
 
+    const fn pipe(slot: u32) -> PipeId {
+        PipeId {
+            slot,
+            generation: 0,
+        }
+    }
+
     #[test]
     fn lowest_free_descriptor_first() {
         let mut t = FdTable::new();
         assert_eq!(t.open(File::Console), Some(0));
         assert!(t.open_at(2, File::Console));
-        assert!(!t.open_at(2, File::PipeRead(1)));
-        assert_eq!(t.open(File::PipeRead(1)), Some(1));
-        assert_eq!(t.open(File::PipeWrite(1)), Some(3));
-        assert_eq!(t.close(1), Some(File::PipeRead(1)));
+        assert!(!t.open_at(2, File::PipeRead(pipe(1))));
+        assert_eq!(t.open(File::PipeRead(pipe(1))), Some(1));
+        assert_eq!(t.open(File::PipeWrite(pipe(1))), Some(3));
+        assert_eq!(t.close(1), Some(File::PipeRead(pipe(1))));
         assert_eq!(t.close(1), None);
-        assert_eq!(t.open(File::PipeWrite(2)), Some(1));
-        assert_eq!(t.get(3), Some(File::PipeWrite(1)));
+        assert_eq!(t.open(File::PipeWrite(pipe(2))), Some(1));
+        assert_eq!(t.get(3), Some(File::PipeWrite(pipe(1))));
         assert_eq!(t.get(u64::MAX), None);
         assert_eq!(t.close(1 << 40), None);
         assert_eq!(t.open_count(), 4);

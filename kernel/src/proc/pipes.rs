@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 
 use abi::Errno;
 
+use super::fd::PipeId;
 use super::{File, Machine, System};
 use crate::sync::IrqOff;
 use crate::task::pipe::{Pipe, ReadResult, WriteResult};
@@ -28,9 +29,9 @@ pub struct PipeObj {
     pub writable: QueueId,
 }
 
-/// Pipes by id (the index); freed slots are reused.
+/// Pipes by slot; a freed slot is reused under a new generation.
 pub struct PipeTable {
-    slots: Vec<Option<PipeObj>>,
+    slots: Vec<(u32, Option<PipeObj>)>,
 }
 
 impl PipeTable {
@@ -38,29 +39,41 @@ impl PipeTable {
         PipeTable { slots: Vec::new() }
     }
 
-    fn insert(&mut self, obj: PipeObj) -> Result<u32, PipeObj> {
-        if let Some(id) = self.slots.iter().position(Option::is_none) {
-            self.slots[id] = Some(obj);
-            return Ok(id as u32);
+    fn insert(&mut self, obj: PipeObj) -> Result<PipeId, PipeObj> {
+        if let Some(slot) = self.slots.iter().position(|(_, p)| p.is_none()) {
+            let (generation, entry) = &mut self.slots[slot];
+            *generation = generation.wrapping_add(1);
+            *entry = Some(obj);
+            return Ok(PipeId {
+                slot: slot as u32,
+                generation: *generation,
+            });
         }
         if self.slots.try_reserve(1).is_err() {
             return Err(obj);
         }
-        self.slots.push(Some(obj));
-        Ok(self.slots.len() as u32 - 1)
+        self.slots.push((0, Some(obj)));
+        Ok(PipeId {
+            slot: self.slots.len() as u32 - 1,
+            generation: 0,
+        })
     }
 
-    fn get_mut(&mut self, id: u32) -> Option<&mut PipeObj> {
-        self.slots.get_mut(id as usize)?.as_mut()
+    fn get_mut(&mut self, id: PipeId) -> Option<&mut PipeObj> {
+        match self.slots.get_mut(id.slot as usize)? {
+            (generation, Some(obj)) if *generation == id.generation => Some(obj),
+            _ => None,
+        }
     }
 
-    fn remove(&mut self, id: u32) -> Option<PipeObj> {
-        self.slots.get_mut(id as usize)?.take()
+    fn remove(&mut self, id: PipeId) -> Option<PipeObj> {
+        self.get_mut(id)?;
+        self.slots.get_mut(id.slot as usize)?.1.take()
     }
 
     /// Pipes that exist (for leak checks).
     pub fn count(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.slots.iter().filter(|(_, p)| p.is_some()).count()
     }
 }
 
@@ -187,7 +200,7 @@ impl<M: Machine> System<M> {
     /// between; a pending kill ends the wait with EINTR.
     fn pipe_op(
         &self,
-        id: u32,
+        id: PipeId,
         mut attempt: impl FnMut(&mut PipeObj, &super::Process<M>) -> Attempt,
     ) -> Result<u64, Errno> {
         let pid = self.current_pid();
@@ -214,7 +227,7 @@ impl<M: Machine> System<M> {
         }
     }
 
-    pub(super) fn pipe_write(&self, id: u32, buf: u64, len: usize) -> Result<u64, Errno> {
+    pub(super) fn pipe_write(&self, id: PipeId, buf: u64, len: usize) -> Result<u64, Errno> {
         let mem = self.m.mem();
         let mut woke = None;
         let result = self.pipe_op(id, |obj, p| {
@@ -255,7 +268,7 @@ impl<M: Machine> System<M> {
         result
     }
 
-    pub(super) fn pipe_read(&self, id: u32, buf: u64, len: usize) -> Result<u64, Errno> {
+    pub(super) fn pipe_read(&self, id: PipeId, buf: u64, len: usize) -> Result<u64, Errno> {
         let mem = self.m.mem();
         let mut woke = None;
         let result = self.pipe_op(id, |obj, p| {

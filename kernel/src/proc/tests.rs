@@ -634,3 +634,26 @@ fn out_of_memory_is_an_error_code_never_a_panic() {
     w.assert_quiet();
     assert_eq!(w.free_frames(), frames);
 }
+
+#[test]
+fn a_reader_whose_pipe_is_closed_under_it_never_reads_the_next_pipe_in_its_slot() {
+    let w = World::new();
+    let reader = w.thread(|u| u.call(nr::READ, &[u.arg, DATA + 0x100, 16]));
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(reader, r);
+        u.call(nr::SLEEP, &[5 * TICK_NS]);
+        // Both ends closed while the reader is blocked: the pipe is freed
+        // and the reader woken, but it runs only after a new pipe has
+        // taken the same slot and holds data.
+        assert_eq!(u.call(nr::CLOSE, &[r]), 0);
+        assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        let (_r2, w2) = u.pipe();
+        u.poke(DATA, b"not yours");
+        assert_eq!(u.call(nr::WRITE, &[w2, DATA, 9]), 9);
+        assert_eq!(u.call(nr::WAIT, &[t as u64, DATA + 0x200]), t);
+        i64::from_le_bytes(u.peek(DATA + 0x200, 8).try_into().unwrap())
+    });
+    assert_eq!(status, EBADF);
+    w.assert_quiet();
+}
