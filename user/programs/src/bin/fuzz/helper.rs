@@ -50,6 +50,12 @@ pub enum Job {
     Read { calls: u32, fd: u32, len: u32 },
     /// Calls until killed: left running when the main thread exits.
     Linger,
+    /// Left blocked when the main thread exits, so the kernel must kill
+    /// threads inside a call: a read of a pipe nobody writes...
+    BlockRead { fd: u32 },
+    /// ... and a sleep that would outlast the machine (the deadline
+    /// saturates in the kernel).
+    SleepForever,
 }
 
 #[derive(Clone, Copy)]
@@ -253,6 +259,17 @@ fn run(s: &mut Slot) -> i64 {
             Job::Linger => loop {
                 t.stateless(&spawn)?;
             },
+            Job::BlockRead { fd } => {
+                let ptr = s.scratch.as_mut_ptr() as u64;
+                // SAFETY: at most one byte into our scratch buffer.
+                unsafe { t.call(nr::READ, &[fd.into(), ptr, 1], Expect::Ret(0))? };
+                Err(t.fail(Why::Note("a read of an empty pipe returned")))
+            }
+            Job::SleepForever => {
+                // SAFETY: sleep takes no pointer.
+                unsafe { t.call(nr::SLEEP, &[u64::MAX], Expect::Ret(0))? };
+                Err(t.fail(Why::Note("sleep(u64::MAX) returned")))
+            }
         }
     })();
     s.report.tid = t.tid;
@@ -302,6 +319,7 @@ pub fn expected_status(job: Job) -> i64 {
     match job {
         Job::Plain { status, .. } => status,
         Job::Write { len, .. } | Job::Read { len, .. } => len.into(),
-        Job::Linger => FAILED,
+        // Never reaped: they run until the program ends.
+        Job::Linger | Job::BlockRead { .. } | Job::SleepForever => FAILED,
     }
 }

@@ -133,6 +133,8 @@ struct Stats {
     emfile: u64,
     eagain: u64,
     skipped: u64,
+    /// Helpers left running at the end, for the kernel to kill.
+    left: u64,
 }
 
 struct Fuzz {
@@ -640,11 +642,7 @@ impl Fuzz {
         let Some(h) = self.m.helpers[slot] else {
             return Ok(());
         };
-        let (ptr, ok) = if self.t.rng.chance(1, 4) {
-            (0, true)
-        } else {
-            self.t.gen_ptr(8, Dir::KernelWrites)
-        };
+        let (ptr, ok) = self.t.gen_status_ptr();
         let expect = if ok {
             Expect::Ret(h.tid)
         } else {
@@ -685,14 +683,31 @@ impl Fuzz {
         Ok(())
     }
 
-    /// The end: every helper is reaped and checked; on some seeds one is
-    /// left running, for the kernel to kill when we exit.
+    /// The end: every helper is reaped and checked. Then, on some seeds,
+    /// helpers are left running, sleeping or blocked in a read, for the
+    /// kernel to kill when we exit (the leak checks after the run see
+    /// whether it cleaned up).
     fn finish(&mut self) -> Checked<()> {
         while let Some(slot) = self.m.live_slot(0) {
             self.reap(slot)?;
         }
         if self.t.rng.chance(1, 2) {
             self.spawn_helper(Job::Linger)?;
+            self.stats.left += 1;
+        }
+        if self.t.rng.chance(1, 2) {
+            self.spawn_helper(Job::SleepForever)?;
+            self.stats.left += 1;
+        }
+        if self.t.rng.chance(1, 2) && self.m.open_count() + 2 <= MAX_FDS as usize {
+            let r = self.m.lowest_free(None).unwrap_or(0);
+            let w = self.m.lowest_free(Some(r)).unwrap_or(0);
+            let fds = self.t.space.owned[0].start;
+            // SAFETY: eight bytes into BUF, ours alone.
+            unsafe { self.t.call(nr::PIPE, &[fds], Expect::Ret(0))? };
+            self.m.add_pipe(r, w);
+            self.spawn_helper(Job::BlockRead { fd: r as u32 })?;
+            self.stats.left += 1;
         }
         Ok(())
     }
@@ -826,7 +841,7 @@ impl Fuzz {
         println!(
             "fuzz seed={} ok calls={} helper_calls={} threads={} rendezvous={} pipes={} \
              bytes_written={} bytes_read={} efault={} ebadf={} epipe={} eof={} emfile={} \
-             eagain={} skipped={} ms={}",
+             eagain={} skipped={} left={} ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -842,6 +857,7 @@ impl Fuzz {
             s.emfile,
             s.eagain,
             s.skipped,
+            s.left,
             ns / 1_000_000
         );
     }

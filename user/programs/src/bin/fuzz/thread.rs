@@ -458,11 +458,7 @@ impl Thread {
 
     /// wait(tid, status) where `tid` must fail with `err`.
     pub fn wait_for_error(&mut self, tid: u64, err: Errno) -> Checked<()> {
-        let (ptr, ok) = if self.rng.chance(1, 4) {
-            (0, true)
-        } else {
-            self.gen_ptr(8, Dir::KernelWrites)
-        };
+        let (ptr, ok) = self.gen_status_ptr();
         let expect = if ok { err } else { Errno::EFAULT };
         // The kernel rejects a tid above 32 bits before it looks at the
         // pointer; only `wait-order` holds it to the documented order.
@@ -475,6 +471,16 @@ impl Thread {
         // status pointer is in our own region or the slack all the same.
         unsafe { self.call(nr::WAIT, &[tid, ptr], Expect::Err(expect))? };
         Ok(())
+    }
+
+    /// A status pointer for wait: null a quarter of the time, else any
+    /// pointer. Null means "status not wanted" however it was chosen.
+    pub fn gen_status_ptr(&mut self) -> (u64, bool) {
+        if self.rng.chance(1, 4) {
+            return (0, true);
+        }
+        let (ptr, ok) = self.gen_ptr(8, Dir::KernelWrites);
+        (ptr, ok || ptr == 0)
     }
 
     /// spawn_thread with an entry or stack the kernel must refuse.
