@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::mem::size_of;
 
-use rt::abi::nr;
+use rt::abi::{Errno, nr};
 
 use crate::check::NAMES;
 use crate::rng::Rng;
@@ -50,6 +50,22 @@ pub enum Job {
     Read { calls: u32, fd: u32, len: u32 },
     /// Calls until killed: left running when the main thread exits.
     Linger,
+    /// read(fd, scratch, len) from an empty pipe whose write end the main
+    /// thread closes right after the spawn: 0 (end of file), whether the
+    /// read started before the close (and was woken by it) or after.
+    EofRead { calls: u32, fd: u32, len: u32 },
+    /// write(fd, data, len) into a full pipe whose read end the main thread
+    /// closes right after the spawn: EPIPE, before or after the close.
+    EpipeWrite { calls: u32, fd: u32, len: u32 },
+    /// wait(tid, scratch) for another helper (a plain one, which the main
+    /// thread then leaves alone): its tid back and `status` in scratch.
+    /// Exits with `exit`.
+    Reap {
+        calls: u32,
+        tid: u64,
+        status: i64,
+        exit: i64,
+    },
     /// Left blocked when the main thread exits, so the kernel must kill
     /// threads inside a call: a read of a pipe nobody writes...
     BlockRead { fd: u32 },
@@ -256,6 +272,47 @@ fn run(s: &mut Slot) -> i64 {
                 }
                 Ok(n as i64)
             }
+            Job::EofRead { calls, fd, len } => {
+                for _ in 0..calls {
+                    t.stateless(&spawn)?;
+                }
+                let ptr = s.scratch.as_mut_ptr() as u64;
+                // SAFETY: at most `len` bytes into our scratch buffer.
+                unsafe { t.call(nr::READ, &[fd.into(), ptr, len.into()], Expect::Ret(0))? };
+                Ok(0)
+            }
+            Job::EpipeWrite { calls, fd, len } => {
+                for _ in 0..calls {
+                    t.stateless(&spawn)?;
+                }
+                let ptr = s.data.as_ptr() as u64;
+                let epipe = Expect::Err(Errno::EPIPE);
+                // SAFETY: the kernel reads at most `len` bytes of our data.
+                let ret = unsafe { t.call(nr::WRITE, &[fd.into(), ptr, len.into()], epipe)? };
+                Ok(ret as i64)
+            }
+            Job::Reap {
+                calls,
+                tid,
+                status,
+                exit,
+            } => {
+                for _ in 0..calls {
+                    t.stateless(&spawn)?;
+                }
+                let ptr = s.scratch.as_mut_ptr() as u64;
+                // SAFETY: eight bytes into our scratch buffer.
+                unsafe { t.call(nr::WAIT, &[tid, ptr], Expect::Ret(tid))? };
+                let want = status.to_le_bytes();
+                if let Some(at) = (0..8).find(|&k| s.scratch[k] != want[k]) {
+                    return Err(t.fail(Why::Memory {
+                        addr: ptr + at as u64,
+                        want: want[at],
+                        got: s.scratch[at],
+                    }));
+                }
+                Ok(exit)
+            }
             Job::Linger => loop {
                 t.stateless(&spawn)?;
             },
@@ -319,6 +376,9 @@ pub fn expected_status(job: Job) -> i64 {
     match job {
         Job::Plain { status, .. } => status,
         Job::Write { len, .. } | Job::Read { len, .. } => len.into(),
+        Job::EofRead { .. } => 0,
+        Job::EpipeWrite { .. } => -(Errno::EPIPE as i64),
+        Job::Reap { exit, .. } => exit,
         // Never reaped: they run until the program ends.
         Job::Linger | Job::BlockRead { .. } | Job::SleepForever => FAILED,
     }

@@ -133,6 +133,10 @@ struct Stats {
     emfile: u64,
     eagain: u64,
     skipped: u64,
+    /// Helpers blocked (or about to be) in a pipe call that our close ends.
+    woken_by_close: u64,
+    /// Helpers that waited for another helper.
+    cross_waits: u64,
     /// Helpers left running at the end, for the kernel to kill.
     left: u64,
 }
@@ -255,8 +259,9 @@ impl Fuzz {
             _ => None,
         };
         match fd {
-            Some(fd) => fd as u64,
-            None => self.t.never_open_fd(),
+            // A helper's descriptor is its own until it is reaped.
+            Some(fd) if !self.m.busy(fd as u64) => fd as u64,
+            _ => self.t.never_open_fd(),
         }
     }
 
@@ -438,8 +443,8 @@ impl Fuzz {
             _ => None,
         };
         let fd = match fd {
-            // Never fd 1: the report goes there.
-            Some(fd) if fd != 1 => fd as u64,
+            // Never fd 1: the report goes there. Nor a helper's.
+            Some(fd) if fd != 1 && !self.m.busy(fd as u64) => fd as u64,
             _ => self.t.never_open_fd(),
         };
         let open = self.m.file(fd).is_some();
@@ -466,9 +471,111 @@ impl Fuzz {
             }
             return self.t.spawn_hostile(&helper::spawner());
         }
-        let calls = self.t.rng.range(0, 12) as u32;
-        let status = self.random_status();
-        self.spawn_helper(Job::Plain { calls, status }).map(drop)
+        match self.t.rng.below(10) {
+            0 => self.spawn_eof_reader(),
+            1 => self.spawn_epipe_writer(),
+            2 | 3 => self.spawn_reaper(),
+            _ => {
+                let calls = self.t.rng.range(0, 12) as u32;
+                let status = self.random_status();
+                self.spawn_helper(Job::Plain { calls, status }).map(drop)
+            }
+        }
+    }
+
+    /// A pipe (by model index) whose ends are both open, not in use by a
+    /// helper, and whose buffer passes `ok`; with its (read, write) fds.
+    fn idle_pipe(&mut self, ok: fn(usize) -> bool) -> Option<(usize, usize, usize)> {
+        let m = &*self.m;
+        let usable = |fd: usize| match m.fds[fd] {
+            Some(File::Read(p)) if !m.busy(fd as u64) && ok(m.pipes[p].len) => m
+                .fd_of(File::Write(p))
+                .filter(|&w| !m.busy(w as u64))
+                .map(|w| (p, fd, w)),
+            _ => None,
+        };
+        let n = (0..m.fds.len()).filter_map(usable).count();
+        if n == 0 {
+            return None;
+        }
+        let nth = self.t.rng.below(n as u64) as usize;
+        (0..m.fds.len()).filter_map(usable).nth(nth)
+    }
+
+    /// A helper reads an empty pipe whose write end we close right away:
+    /// it must see end of file, woken by the close if it was blocked.
+    fn spawn_eof_reader(&mut self) -> Checked<()> {
+        let Some((_, r, w)) = self.idle_pipe(|len| len == 0) else {
+            return self.t.spawn_hostile(&helper::spawner());
+        };
+        let job = Job::EofRead {
+            calls: self.t.rng.range(0, 3) as u32,
+            fd: r as u32,
+            len: self.t.rng.range(1, MAX_IO) as u32,
+        };
+        let Some(slot) = self.spawn_helper(job)? else {
+            return Ok(());
+        };
+        self.close_now(w)?;
+        self.stats.woken_by_close += 1;
+        if let Some(h) = self.m.helpers[slot].as_mut() {
+            h.busy_fd = Some(r);
+        }
+        Ok(())
+    }
+
+    /// A helper writes to a full pipe whose read end we close right away:
+    /// EPIPE, woken by the close if it was blocked.
+    fn spawn_epipe_writer(&mut self) -> Checked<()> {
+        let Some((_, r, w)) = self.idle_pipe(|len| len == PIPE_CAPACITY) else {
+            return self.t.spawn_hostile(&helper::spawner());
+        };
+        let job = Job::EpipeWrite {
+            calls: self.t.rng.range(0, 3) as u32,
+            fd: w as u32,
+            len: self.t.rng.range(1, MAX_IO) as u32,
+        };
+        let Some(slot) = self.spawn_helper(job)? else {
+            return Ok(());
+        };
+        self.close_now(r)?;
+        self.stats.woken_by_close += 1;
+        if let Some(h) = self.m.helpers[slot].as_mut() {
+            h.busy_fd = Some(w);
+        }
+        Ok(())
+    }
+
+    /// A helper waits for another (plain) one; the main thread then leaves
+    /// that one alone and checks both when it reaps the waiter.
+    fn spawn_reaper(&mut self) -> Checked<()> {
+        let Some(target) = self.m.claimable_slot(self.t.rng.next()) else {
+            return self.t.spawn_hostile(&helper::spawner());
+        };
+        let Some(b) = self.m.helpers[target] else {
+            return Ok(());
+        };
+        let job = Job::Reap {
+            calls: self.t.rng.range(0, 3) as u32,
+            tid: b.tid,
+            status: helper::expected_status(b.job),
+            exit: self.random_status(),
+        };
+        if self.spawn_helper(job)?.is_some()
+            && let Some(h) = self.m.helpers[target].as_mut()
+        {
+            h.claimed = true;
+            self.stats.cross_waits += 1;
+        }
+        Ok(())
+    }
+
+    /// close(fd) of an open descriptor, as a step of a setup.
+    fn close_now(&mut self, fd: usize) -> Checked<()> {
+        // SAFETY: close takes no pointer.
+        unsafe { self.t.call(nr::CLOSE, &[fd as u64], Expect::Ret(0))? };
+        self.m.close(fd);
+        Ok(())
     }
 
     fn spawn_stack_zero(&mut self) -> Checked<()> {
@@ -500,17 +607,18 @@ impl Fuzz {
 
     /// spawn_thread with valid arguments: a new helper doing `job`, or
     /// EAGAIN when the program has all the threads it may have. Returns
-    /// the slot, or None for EAGAIN.
+    /// the slot, or None for EAGAIN and when the count is uncertain (a
+    /// helper may or may not have reaped another yet): then nothing is
+    /// called.
     fn spawn_helper(&mut self, job: Job) -> Checked<Option<usize>> {
         let seed = self.t.rng.next();
         let arg = self.t.rng.next();
         let slot = self.m.free_slot(self.t.rng.next());
-        let at_limit = self.m.threads() >= helper::MAX_THREADS;
         let (slot, job, expect) = match slot {
-            Some(slot) if !at_limit => (slot, job, Expect::NewTid),
+            Some(slot) if self.m.threads_max() < helper::MAX_THREADS => (slot, job, Expect::NewTid),
             // Offer the spare stack: a kernel that wrongly started the
             // thread would find an empty job there and exit quietly.
-            _ => (
+            _ if self.m.threads_min() >= helper::MAX_THREADS => (
                 SPARE,
                 Job::Plain {
                     calls: 0,
@@ -518,6 +626,10 @@ impl Fuzz {
                 },
                 Expect::Err(Errno::EAGAIN),
             ),
+            _ => {
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
         };
         helper::prepare(slot, job, seed, arg, self.t.switches);
         let args = helper::spawn_args(slot, arg);
@@ -534,7 +646,12 @@ impl Fuzz {
                 "spawn_thread returned the tid of a thread that is still alive",
             )));
         }
-        self.m.helpers[slot] = Some(model::Helper { tid, job });
+        self.m.helpers[slot] = Some(model::Helper {
+            tid,
+            job,
+            claimed: false,
+            busy_fd: None,
+        });
         self.stats.threads += 1;
         Ok(Some(slot))
     }
@@ -545,7 +662,7 @@ impl Fuzz {
     /// finish before the helper's read, so the result is the same in any
     /// order. False when no thread can be spawned.
     fn rendezvous_reader(&mut self, p: usize) -> Checked<bool> {
-        if self.m.threads() >= helper::MAX_THREADS {
+        if self.m.threads_max() >= helper::MAX_THREADS {
             return Ok(false);
         }
         let Some(fd) = self.m.fd_of(File::Read(p)) else {
@@ -576,7 +693,7 @@ impl Fuzz {
     /// read. The helper writes at most a pipe's capacity into an empty pipe
     /// in one call, which never blocks; the read cannot finish before it.
     fn rendezvous_writer(&mut self, p: usize) -> Checked<bool> {
-        if self.m.threads() >= helper::MAX_THREADS {
+        if self.m.threads_max() >= helper::MAX_THREADS {
             return Ok(false);
         }
         let Some(fd) = self.m.fd_of(File::Write(p)) else {
@@ -614,7 +731,12 @@ impl Fuzz {
         let args = helper::spawn_args(slot, arg);
         // SAFETY: as in spawn_helper.
         let tid = unsafe { self.t.call(nr::SPAWN_THREAD, &args, Expect::NewTid)? };
-        self.m.helpers[slot] = Some(model::Helper { tid, job });
+        self.m.helpers[slot] = Some(model::Helper {
+            tid,
+            job,
+            claimed: false,
+            busy_fd: None,
+        });
         self.stats.threads += 1;
         Ok(())
     }
@@ -680,6 +802,34 @@ impl Fuzz {
         self.verify(ptr, 8, n, salt, &|i| status[i as usize])?;
         self.m.helpers[slot] = None;
         self.reaped = Some(h.tid);
+        if let Job::Reap { tid, .. } = h.job {
+            // It reaped its target before it exited, so that slot is ours.
+            self.check_claimed(tid)?;
+        }
+        Ok(())
+    }
+
+    /// The helper another one reaped: its report, as `reap` checks it.
+    fn check_claimed(&mut self, tid: u64) -> Checked<()> {
+        let Some(slot) = (0..SPARE).find(|&i| self.m.helpers[i].is_some_and(|h| h.tid == tid))
+        else {
+            return Ok(());
+        };
+        // SAFETY: reaped by its waiter, which has exited: the slot is ours.
+        let report = unsafe { (*helper::slot(slot)).report };
+        self.stats.helper_calls += report.calls;
+        if let Some(f) = report.failure {
+            self.report(&f, Some((slot, tid)));
+            return Err(self
+                .t
+                .fail(Why::Note("a helper thread failed (reported above)")));
+        }
+        if !helper::stack_intact(slot) || report.tid != tid {
+            return Err(self.t.fail(Why::Note(
+                "a helper reaped by another overflowed its stack or saw another tid",
+            )));
+        }
+        self.m.helpers[slot] = None;
         Ok(())
     }
 
@@ -691,9 +841,23 @@ impl Fuzz {
         while let Some(slot) = self.m.live_slot(0) {
             self.reap(slot)?;
         }
-        if self.t.rng.chance(1, 2) {
-            self.spawn_helper(Job::Linger)?;
+        if self.t.rng.chance(1, 2)
+            && let Some(slot) = self.spawn_helper(Job::Linger)?
+        {
             self.stats.left += 1;
+            // And one blocked in wait for it, forever.
+            if self.t.rng.chance(1, 2)
+                && let Some(linger) = self.m.helpers[slot]
+            {
+                let job = Job::Reap {
+                    calls: 0,
+                    tid: linger.tid,
+                    status: 0,
+                    exit: 0,
+                };
+                self.spawn_helper(job)?;
+                self.stats.left += 1;
+            }
         }
         if self.t.rng.chance(1, 2) {
             self.spawn_helper(Job::SleepForever)?;
@@ -841,7 +1005,7 @@ impl Fuzz {
         println!(
             "fuzz seed={} ok calls={} helper_calls={} threads={} rendezvous={} pipes={} \
              bytes_written={} bytes_read={} efault={} ebadf={} epipe={} eof={} emfile={} \
-             eagain={} skipped={} left={} ms={}",
+             eagain={} skipped={} woken_by_close={} cross_waits={} left={} ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -857,6 +1021,8 @@ impl Fuzz {
             s.emfile,
             s.eagain,
             s.skipped,
+            s.woken_by_close,
+            s.cross_waits,
             s.left,
             ns / 1_000_000
         );

@@ -59,6 +59,12 @@ impl Pipe {
 pub struct Helper {
     pub tid: u64,
     pub job: Job,
+    /// Another helper waits for this one: the main thread must not (which
+    /// of the two got it would depend on timing), and reaps the other.
+    pub claimed: bool,
+    /// A descriptor the helper uses until it is reaped, so the main
+    /// thread leaves it alone until then.
+    pub busy_fd: Option<usize>,
 }
 
 pub struct Model {
@@ -148,9 +154,22 @@ impl Model {
         self.helpers.iter().filter(|h| h.is_some()).count()
     }
 
-    /// Helpers the kernel counts: the main thread as well.
-    pub fn threads(&self) -> usize {
+    /// The most threads the kernel may count now: the main thread and
+    /// every helper not reaped by the main thread.
+    pub fn threads_max(&self) -> usize {
         1 + self.live_helpers()
+    }
+
+    /// The fewest: claimed helpers may have been reaped by their waiters.
+    pub fn threads_min(&self) -> usize {
+        self.threads_max() - self.helpers.iter().flatten().filter(|h| h.claimed).count()
+    }
+
+    pub fn busy(&self, fd: u64) -> bool {
+        self.helpers
+            .iter()
+            .flatten()
+            .any(|h| h.busy_fd.is_some_and(|b| b as u64 == fd))
     }
 
     pub fn free_slot(&self, pick: u64) -> Option<usize> {
@@ -167,18 +186,28 @@ impl Model {
             .map(|(i, _)| i)
     }
 
+    /// A helper the main thread may wait for (not claimed by another).
     pub fn live_slot(&self, pick: u64) -> Option<usize> {
-        let live = self.live_helpers();
-        if live == 0 {
+        self.nth_slot(pick, |h| h.is_some_and(|h| !h.claimed))
+    }
+
+    /// A helper another one may wait for: unclaimed, and doing nothing
+    /// that waits for the main thread (a plain job).
+    pub fn claimable_slot(&self, pick: u64) -> Option<usize> {
+        self.nth_slot(pick, |h| {
+            h.is_some_and(|h| !h.claimed && matches!(h.job, Job::Plain { .. }))
+        })
+    }
+
+    fn nth_slot(&self, pick: u64, ok: impl Fn(Option<Helper>) -> bool) -> Option<usize> {
+        let n = self.helpers.iter().filter(|h| ok(**h)).count();
+        if n == 0 {
             return None;
         }
-        let nth = (pick % live as u64) as usize;
-        self.helpers
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.is_some())
+        let nth = (pick % n as u64) as usize;
+        (0..self.helpers.len())
+            .filter(|&i| ok(self.helpers[i]))
             .nth(nth)
-            .map(|(i, _)| i)
     }
 }
 
