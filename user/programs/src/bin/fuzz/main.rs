@@ -26,8 +26,14 @@
 //! - fd 1 is never closed: it carries the report;
 //! - sleeps are short; `exit` is made only by helpers and at the end;
 //! - helpers make only calls whose result no other thread can change
-//!   (thread.rs `stateless`), besides their one rendezvous transfer, and
-//!   never wait: only the main thread spawns and reaps.
+//!   (thread.rs `stateless`), besides the one job they were spawned for
+//!   (helper.rs `Job`): a rendezvous transfer, a pipe call that the main
+//!   thread's close ends (EOF, EPIPE) whatever the order, or a wait for
+//!   another helper, which the main thread then never waits for itself;
+//! - a descriptor a helper uses is left alone until the helper is reaped;
+//! - while a helper may or may not have reaped another, the thread count
+//!   is uncertain, and a valid spawn_thread that could hit the limit of
+//!   64 is skipped (EAGAIN is predicted only when sure).
 //!
 //! Switches turn on checks that fail on the current kernel, so that the
 //! suite stays green while the bug is open (see README.md, "Fuzzer").
