@@ -380,33 +380,12 @@ run_tests() {
 
 # --- the fuzzer ---------------------------------------------------------------
 
-# fuzz_round SEED CALLS SWITCHES: console lines that run four fuzzer
-# instances of CALLS calls (seeds SEED..SEED+3) beside a fifth that runs
-# until it is killed mid-run, and check every exit status.
-fuzz_round() {
-    local seed=$1 calls=$2 switches=$3 i
-    for i in 0 1 2 3; do
-        echo "spawn fuzz $((seed + i)) $calls$switches"
-        echo "let f$i \$tid"
-    done
-    echo "spawn fuzz $((seed + 4)) 0$switches"
-    echo "let victim \$tid"
-    echo "wait \$f0"
-    echo "expect exit_status == 0"
-    echo "kill \$victim"
-    echo "wait \$victim"
-    echo "expect exit_status == 137"
-    for i in 1 2 3; do
-        echo "wait \$f$i"
-        echo "expect exit_status == 0"
-    done
-}
-
 # fuzz [--calls N] [--seed S] [--switch NAME]...: a longer run of the
-# system-call fuzzer than the suite's tests/scripts/fuzz.fl, with the same
-# leak checks (whose comments there say why they allow what they allow):
-# a warm-up round, then four instances of N calls (seeds S..S+3). A failure
-# prints the seed and call that reproduce it (`run fuzz SEED CALLS`).
+# system-call fuzzer than the suite's tests/scripts/fuzz.fl, in its shape
+# and with its leak checks (whose comments there say what they allow and
+# why): a warm-up round, then four instances of N calls (seeds S..S+3)
+# beside a fifth killed mid-run. A failure prints the seed and the call
+# that reproduce it (`run fuzz SEED CALLS` at the console).
 fuzz() {
     local calls=200000 seed=$((RANDOM * 32768 + RANDOM)) switches="" usage
     usage="usage: ./run.sh fuzz [--calls N] [--seed S] [--switch wait-order|stack-zero]..."
@@ -422,36 +401,53 @@ fuzz() {
         say "$usage"
         return 2
     fi
-    local script out status=0
+    local script out status=0 round base n i
     script=$(mktemp)
     out=$(mktemp)
-    {
-        fuzz_round $((seed + 1000)) 5000 "$switches"
-        echo "mem"
-        echo "let heap_pages \$heap_bytes / 4096"
-        echo "let unowned_before \$frames_free + \$heap_pages"
-        echo "let unowned_floor \$unowned_before - 10"
-        echo "let heap_used_limit \$heap_used + 16K"
-        echo "uptime"
-        echo "let start_ms \$uptime_ms"
-        fuzz_round "$seed" "$calls" "$switches"
-        echo "uptime"
-        echo "let fuzz_ms \$uptime_ms - \$start_ms"
-        echo "mem"
-        echo "let heap_pages \$heap_bytes / 4096"
-        echo "let unowned \$frames_free + \$heap_pages"
-        echo "expect unowned >= \$unowned_floor"
-        echo "expect unowned <= \$unowned_before"
-        echo "expect heap_used <= \$heap_used_limit"
-        echo "ps"
-        echo "expect tid == 1"
-    } >"$script"
+    for round in warm-up run; do
+        if [ "$round" = warm-up ]; then base=$((seed + 1000)) n=5000; else base=$seed n=$calls; fi
+        for i in 0 1 2 3; do
+            echo "spawn fuzz $((base + i)) $n$switches"
+            echo "let f$i \$tid"
+        done
+        echo "spawn fuzz $((base + 4)) 0$switches"
+        echo "let victim \$tid"
+        echo "wait \$f0"
+        echo "expect exit_status == 0"
+        echo "kill \$victim"
+        echo "wait \$victim"
+        echo "expect exit_status == 137"
+        for i in 1 2 3; do
+            echo "wait \$f$i"
+            echo "expect exit_status == 0"
+        done
+        if [ "$round" = warm-up ]; then
+            echo "mem"
+            echo "let heap_pages \$heap_bytes / 4096"
+            echo "let unowned_before \$frames_free + \$heap_pages"
+            echo "let unowned_floor \$unowned_before - 10"
+            echo "let heap_used_limit \$heap_used + 16K"
+            echo "uptime"
+            echo "let start_ms \$uptime_ms"
+        fi
+    done >"$script"
+    cat >>"$script" <<'FL'
+uptime
+let fuzz_ms $uptime_ms - $start_ms
+mem
+let heap_pages $heap_bytes / 4096
+let unowned $frames_free + $heap_pages
+expect unowned >= $unowned_floor
+expect unowned <= $unowned_before
+expect heap_used <= $heap_used_limit
+ps
+expect tid == 1
+FL
     echo "run.sh: fuzzing with seeds $seed..$((seed + 3)), $calls calls each${switches:+, switches:$switches}"
-    local begin=$SECONDS
+    local begin=$SECONDS ms
     # At least 2000 calls per second even on a loaded machine, and the boot.
     TEST_TIMEOUT=$((60 + 4 * calls / 2000)) run_script "$script" >"$out" 2>&1 || status=$?
     grep -aE '^fuzz seed=[0-9]+ ok|^fuzz FAIL|^expect FAILED|^error|killed:|^script:|^run.sh' "$out" || true
-    local ms
     ms=$(sed -n 's/^fuzz_ms=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
     if [ -n "$ms" ] && [ "$ms" -gt 0 ]; then
         echo "fuzz: $((4 * calls)) calls (and the victim's) in $ms ms of kernel time:" \

@@ -92,7 +92,7 @@ pub struct Slot {
     pub seed: u64,
     /// What rdi must hold at entry.
     pub arg: u64,
-    switches: Switches,
+    origin: Origin,
     pub data: [u8; DATA_BYTES],
     scratch: [u8; DATA_BYTES],
     pub report: Report,
@@ -139,7 +139,16 @@ pub fn spawner() -> Spawner {
 }
 
 /// Prepares slot `i` (owned by the caller) for a new thread.
-pub fn prepare(i: usize, job: Job, seed: u64, arg: u64, switches: Switches) {
+/// Where a helper comes from, for its report: the run's seed and the
+/// index of the main thread's spawn_thread call; and the run's switches.
+#[derive(Clone, Copy)]
+pub struct Origin {
+    pub seed: u64,
+    pub call: u64,
+    pub switches: Switches,
+}
+
+pub fn prepare(i: usize, job: Job, seed: u64, arg: u64, origin: Origin) {
     let s = slot(i);
     // SAFETY: the caller owns the slot, and no thread runs on it.
     unsafe {
@@ -148,7 +157,7 @@ pub fn prepare(i: usize, job: Job, seed: u64, arg: u64, switches: Switches) {
         (&raw mut (*s).job).write(job);
         (&raw mut (*s).seed).write(seed);
         (&raw mut (*s).arg).write(arg);
-        (&raw mut (*s).switches).write(switches);
+        (&raw mut (*s).origin).write(origin);
         (&raw mut (*s).report).write(Report {
             tid: 0,
             calls: 0,
@@ -220,7 +229,7 @@ fn run(s: &mut Slot) -> i64 {
         crate::space(),
         data_scratch(s),
         false,
-        s.switches,
+        s.origin.switches,
     );
     let spawn = spawner();
     let outcome = (|| {
@@ -233,10 +242,9 @@ fn run(s: &mut Slot) -> i64 {
                 }
                 Ok(status)
             }
+            // The transfer comes first: the main thread is blocked until
+            // it happens.
             Job::Write { calls, fd, len } => {
-                for _ in 0..calls {
-                    t.stateless(&spawn)?;
-                }
                 let ptr = s.data.as_ptr() as u64;
                 // SAFETY: the kernel reads `len` bytes of our data.
                 let n = unsafe {
@@ -246,12 +254,12 @@ fn run(s: &mut Slot) -> i64 {
                         Expect::Ret(len.into()),
                     )?
                 };
-                Ok(n as i64)
-            }
-            Job::Read { calls, fd, len } => {
                 for _ in 0..calls {
                     t.stateless(&spawn)?;
                 }
+                Ok(n as i64)
+            }
+            Job::Read { calls, fd, len } => {
                 let ptr = s.scratch.as_mut_ptr() as u64;
                 // SAFETY: the kernel writes at most `len` bytes into our
                 // scratch buffer, which nothing borrows.
@@ -269,6 +277,9 @@ fn run(s: &mut Slot) -> i64 {
                         want: s.data[at],
                         got: s.scratch[at],
                     }));
+                }
+                for _ in 0..calls {
+                    t.stateless(&spawn)?;
                 }
                 Ok(n as i64)
             }
@@ -304,6 +315,11 @@ fn run(s: &mut Slot) -> i64 {
                 // SAFETY: eight bytes into our scratch buffer.
                 unsafe { t.call(nr::WAIT, &[tid, ptr], Expect::Ret(tid))? };
                 let want = status.to_le_bytes();
+                if s.scratch[..8] == FAILED.to_le_bytes() {
+                    return Err(t.fail(Why::Note(
+                        "the helper it waited for failed (its report is above)",
+                    )));
+                }
                 if let Some(at) = (0..8).find(|&k| s.scratch[k] != want[k]) {
                     return Err(t.fail(Why::Memory {
                         addr: ptr + at as u64,
@@ -334,6 +350,15 @@ fn run(s: &mut Slot) -> i64 {
     match outcome {
         Ok(status) => status,
         Err(f) => {
+            // Printed now, not only when the main thread reaps us: it may
+            // be blocked forever waiting for the transfer we failed.
+            let slot = (s as *const Slot as usize - SLOT_MEM.0.get() as usize) / size_of::<Slot>();
+            rt::println!(
+                "fuzz FAIL seed={} helper slot={slot} spawned by main call={} (its own calls count from 0)",
+                s.origin.seed,
+                s.origin.call
+            );
+            t.report(s.origin.seed, "helper", &f, Some(s.origin.call + 1));
             s.report.failure = Some(f);
             FAILED
         }

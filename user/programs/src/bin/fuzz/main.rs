@@ -57,7 +57,7 @@ use helper::{FAILED, Job, SPARE};
 use model::{File, Model, PIPE_CAPACITY};
 use rng::Rng;
 use space::{Dir, Region, Space};
-use thread::{Checked, Expect, Failure, MAX_FDS, MAX_IO, Switches, Thread, Why};
+use thread::{Checked, Expect, MAX_FDS, MAX_IO, Switches, Thread, Why};
 
 rt::entry!(main);
 
@@ -160,7 +160,9 @@ struct Fuzz {
 }
 
 fn usage() -> i64 {
-    println!("fuzz: usage: fuzz SEED CALLS [wait-order] [stack-zero]  (CALLS 0: until killed)");
+    println!(
+        "fuzz: usage: fuzz SEED CALLS [wait-order] [stack-zero] [trace]  (CALLS 0: until killed)"
+    );
     2
 }
 
@@ -183,6 +185,7 @@ fn main(args: Args) -> i64 {
         match word {
             "wait-order" => switches.wait_order = true,
             "stack-zero" => switches.stack_zero = true,
+            "trace" => switches.trace = true,
             _ => return usage(),
         }
     }
@@ -203,7 +206,8 @@ fn main(args: Args) -> i64 {
             0
         }
         Err(f) => {
-            fuzz.report(&f, None);
+            fuzz.t
+                .report(seed, "main", &f, f.rec.map(|rec| rec.index + 1));
             1
         }
     }
@@ -637,7 +641,7 @@ impl Fuzz {
                 return Ok(None);
             }
         };
-        helper::prepare(slot, job, seed, arg, self.t.switches);
+        helper::prepare(slot, job, seed, arg, self.origin());
         let args = helper::spawn_args(slot, arg);
         // SAFETY: the slot is ours and no thread runs on it; the kernel
         // does not touch memory for spawn_thread.
@@ -733,7 +737,7 @@ impl Fuzz {
     fn spawn_helper_on(&mut self, slot: usize, job: Job) -> Checked<()> {
         let seed = self.t.rng.next();
         let arg = self.t.rng.next();
-        helper::prepare(slot, job, seed, arg, self.t.switches);
+        helper::prepare(slot, job, seed, arg, self.origin());
         let args = helper::spawn_args(slot, arg);
         // SAFETY: as in spawn_helper.
         let tid = unsafe { self.t.call(nr::SPAWN_THREAD, &args, Expect::NewTid)? };
@@ -787,11 +791,10 @@ impl Fuzz {
         // SAFETY: reaped, so the slot is ours again.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
-        if let Some(f) = report.failure {
-            self.report(&f, Some((slot, h.tid)));
+        if report.failure.is_some() {
             return Err(self
                 .t
-                .fail(Why::Note("a helper thread failed (reported above)")));
+                .fail(Why::Note("the helper thread failed (its report is above)")));
         }
         if !helper::stack_intact(slot) {
             return Err(self
@@ -824,11 +827,10 @@ impl Fuzz {
         // SAFETY: reaped by its waiter, which has exited: the slot is ours.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
-        if let Some(f) = report.failure {
-            self.report(&f, Some((slot, tid)));
-            return Err(self
-                .t
-                .fail(Why::Note("a helper thread failed (reported above)")));
+        if report.failure.is_some() {
+            return Err(self.t.fail(Why::Note(
+                "a helper reaped by another failed (its report is above)",
+            )));
         }
         if !helper::stack_intact(slot) || report.tid != tid {
             return Err(self.t.fail(Why::Note(
@@ -970,39 +972,12 @@ impl Fuzz {
         }
     }
 
-    fn report(&self, f: &Failure, helper: Option<(usize, u64)>) {
-        let who = match helper {
-            Some((slot, tid)) => {
-                println!(
-                    "fuzz FAIL seed={} thread=helper slot={slot} tid={tid} (its calls count from 0)",
-                    self.seed
-                );
-                "helper"
-            }
-            None => {
-                println!(
-                    "fuzz FAIL seed={} thread=main tid={}",
-                    self.seed, self.t.tid
-                );
-                "main"
-            }
-        };
-        match f.rec {
-            Some(rec) => println!("fuzz FAIL {who} {rec}"),
-            None => println!("fuzz FAIL {who} before its first call"),
-        }
-        println!("fuzz FAIL {who} why: {}", f.why);
-        if helper.is_none() {
-            for rec in self.t.history() {
-                println!("fuzz FAIL   before: {rec}");
-            }
-            if let Some(rec) = f.rec {
-                println!(
-                    "fuzz FAIL   again: run fuzz {} {}",
-                    self.seed,
-                    rec.index + 1
-                );
-            }
+    /// For a helper about to be spawned by our next call.
+    fn origin(&self) -> helper::Origin {
+        helper::Origin {
+            seed: self.seed,
+            call: self.t.calls,
+            switches: self.t.switches,
         }
     }
 

@@ -175,6 +175,9 @@ pub struct Switches {
     /// not in the user half, so EFAULT; the kernel starts a thread with
     /// rsp = 0, which faults and kills the program.
     pub stack_zero: bool,
+    /// Not a check: print every call before it is made, to find the one
+    /// that never returns when a run hangs.
+    pub trace: bool,
 }
 
 pub struct Thread {
@@ -220,6 +223,16 @@ impl Thread {
             *a = self.rng.next();
         }
         args[..used.len()].copy_from_slice(used);
+        if self.switches.trace {
+            let rec = Rec {
+                index: self.calls,
+                nr,
+                args,
+                expect,
+                ret: 0,
+            };
+            rt::println!("fuzz trace tid={} {rec}", self.tid);
+        }
         // SAFETY: passed on to our caller.
         let done = unsafe { check::syscall(nr, &args, &mut self.rng) };
         let rec = Rec {
@@ -253,6 +266,23 @@ impl Thread {
             n => self.history[((n - 1) % HISTORY as u64) as usize],
         };
         Failure { rec, why }
+    }
+
+    /// Prints `f` as `fuzz FAIL` lines; `again` is the CALLS argument with
+    /// which `fuzz SEED CALLS` makes the same calls up to the failure.
+    pub fn report(&self, seed: u64, who: &str, f: &Failure, again: Option<u64>) {
+        rt::println!("fuzz FAIL seed={seed} thread={who} tid={}", self.tid);
+        match f.rec {
+            Some(rec) => rt::println!("fuzz FAIL {who} {rec}"),
+            None => rt::println!("fuzz FAIL {who} before its first call"),
+        }
+        rt::println!("fuzz FAIL {who} why: {}", f.why);
+        for rec in self.history() {
+            rt::println!("fuzz FAIL   before: {rec}");
+        }
+        if let Some(calls) = again {
+            rt::println!("fuzz FAIL   again: run fuzz {seed} {calls}");
+        }
     }
 
     /// The calls before the last, oldest first.
