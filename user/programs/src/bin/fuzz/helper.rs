@@ -1,17 +1,18 @@
 //! Helper threads: each runs on a slot of static memory (its stack, what
 //! it was started with, its job and its report) and does a sequence fixed
 //! by the main thread when it was spawned, then exits with a status the
-//! main thread predicted. Only the main thread spawns and waits.
+//! main thread predicted. Only the main thread spawns; a helper waits only
+//! for the one helper its job names, which the main thread leaves alone.
 //!
 //! A slot belongs to the main thread until it spawns a thread on it, then
-//! to that thread until the main thread's `wait` has reaped it; the two
-//! system calls order the accesses, so neither side ever sees the other's
-//! half-written data.
+//! to that thread until a `wait` has reaped it (the main thread's, or the
+//! waiting helper's, which the main thread reaps in turn); the system
+//! calls order the accesses, so neither side sees the other's half-written
+//! data.
 
 use core::arch::naked_asm;
 use core::cell::UnsafeCell;
-use core::mem::MaybeUninit;
-use core::mem::size_of;
+use core::mem::{MaybeUninit, size_of};
 
 use rt::abi::{Errno, nr};
 
@@ -209,7 +210,7 @@ extern "C" fn helper_entry() -> ! {
 
 extern "C" fn helper_main(entry: *const [u64; 18]) -> ! {
     let base = SLOT_MEM.0.get() as usize;
-    let i = (entry as usize - base) / size_of::<Slot>();
+    let i = (entry as usize).wrapping_sub(base) / size_of::<Slot>();
     let status = if i < SLOTS {
         // SAFETY: the main thread spawned us on slot i, which is ours
         // until it reaps us.

@@ -198,8 +198,10 @@ fn main(args: Args) -> i64 {
         reaped: None,
         stats: Stats::default(),
     };
-    let limit = if calls == 0 { "until killed" } else { "" };
-    println!("fuzz seed={seed} calls={calls} {limit}");
+    match calls {
+        0 => println!("fuzz seed={seed} calls=0 (until killed)"),
+        _ => println!("fuzz seed={seed} calls={calls}"),
+    }
     match fuzz.run(calls) {
         Ok(ns) => {
             fuzz.summary(ns);

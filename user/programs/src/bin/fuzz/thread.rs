@@ -1,6 +1,7 @@
-//! One fuzzing thread: its checked calls, their records, and the calls
-//! whose result depends on nothing another thread could change (helpers
-//! make only these; the main thread mixes them with the rest).
+//! One fuzzing thread: its checked calls, their records and reports, and
+//! the calls whose result depends on nothing another thread could change
+//! (helpers make these besides their one job; the main thread mixes them
+//! with the rest).
 
 use core::fmt;
 
