@@ -29,14 +29,26 @@ ensure_rust() {
         say "run.sh: cargo not found. Install Rust with rustup (https://rustup.rs), then run again."
         exit 1
     fi
-    if command -v rustup >/dev/null 2>&1 &&
-        ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    command -v rustup >/dev/null 2>&1 || return 0
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
         say "run.sh: adding the Rust target $TARGET"
         rustup target add "$TARGET" >&2 || {
             say "run.sh: 'rustup target add $TARGET' failed; run it by hand."
             exit 1
         }
     fi
+    # rust-toolchain.toml lists them, but a toolchain installed before that
+    # file (or with another profile) may lack them; the lint tests need both.
+    local installed component
+    installed=$(rustup component list --installed 2>/dev/null || true)
+    for component in clippy rustfmt; do
+        grep -q "^$component" <<<"$installed" && continue
+        say "run.sh: adding the Rust component $component"
+        rustup component add "$component" >&2 || {
+            say "run.sh: 'rustup component add $component' failed; run it by hand."
+            exit 1
+        }
+    done
 }
 
 ensure_qemu() {
@@ -80,6 +92,38 @@ boot_qemu() {
     local args
     mapfile -t args < <(qemu_args "$kernel")
     timeout "$limit" "$QEMU" "${args[@]}" -serial stdio -monitor none "$@"
+}
+
+# boot_watched KERNEL LIMIT OUT [QEMU ARGS...]: boot_qemu into OUT for a
+# test kernel, whose deadline moves with its progress: TEST_TIMEOUT to boot
+# and start its first test, then LIMIT seconds from each test's start line
+# (and from its closing line) to the next. So a slow boot never passes for
+# a hung test, and a hung test is caught LIMIT seconds after it began. A
+# kernel that never stops starting tests is still stopped at ten times
+# TEST_TIMEOUT. Returns QEMU's status, or 124 when a deadline passed.
+boot_watched() {
+    local kernel=$1 limit=$2 out=$3 args pid seen=0 now deadline
+    shift 3
+    mapfile -t args < <(qemu_args "$kernel")
+    timeout "$((10 * TEST_TIMEOUT))" "$QEMU" "${args[@]}" -serial stdio -monitor none "$@" \
+        </dev/null >"$out" 2>&1 &
+    pid=$!
+    deadline=$((SECONDS + TEST_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        now=$(grep -cE $'^test [^ ]+ \\.\\.\\.\r?$|^test-kernel done' "$out" || true)
+        if [ "$now" != "$seen" ]; then
+            seen=$now
+            deadline=$((SECONDS + limit))
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            # timeout passes the signal on to QEMU and waits for it.
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" || true
+            return 124
+        fi
+        sleep 0.2
+    done
+    wait "$pid"
 }
 
 # run_script FILE [QEMU ARGS...]: exit 0 iff the kernel powered off with success.
@@ -152,29 +196,146 @@ fail() {
     printf 'test %s ... FAILED%s\n' "$1" "${2:+ ($2)}"
 }
 
-host_tests() {
-    local log
+# host_test_run CARGO_TEST_ARGS...: `cargo test --no-fail-fast` with those
+# arguments, judged from its whole output and its exit status. Sets
+# HOST_PASSED (tests counted by a "test result:" line), HOST_BINARIES (test
+# binaries cargo ran) and HOST_FAILURES ("name|why" each). A binary that
+# dies (abort, stack overflow, a signal) prints no "test result:" line, so
+# it is a failure named after the binary; a non-zero cargo status that no
+# such failure explains (a build error, say) is one more.
+HOST_PASSED=0
+HOST_BINARIES=0
+HOST_FAILURES=()
+host_test_run() {
+    local log status=0
     log=$(mktemp)
-    echo "== host unit tests (cargo test -p faultline-kernel -p faultline-arch)"
-    if cargo test --quiet -p faultline-kernel -p faultline-arch >"$log" 2>&1; then
-        :
+    cargo test --no-fail-fast "$@" >"$log" 2>&1 || status=$?
+    HOST_PASSED=0
+    HOST_BINARIES=0
+    HOST_FAILURES=()
+    # State of the binary being read: its name, how many tests it started,
+    # its counts once "test result:" arrives, the tests it reported FAILED,
+    # why each did, and what cargo said about its exit.
+    local bin="" started="" counted="" passed=0 failed=0 rerun="" died="" last_words=""
+    local -a failed_tests=()
+    local -A panic_of=()
+    local line panicking="" message_of=""
+    host_finish_binary() {
+        [ -n "$bin" ] || return 0
+        HOST_BINARIES=$((HOST_BINARIES + 1))
+        local hint="" t why
+        [ -z "$rerun" ] || hint="; rerun: cargo test $rerun"
+        if [ -z "$counted" ]; then
+            why=${died:+died ($died)}
+            why=${why:-printed no test result}
+            [ -z "$last_words" ] || why+=", $last_words"
+            [ -z "$started" ] || why+=", $started started, none counted"
+            HOST_FAILURES+=("$bin|$why$hint")
+        else
+            HOST_PASSED=$((HOST_PASSED + passed))
+            for t in "${failed_tests[@]}"; do
+                HOST_FAILURES+=("$bin::$t|${panic_of[$t]:-failed}$hint")
+            done
+            if [ "$failed" -gt "${#failed_tests[@]}" ]; then
+                HOST_FAILURES+=("$bin|$((failed - ${#failed_tests[@]})) failures not named$hint")
+            elif [ "$failed" = 0 ] && [ -n "$rerun$died" ]; then
+                HOST_FAILURES+=("$bin|every test passed, but the binary failed${died:+ ($died)}$hint")
+            fi
+        fi
+        bin="" started="" counted="" passed=0 failed=0 rerun="" died="" last_words=""
+        failed_tests=()
+        panic_of=()
+    }
+    while IFS= read -r line; do
+        if [[ $line =~ ^\ *Running\ (.+)\ \((.+)\)$ ]]; then
+            host_finish_binary
+            local exe=${BASH_REMATCH[2]##*/}
+            bin="${exe%-*} ${BASH_REMATCH[1]}"
+        elif [[ $line =~ ^\ *Doc-tests\ (.+)$ ]]; then
+            host_finish_binary
+            bin="${BASH_REMATCH[1]} doc-tests"
+        elif [[ $line =~ ^running\ ([0-9]+)\ tests?$ ]]; then
+            started=${BASH_REMATCH[1]}
+        elif [[ $line =~ ^test\ result:\ [A-Za-z]+\.\ ([0-9]+)\ passed\;\ ([0-9]+)\ failed\; ]]; then
+            counted=yes passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
+        elif [[ $line =~ ^test\ (.+)\ \.\.\.\ FAILED$ ]]; then
+            failed_tests+=("${BASH_REMATCH[1]}")
+        elif [[ $line =~ ^----\ (.+)\ stdout\ ----$ ]]; then
+            panicking=${BASH_REMATCH[1]}
+        elif [[ $line =~ ^thread\ .*\ panicked\ at\ (.+):$ ]] && [ -n "$panicking" ]; then
+            panic_of[$panicking]="panicked at ${BASH_REMATCH[1]}:"
+            message_of=$panicking
+            panicking=""
+        elif [ -n "$message_of" ]; then
+            # The message runs up to the backtrace or a blank line.
+            if [ -z "$line" ] || [[ $line =~ ^(stack\ backtrace:|note:\ ) ]]; then
+                message_of=""
+            else
+                local trimmed=${line#"${line%%[! ]*}"}
+                if [[ ${panic_of[$message_of]} == *: ]]; then
+                    panic_of[$message_of]+=" $trimmed"
+                else
+                    panic_of[$message_of]+=", $trimmed"
+                fi
+            fi
+        elif [[ $line =~ ^thread\ \'([^\']+)\'.*has\ overflowed\ its\ stack ]]; then
+            last_words="stack overflow in '${BASH_REMATCH[1]}'"
+        elif [[ $line =~ ^error:\ test\ failed,\ to\ rerun\ pass\ \`(.+)\`$ ]]; then
+            rerun=${BASH_REMATCH[1]}
+        elif [[ $line =~ ^\ *process\ didn.t\ exit\ successfully:\ .*\ \((.+)\)$ ]]; then
+            died=${BASH_REMATCH[1]}
+        fi
+    done <"$log"
+    host_finish_binary
+    unset -f host_finish_binary
+    if [ "$status" != 0 ] && [ "${#HOST_FAILURES[@]}" = 0 ]; then
+        HOST_FAILURES+=("cargo test|exited with status $status and no test binary failed (a build error?)")
+    elif [ "$status" = 0 ] && [ "$HOST_BINARIES" = 0 ]; then
+        HOST_FAILURES+=("cargo test|ran no test binary")
     fi
-    # One line per test binary: "test result: ok. N passed; M failed; ..."
-    local p f
-    p=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-    f=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-    if ! grep -q 'test result:' "$log"; then
-        cat "$log"
-        fail "host unit tests" "did not build"
-        rm -f "$log"
-        return
+    if [ "${#HOST_FAILURES[@]}" != 0 ]; then
+        # The lines that say what went wrong, without the backtraces.
+        grep -vE '^ +([0-9]+: |at )' "$log" | sed 's/^/    /' || true
     fi
-    grep -E '^test .* FAILED|^---- |panicked' "$log" || true
-    PASSED=$((PASSED + p))
-    FAILED=$((FAILED + f))
-    [ "$f" = 0 ] || FAILED_NAMES+=("host unit tests ($f)")
-    echo "host: $p passed, $f failed"
     rm -f "$log"
+}
+
+host_tests() {
+    echo "== host unit tests (cargo test -p faultline-abi -p faultline-kernel -p faultline-arch)"
+    host_test_run -p faultline-abi -p faultline-kernel -p faultline-arch
+    PASSED=$((PASSED + HOST_PASSED))
+    local f name why
+    for f in "${HOST_FAILURES[@]}"; do
+        IFS='|' read -r name why <<<"$f"
+        fail "host:$name" "$why"
+    done
+    echo "host: $HOST_PASSED passed in $HOST_BINARIES test binaries, ${#HOST_FAILURES[@]} failed"
+}
+
+# The probe crate fails in every way a host test can: an abort, an assertion,
+# a stack overflow and a segfault, one binary each, and passes one test.
+# host_test_run must name each failure and count only the one pass.
+HOST_SELFTEST_EXPECTED="harness_probe unittests src/lib.rs|died (signal: 6, SIGABRT
+fails tests/fails.rs::fails|panicked at tests/fails.rs
+overflow tests/overflow.rs|died (signal: 6, SIGABRT: process abort signal), stack overflow in 'overflows'
+segv tests/segv.rs|died (signal: 11, SIGSEGV"
+
+host_selftest() {
+    CARGO_TARGET_DIR=$PWD/target/harness-probe host_test_run \
+        --manifest-path tests/harness-probe/Cargo.toml >/dev/null
+    local got expected i ok=yes
+    mapfile -t expected <<<"$HOST_SELFTEST_EXPECTED"
+    [ "$HOST_PASSED" = 1 ] && [ "$HOST_BINARIES" = 4 ] &&
+        [ "${#HOST_FAILURES[@]}" = "${#expected[@]}" ] || ok=""
+    for i in "${!expected[@]}"; do
+        [[ ${HOST_FAILURES[$i]:-} == "${expected[$i]}"* ]] || ok=""
+    done
+    if [ -n "$ok" ]; then
+        pass "host_selftest (abort, assertion, stack overflow and segfault each named)"
+    else
+        got=$(printf '%s; ' "${HOST_FAILURES[@]}")
+        fail "host_selftest" "passed=$HOST_PASSED binaries=$HOST_BINARIES failures: $got"
+    fi
 }
 
 # Test kernels: every [[test]] of tests/Cargo.toml, built for the bare-metal
@@ -187,11 +348,17 @@ test_kernels() {
 }
 
 # Kernels built to die: the exit must be the failure status and the report
-# must name what the runner expects.
+# must contain every line of the expected text (each a fixed string). The
+# two overflows differ by where the overflowing stack was: a boot-stack
+# overflow must not pass for a task-stack one, nor the other way round.
 declare -A EXPECT_FAULT=(
     [page_fault]='cr2=0xdeadbeef000'
-    [stack_overflow]='double_fault_stack=yes'
-    [task_stack_overflow]='double_fault_stack=yes'
+    [stack_overflow]='double_fault_stack=yes
+rsp_in=kernel_image
+cr2_in=kernel_image'
+    [task_stack_overflow]='double_fault_stack=yes
+rsp_in=task_stacks
+cr2_in=task_stacks'
 )
 
 kernel_name() {
@@ -200,66 +367,93 @@ kernel_name() {
 
 # run_fault_kernel NAME ELF
 run_fault_kernel() {
-    local name=$1 elf=$2 out status=0
+    local name=$1 elf=$2 out status=0 needle missing=""
     out=$(mktemp)
     boot_qemu "$elf" "$TEST_TIMEOUT" </dev/null >"$out" 2>&1 || status=$?
     sed 's/^/    /' "$out"
-    if [ "$status" = "$QEMU_FAILURE" ] && grep -q 'EXCEPTION:' "$out" && grep -qF "${EXPECT_FAULT[$name]}" "$out"; then
+    grep -q 'EXCEPTION:' "$out" || missing+=" 'EXCEPTION:'"
+    while IFS= read -r needle; do
+        grep -qF -- "$needle" "$out" || missing+=" '$needle'"
+    done <<<"${EXPECT_FAULT[$name]}"
+    if [ "$status" = "$QEMU_FAILURE" ] && [ -z "$missing" ]; then
         pass "$name (fault reported, run counted as failed)"
+    elif [ "$status" != "$QEMU_FAILURE" ]; then
+        fail "$name" "status $status, wanted $QEMU_FAILURE${missing:+; report lacks$missing}"
     else
-        fail "$name" "status $status; wanted $QEMU_FAILURE and '${EXPECT_FAULT[$name]}' in the report"
+        fail "$name" "report lacks$missing"
     fi
     rm -f "$out"
 }
 
-# run_test_kernel NAME ELF TIMEOUT: the kernel runs its tests from index
-# start=K and prints "test NAME ... ok|FAILED". After a panic, fault or hang
-# the runner boots it again from the test after the one that failed. Results
-# go to RESULTS as "test|ok" or "test|FAILED|why"; kernel output is indented.
+# run_test_kernel NAME ELF TIMEOUT [CMDLINE]: TIMEOUT is per test (see
+# boot_watched). The kernel runs its tests from
+# index start=K and prints "test NAME ..." as each starts and "test NAME ...
+# ok|FAILED" as it ends. After a panic, fault or hang the runner boots it
+# again from the test after the one that failed. Only a boot that prints
+# "test-kernel done" and exits with status 33 ends the run well; a kernel
+# that dies in a test, between two tests or after its closing line leaves a
+# named failure. Results go to RESULTS as "test|ok" or "test|FAILED|why";
+# kernel output is indented.
 RESULTS=()
 run_test_kernel() {
-    local name=$1 elf=$2 limit=$3 start=0 out status
+    local name=$1 elf=$2 limit=$3 extra=${4:-} start=0 out status
     RESULTS=()
     out=$(mktemp)
     while :; do
         status=0
-        boot_qemu "$elf" "$limit" -append "start=$start" </dev/null >"$out" 2>&1 || status=$?
-        local results=0 oks=0 current="" line
+        boot_watched "$elf" "$limit" "$out" -append "start=$start${extra:+ $extra}" || status=$?
+        local results=0 oks=0 current="" last="" last_verdict="" from="" done_line="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
             if [[ $line =~ ^test\ ([^ ]+)\ \.\.\.\ (ok|FAILED) ]]; then
                 results=$((results + 1))
                 current=""
-                [ "${BASH_REMATCH[2]}" = ok ] && oks=$((oks + 1))
-                RESULTS+=("${BASH_REMATCH[1]}|${BASH_REMATCH[2]}")
+                last=${BASH_REMATCH[1]} last_verdict=${BASH_REMATCH[2]}
+                [ "$last_verdict" = ok ] && oks=$((oks + 1))
+                RESULTS+=("$last|$last_verdict")
             elif [[ $line =~ ^test\ ([^ ]+)\ \.\.\.$ ]]; then
                 current=${BASH_REMATCH[1]}
             else
+                [[ $line =~ ^running\ [0-9]+\ tests\ from\ \#([0-9]+) ]] && from=${BASH_REMATCH[1]}
+                [[ $line =~ ^test-kernel\ done ]] && done_line=$line
                 printf '    %s\n' "$line"
             fi
         done <"$out"
-        if grep -q '^test-kernel done' "$out" && [ "$status" = "$QEMU_SUCCESS" ]; then
+        local death="kernel died, status $status"
+        if [ "$status" = 124 ]; then
+            death="timed out after ${limit}s"
+            [ "$results$current" ] || death="timed out after ${TEST_TIMEOUT}s"
+        fi
+        if [ -n "$from" ] && [ "$from" != "$start" ]; then
+            # Booting it again would run the same tests for ever.
+            RESULTS+=("(start)|FAILED|asked to start at #$start, started at #$from")
+            break
+        fi
+        if [ -n "$done_line" ]; then
             # The kernel counts its passes too: a result the runner missed
             # must not vanish silently.
             local claimed
-            claimed=$(sed -n 's/^test-kernel done passed=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+            claimed=$(sed -n 's/^test-kernel done passed=\([0-9]*\).*/\1/p' <<<"$done_line")
             if [ "${claimed:-x}" != "$oks" ]; then
                 RESULTS+=("(result count)|FAILED|kernel reported ${claimed:-no} passes, runner saw $oks")
+            fi
+            if [ "$status" != "$QEMU_SUCCESS" ]; then
+                [ "$status" = 124 ] && death="hung (timed out after ${limit}s)" || death="exited with status $status"
+                RESULTS+=("(exit)|FAILED|printed 'test-kernel done', then $death")
             fi
             break
         fi
         if [ -n "$current" ]; then
             # Started but never finished: a fault, a hang or a reboot.
-            if [ "$status" = 124 ]; then
-                RESULTS+=("$current|FAILED|timed out after ${limit}s")
-            else
-                RESULTS+=("$current|FAILED|kernel died, status $status")
-            fi
+            RESULTS+=("$current|FAILED|$death")
             results=$((results + 1))
-        elif grep -q '^test-kernel done' "$out" || [ "$results" = 0 ]; then
-            # Finished with failures, or died before running any test.
-            [ "$results" = 0 ] && RESULTS+=("(boot)|FAILED|kernel died before its tests, status $status")
+        elif [ "$results" = 0 ]; then
+            RESULTS+=("(boot)|FAILED|kernel died before its tests, $death")
             break
+        elif [ "$last_verdict" = ok ]; then
+            # No test was running: a death that belongs to no test, and the
+            # next one never started.
+            RESULTS+=("(after $last)|FAILED|$death between tests")
         fi
         start=$((start + results))
     done
@@ -274,32 +468,168 @@ report_results() {
     done
 }
 
-# The harness self-test kernel must produce exactly this.
-SELFTEST_EXPECTED="passes_first|ok panics|FAILED faults|FAILED|kernel died, status $QEMU_FAILURE hangs|FAILED|timed out after 5s passes_last|ok"
+# The harness self-test kernel must produce exactly these results: by
+# default, and with each after_done= way of ending badly after a good run.
+# Its timeout counts from each test's start line (see boot_watched), not
+# from the boot, so besides the two hangs it only has to cover a few trivial
+# steps per test; the variants run in the background while the other
+# kernels are tested.
+SELFTEST_TIMEOUT=5
+SELFTEST_EXPECTED="passes_first|ok
+panics|FAILED
+faults|FAILED|kernel died, status $QEMU_FAILURE
+hangs|FAILED|timed out after ${SELFTEST_TIMEOUT}s
+dies_after_its_ok_line|ok
+(after dies_after_its_ok_line)|FAILED|kernel died, status $QEMU_FAILURE between tests
+passes_last|ok"
+declare -A SELFTEST_AFTER_DONE=(
+    [fail]="exited with status $QEMU_FAILURE"
+    [triple]="exited with status 0"
+    [hang]="hung (timed out after ${SELFTEST_TIMEOUT}s)"
+)
+SELFTEST_DIR=""
+SELFTEST_PIDS=()
 
-run_selftest_kernel() {
-    local elf=$1
-    run_test_kernel harness_selftest "$elf" 5 >/dev/null
-    local got="${RESULTS[*]}"
+# start_selftest_kernel ELF: each variant in a shell of its own, in the
+# background; finish_selftest_kernel waits for them and judges the results.
+start_selftest_kernel() {
+    local elf=$1 how
+    SELFTEST_DIR=$(mktemp -d)
+    (
+        run_test_kernel harness_selftest "$elf" "$SELFTEST_TIMEOUT" >"$SELFTEST_DIR/default.log"
+        printf '%s\n' "${RESULTS[@]}" >"$SELFTEST_DIR/default"
+    ) &
+    SELFTEST_PIDS=($!)
+    for how in "${!SELFTEST_AFTER_DONE[@]}"; do
+        (
+            run_test_kernel harness_selftest "$elf" "$SELFTEST_TIMEOUT" "after_done=$how" >"$SELFTEST_DIR/$how.log"
+            printf '%s\n' "${RESULTS[@]}" >"$SELFTEST_DIR/$how"
+        ) &
+        SELFTEST_PIDS+=($!)
+    done
+}
+
+finish_selftest_kernel() {
+    local dir=$SELFTEST_DIR how got
+    [ -n "$dir" ] || return 0
+    wait "${SELFTEST_PIDS[@]}" || true
+    got=$(cat "$dir/default" 2>/dev/null || true)
     if [ "$got" = "$SELFTEST_EXPECTED" ]; then
-        pass "harness_selftest (panic, fault and hang reported by name; later tests still ran)"
+        pass "harness_selftest (panic, fault, hang and a death between tests reported by name; later tests still ran)"
     else
-        fail "harness_selftest" "got: $got"
+        sed 's/^/    /' "$dir/default.log"
+        fail "harness_selftest" "got: $(tr '\n' ';' <<<"$got")"
+    fi
+    for how in "${!SELFTEST_AFTER_DONE[@]}"; do
+        got=$(cat "$dir/$how" 2>/dev/null || true)
+        if [ "$got" = "passes_first|ok
+(exit)|FAILED|printed 'test-kernel done', then ${SELFTEST_AFTER_DONE[$how]}" ]; then
+            pass "harness_selftest:after_done=$how (a bad exit after the closing line is a failure)"
+        else
+            sed 's/^/    /' "$dir/$how.log"
+            fail "harness_selftest:after_done=$how" "got: $(tr '\n' ';' <<<"$got")"
+        fi
+    done
+    rm -rf "$dir"
+    SELFTEST_DIR=""
+}
+
+# Every kernel in tests/kernels/ must have been built (a file without its
+# [[test]] entry would never run), and so must those the self-tests need.
+check_kernels_built() {
+    local kernels=$1 f name built
+    built=$(for f in $kernels; do kernel_name "$f"; done)
+    for f in tests/kernels/*.rs; do
+        name=$(basename "$f" .rs)
+        grep -qx "$name" <<<"$built" || fail "kernel:$name" "tests/kernels/$name.rs was not built (no [[test]] entry in tests/Cargo.toml?)"
+    done
+    for name in harness_selftest page_fault "${!EXPECT_FAULT[@]}"; do
+        [ ! -f "tests/kernels/$name.rs" ] || continue
+        grep -qx "$name" <<<"$built" || fail "kernel:$name" "the runner needs this test kernel and it has no file in tests/kernels/"
+    done
+}
+
+# must_fail_script FILE: whether FILE made the kernel fail for the reason
+# it names. A script under tests/scripts/fail/ names its expected failure in
+# lines "# expect-failure: TEXT"; the run must end with the failure status,
+# the kernel's closing "result=FAILED" line and every TEXT in the output, so
+# a kernel that died or never booted does not pass for a failing script.
+# Sets WHY when it returns non-zero; the output is in $SCRIPT_OUT.
+WHY=""
+SCRIPT_OUT=""
+must_fail_script() {
+    local file=$1 status=0 expected text missing=""
+    WHY=""
+    expected=$(sed -n 's/^# expect-failure: *//p' "$file")
+    if [ -z "$expected" ]; then
+        WHY="no '# expect-failure: TEXT' line says how it must fail"
+        return 1
+    fi
+    run_script "$file" >"$SCRIPT_OUT" 2>&1 || status=$?
+    if [ "$status" = 0 ]; then
+        WHY="it succeeded"
+        return 1
+    fi
+    grep -qE '^script commands=[0-9]+ failures=[1-9][0-9]* result=FAILED' "$SCRIPT_OUT" ||
+        missing+=" 'result=FAILED'"
+    while IFS= read -r text; do
+        grep -qF -- "$text" "$SCRIPT_OUT" || missing+=" '$text'"
+    done <<<"$expected"
+    if [ -n "$missing" ]; then
+        WHY="it failed, but the output lacks$missing"
+        return 1
     fi
 }
 
 # Console scripts run by the real kernel: tests/scripts/*.fl must succeed,
-# tests/scripts/fail/*.fl must make the kernel report failure.
+# tests/scripts/fail/*.fl must make the kernel fail as they say.
 script_tests() {
-    local f out
-    out=$(mktemp)
+    local f
+    SCRIPT_OUT=$(mktemp)
     for f in tests/scripts/*.fl; do
-        if run_script "$f" >"$out" 2>&1; then pass "script:$(basename "$f")"; else sed 's/^/    /' "$out"; fail "script:$(basename "$f")"; fi
+        if run_script "$f" >"$SCRIPT_OUT" 2>&1; then pass "script:$(basename "$f")"; else sed 's/^/    /' "$SCRIPT_OUT"; fail "script:$(basename "$f")"; fi
     done
     for f in tests/scripts/fail/*.fl; do
-        if run_script "$f" >"$out" 2>&1; then sed 's/^/    /' "$out"; fail "script-must-fail:$(basename "$f")" "it succeeded"; else pass "script-must-fail:$(basename "$f")"; fi
+        if must_fail_script "$f"; then
+            pass "script-must-fail:$(basename "$f")"
+        else
+            sed 's/^/    /' "$SCRIPT_OUT"
+            fail "script-must-fail:$(basename "$f")" "$WHY"
+        fi
     done
-    rm -f "$out"
+    rm -f "$SCRIPT_OUT"
+}
+
+# must_fail_script must refuse a script without an expect-failure line, one
+# that fails for another reason than it names, and a failing script run by
+# a kernel that dies at boot with the very status a failed script gives
+# (the page_fault test kernel, FAULT_ELF).
+script_selftest() {
+    local fault_elf=$1 dir ok=yes got=""
+    dir=$(mktemp -d)
+    SCRIPT_OUT=$(mktemp)
+    printf '# Fails, but says not how.\nno_such_command\n' >"$dir/unnamed.fl"
+    printf '# expect-failure: expect FAILED: frames_free=\nno_such_command\n' >"$dir/wrong_reason.fl"
+    must_fail_script "$dir/unnamed.fl" && ok=""
+    got+="unnamed: ${WHY:-accepted}; "
+    [[ $WHY == *"expect-failure"* ]] || ok=""
+    must_fail_script "$dir/wrong_reason.fl" && ok=""
+    got+="wrong_reason: ${WHY:-accepted}; "
+    [[ $WHY == *"lacks 'expect FAILED: frames_free='" ]] || ok=""
+    if [ -n "$fault_elf" ]; then
+        local KERNEL=$fault_elf
+        must_fail_script tests/scripts/fail/expect_fails.fl && ok=""
+        got+="dead kernel: ${WHY:-accepted}"
+        [[ $WHY == *"lacks 'result=FAILED'"* ]] || ok=""
+    else
+        got+="dead kernel: no page_fault kernel was built" ok=""
+    fi
+    if [ -n "$ok" ]; then
+        pass "script_selftest (must-fail scripts refused when unnamed, failing for another reason, or run by a dead kernel)"
+    else
+        fail "script_selftest" "$got"
+    fi
+    rm -rf "$dir" "$SCRIPT_OUT"
 }
 
 # The interactive console, typed into through a pipe: bad input gets an
@@ -345,9 +675,48 @@ module_tests() {
     rm -f "$bin" "$out"
 }
 
+# lint_test NAME DIR COMMAND...: one named test, passing only if COMMAND
+# (run in DIR) succeeds; its output is shown when it does not.
+lint_test() {
+    local name=$1 dir=$2 out status=0
+    shift 2
+    out=$(mktemp)
+    (cd "$dir" && "$@") >"$out" 2>&1 || status=$?
+    if [ "$status" = 0 ]; then
+        pass "$name"
+    else
+        sed 's/^/    /' "$out"
+        fail "$name" "'$*' in $dir exited with status $status"
+    fi
+    rm -f "$out"
+}
+
+# Warnings are errors: the lints that matter (undocumented unsafe blocks in
+# arch and boot) are warnings until -D says otherwise. Every crate is linted
+# where it is built: abi, kernel and arch with their host tests, everything
+# for the bare-metal target, the test kernels, the user workspace (from its
+# own directory, whose .cargo/config.toml holds its flags) and the probe.
+lint_tests() {
+    echo "== lints"
+    lint_test "fmt:workspace" . cargo fmt --check
+    lint_test "fmt:user" user cargo fmt --check
+    lint_test "fmt:harness-probe" tests/harness-probe cargo fmt --check
+    lint_test "clippy:host" . cargo clippy --quiet -p faultline-abi -p faultline-kernel \
+        -p faultline-arch --all-targets -- -D warnings
+    lint_test "clippy:$TARGET" . cargo clippy --quiet --target "$TARGET" --workspace \
+        --lib --bins -- -D warnings
+    lint_test "clippy:test-kernels" . cargo clippy --quiet --target "$TARGET" \
+        -p faultline-tests --tests -- -D warnings
+    lint_test "clippy:user" user cargo clippy --quiet --workspace -- -D warnings
+    lint_test "clippy:harness-probe" tests/harness-probe env CARGO_TARGET_DIR="$PWD/target/harness-probe" \
+        cargo clippy --quiet --all-targets -- -D warnings
+}
+
 run_tests() {
     local begin=$SECONDS
     host_tests
+    host_selftest
+    lint_tests
     echo "== building kernels"
     local kernels=""
     if ! build_kernel || ! kernels=$(test_kernels); then
@@ -355,13 +724,15 @@ run_tests() {
     fi
     echo "== in-QEMU test kernels"
     local elf name
+    check_kernels_built "$kernels"
+    for elf in $kernels; do
+        [ "$(kernel_name "$elf")" != harness_selftest ] || start_selftest_kernel "$elf"
+    done
     for elf in $kernels; do
         name=$(kernel_name "$elf")
         if [ -n "${EXPECT_FAULT[$name]:-}" ]; then
             run_fault_kernel "$name" "$elf"
-        elif [ "$name" = harness_selftest ]; then
-            run_selftest_kernel "$elf"
-        else
+        elif [ "$name" != harness_selftest ]; then
             run_test_kernel "$name" "$elf" "$TEST_TIMEOUT"
             report_results "$name"
         fi
@@ -369,7 +740,9 @@ run_tests() {
     echo "== console scripts"
     console_test
     script_tests
+    script_selftest "$(grep -m1 '/page_fault-[0-9a-f]*$' <<<"$kernels" || true)"
     module_tests
+    finish_selftest_kernel
     echo "== done in $((SECONDS - begin))s"
     if [ "$FAILED" -gt 0 ]; then
         printf 'failed: %s\n' "${FAILED_NAMES[@]}"

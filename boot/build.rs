@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The programs user/programs builds, embedded under these names.
-const PROGRAMS: &[&str] = &["hello", "efault", "bad", "spin", "sysbench", "blocker", "fuzz"];
+const PROGRAMS: &[&str] = &[
+    "hello", "efault", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "fuzz",
+];
 
 fn main() {
     let dir =

@@ -2,7 +2,7 @@
 //!
 //! | range (start)           | what                                   |
 //! |-------------------------|----------------------------------------|
-//! | `0` .. `0x8000_0000_0000` | user half (later issues)             |
+//! | `0` .. `0x8000_0000_0000` | user half: each process's own        |
 //! | `DIRECT_MAP_BASE`       | all physical memory, linearly          |
 //! | `HEAP_BASE`             | kernel heap, grown page by page        |
 //! | `KSTACK_BASE`           | task kernel stacks, each with a guard  |
@@ -34,4 +34,50 @@ pub const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 /// Virtual address of physical address `pa` in the direct map.
 pub const fn phys_to_virt(pa: u64) -> u64 {
     DIRECT_MAP_BASE + pa
+}
+
+/// End of the task-stack region.
+pub const KSTACK_END: u64 = KSTACK_BASE + KSTACK_SLOTS * KSTACK_SLOT;
+
+/// Which region of the layout `va` lies in, for fault reports: a stack
+/// overflow names the stack by where its guard is (`task_stacks` for a
+/// task's, `kernel_image` for the boot stack's).
+pub fn region_name(va: u64) -> &'static str {
+    match va {
+        0..0x0000_8000_0000_0000 => "user",
+        DIRECT_MAP_BASE..HEAP_BASE if va - DIRECT_MAP_BASE < DIRECT_MAP_SIZE => "direct_map",
+        HEAP_BASE..KSTACK_BASE => "heap",
+        KSTACK_BASE..KSTACK_END => "task_stacks",
+        KERNEL_BASE.. => "kernel_image",
+        0x0000_8000_0000_0000..KERNEL_HALF => "non_canonical",
+        _ => "unused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_meet_without_gaps_or_overlaps() {
+        assert_eq!(region_name(0), "user");
+        assert_eq!(region_name(0x7fff_ffff_ffff), "user");
+        assert_eq!(region_name(0x8000_0000_0000), "non_canonical");
+        assert_eq!(region_name(KERNEL_HALF - 1), "non_canonical");
+        assert_eq!(region_name(DIRECT_MAP_BASE), "direct_map");
+        assert_eq!(
+            region_name(DIRECT_MAP_BASE + DIRECT_MAP_SIZE - 1),
+            "direct_map"
+        );
+        // The direct map's 64 TiB end exactly where the heap begins.
+        assert_eq!(DIRECT_MAP_BASE + DIRECT_MAP_SIZE, HEAP_BASE);
+        assert_eq!(region_name(HEAP_BASE), "heap");
+        assert_eq!(region_name(KSTACK_BASE - 1), "heap");
+        assert_eq!(region_name(KSTACK_BASE), "task_stacks");
+        assert_eq!(region_name(KSTACK_END - 1), "task_stacks");
+        assert_eq!(region_name(KSTACK_END), "unused");
+        assert_eq!(region_name(KERNEL_BASE - 1), "unused");
+        assert_eq!(region_name(KERNEL_BASE), "kernel_image");
+        assert_eq!(region_name(u64::MAX), "kernel_image");
+    }
 }

@@ -1,6 +1,8 @@
 //! Physical memory through the direct map: the booted kernel's
 //! implementation of the portable [`PhysMem`] trait.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use kernel::mm::phys::PhysMem;
 use kernel::mm::{PAGE_SIZE, Pfn};
 
@@ -11,22 +13,48 @@ use crate::layout::phys_to_virt;
 /// Boot maps the first 4 GiB there before Rust code runs and all RAM once
 /// the kernel's own tables are loaded, so every address the frame allocator
 /// hands out is reachable.
+///
+/// Words are accessed as atomics, and the read-modify-writes are single
+/// locked instructions (`xchg`, `lock cmpxchg`): the MMU of every CPU sets
+/// accessed and dirty bits in page-table entries with locked updates of its
+/// own, and a plain read followed by a write would overwrite a bit set in
+/// between. Loads acquire and stores release (plain `mov`s on x86), so a
+/// table filled before the store that links it is seen filled by anyone who
+/// loads the link.
 pub struct DirectMap;
+
+impl DirectMap {
+    /// The word at `pa`, which must be 8-byte aligned.
+    fn word(&self, pa: u64) -> &'static AtomicU64 {
+        debug_assert!(pa.is_multiple_of(8), "unaligned u64 access at {pa:#x}");
+        let ptr = phys_to_virt(pa & !7) as *mut u64;
+        // SAFETY: the pointer is 8-byte aligned (masked above), which is
+        // AtomicU64's alignment; the direct map covers all RAM (see the
+        // type's docs), is never unmapped, and no one deallocates physical
+        // memory, so the word is valid for 'static. Every software access
+        // to words shared with other CPUs (page-table entries) goes through
+        // these atomics, so no non-atomic access races with them; the MMU's
+        // own updates are locked read-modify-writes, atomic as well.
+        unsafe { AtomicU64::from_ptr(ptr) }
+    }
+}
 
 impl PhysMem for DirectMap {
     fn read_u64(&self, pa: u64) -> u64 {
-        let ptr = phys_to_virt(pa & !7) as *const u64;
-        // SAFETY: the direct map covers all RAM (see the type's docs) and the
-        // address is aligned; a volatile read keeps page-table walks from
-        // being cached in registers across writes by other code.
-        unsafe { ptr.read_volatile() }
+        self.word(pa).load(Ordering::Acquire)
     }
 
     fn write_u64(&self, pa: u64, value: u64) {
-        let ptr = phys_to_virt(pa & !7) as *mut u64;
-        // SAFETY: as for read_u64; callers only write memory they own
-        // (frames from the allocator, tables they edit under their lock).
-        unsafe { ptr.write_volatile(value) }
+        self.word(pa).store(value, Ordering::Release)
+    }
+
+    fn swap_u64(&self, pa: u64, value: u64) -> u64 {
+        self.word(pa).swap(value, Ordering::AcqRel)
+    }
+
+    fn compare_exchange_u64(&self, pa: u64, current: u64, new: u64) -> Result<u64, u64> {
+        self.word(pa)
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }
 
     fn zero_frame(&self, pfn: Pfn) {
@@ -45,3 +73,7 @@ impl PhysMem for DirectMap {
         }
     }
 }
+
+/// The one direct map: every user of physical memory in the booted kernel
+/// names this, so there is one place that says how it is reached.
+pub static DIRECT_MAP: DirectMap = DirectMap;

@@ -252,9 +252,11 @@ impl PteFormat for X86Pte {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernel::mm::mmu::{AccessKind, FaultKind, Mode, SimMmu};
     use kernel::mm::paging::{MapError, PageSize, PageTable, SimTableAlloc};
     use kernel::mm::phys::{PhysMem, SimMemory};
     use kernel::mm::pte::verify_format;
+    use kernel::mm::tlb::TlbFlush;
 
     const RW: LeafFlags = LeafFlags::WRITABLE;
 
@@ -468,15 +470,69 @@ mod tests {
             pt.translate(gib + 0x1234_5678).map(|t| t.0),
             Some(0x5234_5678)
         );
-        // The MMU sets accessed and dirty; unmap reports them.
-        mem.write_u64(l0.addr() + 3 * 8, 0x8000_0000_0123_4063);
+        // The MMU sets accessed and dirty in bits 5 and 6; unmap reports them.
+        let mmu = SimMmu::<X86Pte, SimMemory>::new(&mem);
+        let written = mmu.access(root, va + 8, AccessKind::Write, Mode::Supervisor);
+        assert_eq!(written, Ok(0x123_4008));
+        assert_eq!(entry_word(&mem, l0, 3), 0x8000_0000_0123_4063);
         let ad = RW | LeafFlags::ACCESSED | LeafFlags::DIRTY;
-        assert_eq!(pt.unmap(va), Ok((Pfn(0x1234), PageSize::Size4K, ad)));
+        let (pfn, size, flags, flush) = pt.unmap(va).unwrap();
+        flush.flush(&mmu);
+        assert_eq!((pfn, size, flags), (Pfn(0x1234), PageSize::Size4K, ad));
         assert_eq!(entry_word(&mem, l0, 3), 0);
         let swap = Pte::Swap(SwapEntry::new(2, 77));
-        pt.set_entry(va, 0, swap, &alloc).unwrap();
+        let (_, flush) = pt.set_entry(va, 0, swap, &alloc).unwrap();
+        flush.ignore_fresh_table();
         assert_eq!(pt.entry(va, 0), Some(swap));
         assert_eq!(pt.translate(va), None);
+        pt.destroy(&alloc);
+        alloc.assert_no_leaks();
+    }
+
+    /// The simulated MMU over x86 entries: user and NX bits as the
+    /// hardware reads them, accessed/dirty where it writes them.
+    #[test]
+    fn sim_mmu_walks_x86_entries() {
+        let (mem, alloc) = (SimMemory::new(), SimTableAlloc::new(Pfn(0x8_0000)));
+        let mut pt = X86Table::new(&mem, &alloc).unwrap();
+        let mmu = SimMmu::<X86Pte, SimMemory>::new(&mem);
+        let root = pt.root();
+        let (code, data) = (0x40_0000, 0x60_0000);
+        let rx = LeafFlags::USER | LeafFlags::EXECUTABLE;
+        pt.map(code, Pfn(0x10), PageSize::Size4K, rx, &alloc)
+            .unwrap();
+        let urw = LeafFlags::USER | RW;
+        pt.map(data, Pfn(0x11), PageSize::Size4K, urw, &alloc)
+            .unwrap();
+        let entry = |va: u64| {
+            let Some(Pte::Table(l0)) = pt.entry(va, 1) else {
+                panic!("no level-0 table")
+            };
+            entry_word(&mem, l0, (va >> 12) % 512)
+        };
+        let mut buf = [0; 8];
+        mmu.fetch(root, code, &mut buf).unwrap();
+        assert_eq!(entry(code), 0x1_0025, "P|US|A, executable");
+        let fault = mmu.fetch(root, data, &mut buf).unwrap_err();
+        assert_eq!(
+            (fault.kind, fault.access),
+            (FaultKind::Protection, AccessKind::Execute)
+        );
+        mmu.write(root, data, b"x86").unwrap();
+        assert_eq!(entry(data), 0x8000_0000_0001_1067, "NX|D|A|US|RW|P");
+        let fault = mmu.write(root, code, b"x").unwrap_err();
+        assert_eq!(fault.kind, FaultKind::Protection);
+        // Write-protected without a flush, the cached dirty translation
+        // still writes; flushed, the write faults.
+        let (old, flush) = pt.protect(data, LeafFlags::USER).unwrap();
+        assert_eq!(old, urw | LeafFlags::ACCESSED | LeafFlags::DIRTY);
+        assert_eq!(mmu.write(root, data, b"y"), Ok(()));
+        flush.flush(&mmu);
+        assert_eq!(
+            mmu.write(root, data, b"z").map_err(|f| f.kind),
+            Err(FaultKind::Protection)
+        );
+        mmu.flush_all();
         pt.destroy(&alloc);
         alloc.assert_no_leaks();
     }
@@ -489,7 +545,8 @@ mod tests {
         // 4 GiB + 6 MiB + 20 KiB of RAM starting at 1 MiB.
         let (pa, len) = (0x10_0000, (4 << 30) + (6 << 20) + 0x5000);
         let flags = RW | LeafFlags::GLOBAL;
-        let pages = pt.map_range(base + pa, pa, len, flags, PageSize::Size1G, &alloc);
+        let pages = (pt.map_range(base + pa, pa, len, flags, PageSize::Size1G, &alloc))
+            .map_err(|e| e.ignore_fresh_table());
         // 256 4 KiB pages up to 2 MiB, 511 2 MiB pages up to 1 GiB, three
         // 1 GiB pages up to 4 GiB, then 7 MiB + 20 KiB: three 2 MiB pages
         // and 261 4 KiB pages.
@@ -521,10 +578,10 @@ mod tests {
             v
         };
         for va in starts {
-            pt.unmap(va).unwrap();
+            pt.unmap(va).unwrap().3.ignore_fresh_table();
         }
         let live = alloc.live();
-        assert_eq!(pt.prune(0, 0, &alloc), live - 1);
+        assert_eq!(pt.prune(0, 0).free_fresh_table(&alloc), live - 1);
         assert_eq!(alloc.live(), 1);
         pt.destroy(&alloc);
         alloc.assert_no_leaks();

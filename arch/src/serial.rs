@@ -44,6 +44,15 @@ fn write_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
     }
 }
 
+/// Writes raw bytes (a user program's output, already valid UTF-8).
+pub fn write_raw(bytes: &[u8]) {
+    crate::cpu::without_interrupts(|| {
+        if let Some(uart) = PORT.lock().as_mut() {
+            write_bytes(uart, bytes);
+        }
+    });
+}
+
 /// One byte from the console, if one has arrived.
 pub fn try_read_byte() -> Option<u8> {
     crate::cpu::without_interrupts(|| PORT.lock().as_mut()?.try_receive_byte().ok())

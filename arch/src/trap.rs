@@ -285,6 +285,16 @@ pub fn exception_name(vector: u64) -> &'static str {
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
 
+/// Decodes a page-fault error code (Intel SDM vol. 3 §4.7) for the
+/// portable fault handler.
+pub fn page_fault_access(error: u64) -> kernel::mm::fault::Access {
+    kernel::mm::fault::Access {
+        present: error & 1 != 0,
+        write: error & 2 != 0,
+        exec: error & 16 != 0,
+    }
+}
+
 /// Decodes a page-fault error code into words a person reads.
 pub fn page_fault_cause(error: u64) -> &'static str {
     match (error & 1 != 0, error & 2 != 0, error & 16 != 0) {
@@ -296,8 +306,8 @@ pub fn page_fault_cause(error: u64) -> &'static str {
     }
 }
 
-/// Prints the fault report. Kept separate from `fatal` so user-mode fault
-/// reports (a later issue) can share the format.
+/// Prints the report of a fault the kernel cannot survive. (A fault in
+/// user mode gets a one-line report from the process model instead.)
 pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result {
     let mode = if frame.from_user() { "user" } else { "kernel" };
     writeln!(
@@ -329,6 +339,17 @@ pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result
             if on_ist { "yes" } else { "no" },
             ist.start,
             ist.end
+        )?;
+        // The stack that overflowed is the one whose guard CR2 names (the
+        // push that could not be made), and the interrupted RSP lies next
+        // to it; each is named by its layout region.
+        let cr2 = crate::paging::fault_address();
+        writeln!(
+            out,
+            "interrupted_rsp={:#x} rsp_in={} cr2={cr2:#x} cr2_in={}",
+            frame.rsp,
+            crate::layout::region_name(frame.rsp),
+            crate::layout::region_name(cr2)
         )?;
     }
     writeln!(

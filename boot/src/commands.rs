@@ -119,8 +119,9 @@ fn bench_timer(out: &mut Output<'_>) -> CmdResult {
 }
 
 fn ps(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    // Formatted under the scheduler lock, printed after it.
     let mut lines = Vec::new();
-    crate::task::describe_tasks(|l| lines.push(l));
+    crate::task::system().describe_tasks(|l| lines.push(alloc::format!("{l}")));
     for l in lines {
         writeln!(out, "{l}")?;
     }
@@ -141,7 +142,8 @@ fn start_program(args: &[&str]) -> Result<u32, CmdError> {
     let image = crate::programs::find(name)
         .ok_or_else(|| CmdError::Failed(alloc::format!("no program '{name}' (try programs)")))?;
     let joined = rest.join(" ");
-    crate::process::spawn_program(name, image, &joined)
+    crate::task::system()
+        .spawn_program(name, image, &joined)
         .map_err(|e| CmdError::Failed(alloc::format!("{name}: {e}")))
 }
 
@@ -167,15 +169,15 @@ const INTERRUPTED_STATUS: i64 = 128 + 2;
 /// the console yet).
 fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = start_program(args)?;
-    while !crate::process::main_exited(tid) {
+    while !crate::task::system().main_exited(tid) {
         if arch::serial::try_read_byte() == Some(INTERRUPT) {
-            let _ = crate::process::kill_group(tid, INTERRUPTED_STATUS);
+            let _ = crate::task::system().kill_process(tid, INTERRUPTED_STATUS);
             writeln!(out, "^C")?;
             break;
         }
-        crate::task::sleep_ns(1_000_000_000 / arch::timer::HZ);
+        crate::task::sleep_ns(crate::task::TICK_NS);
     }
-    let result = crate::process::join_group(tid);
+    let result = crate::task::system().join_process(tid, crate::task::TICK_NS);
     report_exit(out, tid, result)
 }
 
@@ -187,24 +189,26 @@ fn spawn(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
 
 fn wait(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = parse_tid(args.first().copied().unwrap_or(""))?;
-    if !crate::process::is_group(tid) {
+    if !crate::task::system().is_process(tid) {
         return Err(CmdError::Failed(alloc::format!(
             "no program with tid {tid}"
         )));
     }
-    let result = crate::process::join_group(tid);
+    let result = crate::task::system().join_process(tid, crate::task::TICK_NS);
     report_exit(out, tid, result)
 }
 
 /// Kills a program's task group; `wait` then collects it.
 fn kill(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = parse_tid(args.first().copied().unwrap_or(""))?;
-    crate::process::kill_group(tid, 128 + 9).map_err(|e| {
-        CmdError::Failed(alloc::format!(
-            "kill {tid}: {} (only programs can be killed)",
-            e.name()
-        ))
-    })?;
+    crate::task::system()
+        .kill_process(tid, 128 + 9)
+        .map_err(|e| {
+            CmdError::Failed(alloc::format!(
+                "kill {tid}: {} (only programs can be killed)",
+                e.name()
+            ))
+        })?;
     Ok(writeln!(out, "killed tid={tid}")?)
 }
 

@@ -75,7 +75,9 @@ fn map_pages(va: u64, bytes: u64) -> Result<(), kernel::mm::paging::MapError> {
             .alloc_frame()
             .map_err(|_| kernel::mm::paging::MapError::NoMemory)?;
         if let Err(e) = memory::map_kernel_page(va + offset, pfn, flags) {
-            let _ = memory::frames().free(pfn, 0);
+            if let Err(fe) = memory::frames().free(pfn, 0) {
+                log::error!("heap: freeing an unmapped frame {pfn:?}: {fe}");
+            }
             return Err(e);
         }
     }

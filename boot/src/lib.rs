@@ -17,9 +17,7 @@ pub mod heap;
 mod logger;
 pub mod memory;
 mod panic;
-pub mod process;
 pub mod programs;
-pub mod syscall;
 pub mod task;
 
 use kernel::bootinfo::BootInfo;
@@ -69,8 +67,10 @@ unsafe extern "Rust" {
 extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     arch::serial::init();
     kernel::sync::install_irq_hooks(kernel::sync::IrqHooks {
-        save_and_disable: arch::cpu::save_and_disable_interrupts,
-        restore: arch::cpu::restore_interrupts,
+        disable: arch::cpu::save_and_disable_interrupts,
+        enable: arch::cpu::enable_interrupts,
+        // One CPU until the SMP issue brings per-CPU data.
+        cpu_index: || 0,
     });
     arch::gdt::init();
     arch::trap::init();
@@ -95,9 +95,6 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     }
     arch::timer::init();
     task::init();
-    arch::syscall::init(syscall::dispatch);
-    arch::trap::set_user_fault_hook(syscall::user_fault);
-    arch::trap::set_return_to_user_hook(syscall::return_to_user);
     arch::cpu::enable_interrupts();
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
     // SAFETY: `faultline_main` is defined by the binary through `entry!`,

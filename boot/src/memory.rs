@@ -17,7 +17,7 @@ use arch::phys::DirectMap;
 use arch::pte::X86Pte;
 use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
-use kernel::mm::paging::{MapError, PageSize, PageTable, TableAlloc};
+use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use spin::{Mutex, Once};
@@ -54,6 +54,14 @@ impl From<FrameError> for SetupError {
 impl From<MapError> for SetupError {
     fn from(e: MapError) -> Self {
         SetupError::Map(e)
+    }
+}
+
+impl From<RangeError> for SetupError {
+    /// Boot builds its tables before CR3 points at them, so a failed range
+    /// left nothing any TLB could hold.
+    fn from(e: RangeError) -> Self {
+        SetupError::Map(e.ignore_fresh_table())
     }
 }
 
@@ -334,13 +342,13 @@ pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapErr
 /// the caller now owns again.
 pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
-    let pfn = arch::cpu::without_interrupts(|| {
+    let (pfn, flush) = arch::cpu::without_interrupts(|| {
         let _guard = KERNEL_PT_LOCK.lock();
         let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
-        pt.unmap(va).map(|(pfn, _, _)| pfn)
+        pt.unmap(va).map(|(pfn, _, _, flush)| (pfn, flush))
     })?;
-    // Kernel pages are global: every address space sees this one.
-    arch::paging::flush_page(va);
+    // Kernel pages live in every address space; the TLB knows that.
+    flush.flush(&arch::paging::Tlb);
     Ok(pfn)
 }
 

@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod console;
 pub mod mm;
+pub mod proc;
 pub mod sync;
 pub mod task;
 #[cfg(test)]

@@ -24,6 +24,8 @@ fn main(booted: &'static Booted) -> ! {
         booted,
         ktest::tests![
             timer_interrupt_fires,
+            wait_until_gives_up_at_its_deadline,
+            wait_until_takes_a_deadline_past_the_end_of_time,
             breakpoint_exception_returns,
             mem_accounts_for_all_usable_memory,
             frames_are_usable_through_the_direct_map,
@@ -35,11 +37,48 @@ fn main(booted: &'static Booted) -> ! {
     )
 }
 
+/// TSC cycles to wait for a few timer ticks: seconds on any host (under TCG
+/// the guest's TSC runs at the host's rate, a few GHz), where 3 ticks take
+/// 30 ms, and well inside run.sh's timeout, so a dead timer is a named
+/// failure rather than a hang.
+const TSC_BUDGET: u64 = 20_000_000_000;
+
+/// Judged by the TSC, a clock the timer does not drive: waiting on ticks
+/// for ticks would hang, never fail, if the timer were dead.
 fn timer_interrupt_fires(_: &'static Booted) {
-    let start = arch::timer::ticks();
     assert!(arch::cpu::interrupts_enabled(), "boot left interrupts off");
-    let fired = ktest::wait_until(u64::MAX, || arch::timer::ticks() >= start + 3);
-    assert!(fired, "no timer ticks");
+    let start = arch::timer::ticks();
+    let fired = ktest::spin_until(TSC_BUDGET, || arch::timer::ticks() >= start + 3);
+    assert!(
+        fired,
+        "fewer than 3 timer ticks in {TSC_BUDGET} TSC cycles (ticks {start} -> {})",
+        arch::timer::ticks()
+    );
+}
+
+fn wait_until_gives_up_at_its_deadline(_: &'static Booted) {
+    let start = arch::timer::ticks();
+    assert!(!ktest::wait_until(3, || false), "a false condition held");
+    assert!(
+        arch::timer::ticks() >= start + 3,
+        "gave up before its deadline"
+    );
+    assert!(
+        ktest::wait_until(3, || true),
+        "a true condition did not hold"
+    );
+}
+
+/// `ticks() + u64::MAX` overflows once the clock has moved at all.
+fn wait_until_takes_a_deadline_past_the_end_of_time(_: &'static Booted) {
+    let started = ktest::spin_until(TSC_BUDGET, || arch::timer::ticks() > 0);
+    assert!(started, "the clock never moved");
+    let mut calls = 0;
+    let held = ktest::wait_until(u64::MAX, || {
+        calls += 1;
+        calls == 3
+    });
+    assert!(held && calls == 3, "held={held} after {calls} calls");
 }
 
 fn breakpoint_exception_returns(_: &'static Booted) {

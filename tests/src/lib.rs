@@ -38,6 +38,15 @@ fn on_panic(info: &PanicInfo) {
 /// Runs `tests` from the index given by `start=` on the command line,
 /// then powers off with success.
 pub fn run(booted: &'static Booted, tests: &[Test]) -> ! {
+    run_then_return(booted, tests);
+    boot::power_off(true)
+}
+
+/// [`run`] up to and including its closing `test-kernel done` line, then
+/// returns the number of passes instead of powering off: the harness
+/// self-test uses it to end badly after a good run, which run.sh must count
+/// as a failure.
+pub fn run_then_return(booted: &'static Booted, tests: &[Test]) -> usize {
     boot::set_panic_hook(on_panic);
     let start = booted
         .info
@@ -57,20 +66,50 @@ pub fn run(booted: &'static Booted, tests: &[Test]) -> ! {
         (test.run)(booted);
         arch::println!("test {} ... ok", test.name);
         passed += 1;
+        // Taken before the call, so the lock is not held if it never returns.
+        let after = AFTER_THIS_TEST.lock().take();
+        if let Some(action) = after {
+            action();
+        }
     }
     arch::println!("test-kernel done passed={passed}");
-    boot::power_off(true)
+    passed
+}
+
+static AFTER_THIS_TEST: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
+
+/// Makes the runner call `action` once, after it has printed the current
+/// test's `ok` line and before the next test starts: the one moment no test
+/// is running, where the harness self-test dies to prove run.sh notices.
+pub fn after_this_test(action: fn()) {
+    *AFTER_THIS_TEST.lock() = Some(action);
 }
 
 /// Spins (halting between interrupts) until `cond` holds or `ticks` timer
 /// ticks have passed; returns whether it held.
 pub fn wait_until(ticks: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = arch::timer::ticks() + ticks;
+    // Saturating: a deadline past the end of time means "wait for ever",
+    // not an overflow panic.
+    let deadline = arch::timer::ticks().saturating_add(ticks);
     while arch::timer::ticks() < deadline {
         if cond() {
             return true;
         }
         arch::cpu::wait_for_interrupt();
+    }
+    cond()
+}
+
+/// Spins until `cond` holds or `cycles` TSC cycles have passed; returns
+/// whether it held. For waits that must end even if the timer is dead,
+/// which [`wait_until`] (counting timer ticks, halting between them) cannot.
+pub fn spin_until(cycles: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let start = arch::cpu::rdtsc();
+    while arch::cpu::rdtsc().wrapping_sub(start) < cycles {
+        if cond() {
+            return true;
+        }
+        core::hint::spin_loop();
     }
     cond()
 }

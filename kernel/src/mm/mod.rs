@@ -1,9 +1,13 @@
-//! Memory management: physical frames, page-table entries, page tables.
+//! Memory management: physical frames, page-table entries, page tables,
+//! TLB flushes, and the simulated MMU the host tests run accesses through.
 
+pub mod fault;
 pub mod frame;
+pub mod mmu;
 pub mod paging;
 pub mod phys;
 pub mod pte;
+pub mod tlb;
 
 /// log2 of the base page size.
 pub const PAGE_SHIFT: u32 = 12;

@@ -30,14 +30,21 @@
 //! A frame someone else also holds (a later shared or copy-on-write page)
 //! therefore survives the address space.
 //!
-//! Nothing here flushes TLBs or switches address spaces: the caller does
-//! that, and must not reuse frames freed by [`UserSpace::unmap_range`]
-//! before the flush. A space being destroyed must not be loaded on any CPU.
+//! # Flushes
+//!
+//! A space knows the [`TlbFlush`] of the machine it runs on. Whatever
+//! removes a mapping flushes it there before the frame goes back to the
+//! allocator, and unlinked tables are freed only after a flush too: until
+//! then a CPU may still reach them through a cached translation. A space
+//! being destroyed must not be loaded on any CPU; it is flushed as a whole
+//! first, since a TLB may tag translations by space (PCID) and its root
+//! frame will be reused.
 
 use crate::mm::frame::FrameAllocator;
 use crate::mm::paging::{MapError, PageSize, PageTable, TableAlloc};
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::{LEVEL_BITS, LeafFlags, PteFormat};
+use crate::mm::tlb::{FlushBatch, TlbFlush};
 use crate::mm::{PAGE_SHIFT, PAGE_SIZE, Pfn};
 use abi::{Errno, USER_END};
 use alloc::vec::Vec;
@@ -56,6 +63,7 @@ const ALLOWED_FLAGS: LeafFlags = LeafFlags::WRITABLE
 pub struct UserSpace<'m, F: PteFormat, M: PhysMem> {
     pt: PageTable<'m, F, M>,
     mem: &'m M,
+    tlb: &'m dyn TlbFlush,
 }
 
 impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
@@ -72,9 +80,15 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
     );
 
     /// A new address space with an empty user half and the kernel half of
-    /// `kernel_root` (see the module doc for the invariant this relies on).
-    /// `ENOMEM` if no frame is left for the root.
-    pub fn new(mem: &'m M, kernel_root: Pfn, tables: &dyn TableAlloc) -> Result<Self, Errno> {
+    /// `kernel_root` (see the module doc for the invariant this relies on),
+    /// whose translations `tlb` flushes. `ENOMEM` if no frame is left for
+    /// the root.
+    pub fn new(
+        mem: &'m M,
+        kernel_root: Pfn,
+        tables: &dyn TableAlloc,
+        tlb: &'m dyn TlbFlush,
+    ) -> Result<Self, Errno> {
         let () = Self::SHAPE;
         // PageTable::new hands back a zeroed root: the user half is empty.
         let pt = PageTable::new(mem, tables).map_err(|_| Errno::ENOMEM)?;
@@ -83,7 +97,7 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
             let entry = mem.read_u64(kernel_root.addr() + index * 8);
             mem.write_u64(pt.root().addr() + index * 8, entry);
         }
-        Ok(UserSpace { pt, mem })
+        Ok(UserSpace { pt, mem, tlb })
     }
 
     /// The root table's frame, for loading into the MMU.
@@ -135,9 +149,10 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
         Ok(())
     }
 
-    /// Unmaps every page in `[va, va + len)` and drops its frame reference,
-    /// freeing the frame when it was the last; then frees the tables the
-    /// range left empty. Returns the number of frames freed. Huge pages
+    /// Unmaps every page in `[va, va + len)`, flushes them, and drops each
+    /// frame's reference, freeing the frame when it was the last; then
+    /// frees the tables the range left empty, after another flush. Returns
+    /// the number of frames freed. Huge pages
     /// that stick out of the range are left alone (`map_zeroed` never
     /// makes any). Errors as for `map_zeroed`: `EINVAL`, `EFAULT`.
     pub fn unmap_range(
@@ -169,22 +184,30 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
                 inside.push(start);
             }
         });
-        let mut freed = 0;
+        let (mut batch, mut gone) = (FlushBatch::new(), Vec::with_capacity(inside.len()));
         for start in inside {
-            if let Ok((pfn, size, _)) = self.pt.unmap(start) {
-                freed += release(frames, pfn, size);
+            if let Ok((pfn, size, _, flush)) = self.pt.unmap(start) {
+                batch.add(flush);
+                gone.push((pfn, size));
             }
         }
-        self.pt.prune(va, end, tables);
+        batch.flush(self.tlb);
+        let freed = gone
+            .iter()
+            .map(|&(pfn, size)| release(frames, pfn, size))
+            .sum();
+        self.pt.prune(va, end).flush_and_free(self.tlb, tables);
         freed
     }
 
-    /// Tears the space down: every user page drops its frame reference
-    /// (frames whose count reaches 0 are freed), then every user-half table
-    /// and the root are freed. The kernel-half tables are shared and left
-    /// untouched. Returns the number of user frames freed (tables are not
-    /// counted). The space must not be loaded on any CPU.
+    /// Tears the space down: its translations are flushed, every user page
+    /// drops its frame reference (frames whose count reaches 0 are freed),
+    /// then every user-half table and the root are freed. The kernel-half
+    /// tables are shared and left untouched. Returns the number of user
+    /// frames freed (tables are not counted). The space must not be loaded
+    /// on any CPU.
     pub fn destroy(self, frames: &FrameAllocator<'_>, tables: &dyn TableAlloc) -> u64 {
+        self.tlb.flush_space(self.root());
         let mut freed = 0;
         self.pt
             .for_each_leaf(0, Self::LOWER_HALF_END, &mut |_, pfn, size, _| {
@@ -295,6 +318,7 @@ fn release(frames: &FrameAllocator<'_>, pfn: Pfn, size: PageSize) -> u64 {
 pub(crate) mod testing {
     use super::*;
     use crate::mm::frame::{FrameDesc, FrameStats};
+    use crate::mm::mmu::SimMmu;
     use crate::mm::phys::SimMemory;
     use crate::mm::pte::SimPte;
     use alloc::boxed::Box;
@@ -302,6 +326,7 @@ pub(crate) mod testing {
 
     pub(crate) type Space<'m> = UserSpace<'m, SimPte, SimMemory>;
     pub(crate) type Table<'m> = PageTable<'m, SimPte, SimMemory>;
+    pub(crate) type Mmu = SimMmu<'static, SimPte, SimMemory>;
 
     /// A kernel page made by `World::new`, and the frame behind it.
     pub(crate) const KERNEL_VA: u64 = 0xffff_8000_0010_0000;
@@ -323,7 +348,10 @@ pub(crate) mod testing {
     }
 
     pub(crate) struct World {
-        pub mem: SimMemory,
+        /// Leaked, so that the MMU can live next to it.
+        pub mem: &'static SimMemory,
+        /// The machine's MMU: spaces flush their translations here.
+        pub mmu: Mmu,
         pub frames: FrameAllocator<'static>,
         pub kernel_root: Pfn,
         pub kernel_frame: Pfn,
@@ -337,10 +365,10 @@ pub(crate) mod testing {
             // Leaked so that the allocator can live next to its array.
             let descs: &'static [FrameDesc] = Box::leak(descs.into_boxed_slice());
             let frames = FrameAllocator::new(descs, &[Pfn(FIRST_PFN)..Pfn(end as u64)]);
-            let mem = SimMemory::new();
+            let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new()));
             let (kernel_root, kernel_frame) = {
                 let tables = FrameTables(&frames);
-                let mut pt = Table::new(&mem, &tables).expect("kernel root");
+                let mut pt = Table::new(mem, &tables).expect("kernel root");
                 let frame = frames.alloc_frame().expect("kernel frame");
                 let flags = LeafFlags::WRITABLE | LeafFlags::GLOBAL;
                 pt.map(KERNEL_VA, frame, PageSize::Size4K, flags, &tables)
@@ -349,6 +377,7 @@ pub(crate) mod testing {
             };
             World {
                 mem,
+                mmu: SimMmu::new(mem),
                 frames,
                 kernel_root,
                 kernel_frame,
@@ -360,11 +389,11 @@ pub(crate) mod testing {
         }
 
         pub fn kernel_pt(&self) -> Table<'_> {
-            Table::from_root(&self.mem, self.kernel_root)
+            Table::from_root(self.mem, self.kernel_root)
         }
 
         pub fn space(&self) -> Space<'_> {
-            Space::new(&self.mem, self.kernel_root, &self.tables()).expect("new space")
+            Space::new(self.mem, self.kernel_root, &self.tables(), &self.mmu).expect("new space")
         }
 
         pub fn stats(&self) -> FrameStats {
@@ -404,6 +433,7 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::mm::frame::FrameFlags;
+    use crate::mm::mmu::FaultKind;
     use crate::mm::pte::{MarkerFlags, Pte};
     use alloc::vec;
 
@@ -457,7 +487,7 @@ mod tests {
         let w = World::new(16);
         let held = w.hog(0);
         let before = w.stats();
-        let got = Space::new(&w.mem, w.kernel_root, &w.tables());
+        let got = Space::new(w.mem, w.kernel_root, &w.tables(), &w.mmu);
         assert_eq!(got.err(), Some(Errno::ENOMEM));
         assert_eq!(w.stats(), before);
         w.unhog(held);
@@ -539,18 +569,17 @@ mod tests {
         let before = w.stats();
         let marker = Pte::Marker(MarkerFlags::GUARD);
         let tables = w.tables();
-        space
-            .pt
-            .set_entry(0x10_3000, 0, marker, &tables)
-            .expect("marker");
+        let (_, flush) = (space.pt.set_entry(0x10_3000, 0, marker, &tables)).expect("marker");
+        flush.flush(&w.mmu);
         let got = space.map_zeroed(0x10_0000, 0x8000, RW, &w.frames, &tables);
         assert_eq!(got, Err(Errno::EEXIST));
         assert_eq!(space.mapped_pages(), 0);
-        space
+        let (_, flush) = space
             .pt
             .set_entry(0x10_3000, 0, Pte::Absent, &tables)
             .unwrap();
-        space.pt.prune(0, USER_END, &tables);
+        flush.flush(&w.mmu);
+        space.pt.prune(0, USER_END).flush_and_free(&w.mmu, &tables);
         assert_eq!(w.stats(), before);
         space.destroy(&w.frames, &tables);
     }
@@ -653,6 +682,69 @@ mod tests {
         assert_eq!(space.unmap_range(0, USER_END, &w.frames, &t), Ok(2));
         assert_eq!(w.stats(), after_new, "tables not pruned");
         space.destroy(&w.frames, &t);
+    }
+
+    /// The machine's MMU, noting how many frames were free at each flush.
+    struct Noting<'a> {
+        w: &'a World,
+        free_at_flush: spin::Mutex<Vec<u64>>,
+    }
+
+    impl TlbFlush for Noting<'_> {
+        fn flush_pages(&self, root: Pfn, pages: &[crate::mm::tlb::FlushPage]) {
+            self.free_at_flush.lock().push(self.w.stats().free);
+            self.w.mmu.flush_pages(root, pages);
+        }
+        fn flush_space(&self, root: Pfn) {
+            self.free_at_flush.lock().push(self.w.stats().free);
+            self.w.mmu.flush_space(root);
+        }
+        fn flush_all(&self) {
+            self.free_at_flush.lock().push(self.w.stats().free);
+            self.w.mmu.flush_all();
+        }
+    }
+
+    #[test]
+    fn unmap_range_flushes_before_the_frames_go_back() {
+        let w = World::new(64);
+        let noting = Noting {
+            w: &w,
+            free_at_flush: spin::Mutex::new(Vec::new()),
+        };
+        let t = w.tables();
+        let mut space = Space::new(w.mem, w.kernel_root, &t, &noting).unwrap();
+        let (va, root) = (0x10_0000, space.root());
+        space.map_zeroed(va, 0x2000, RW, &w.frames, &t).unwrap();
+        w.mmu.write(root, va, b"secret").unwrap();
+        let mut buf = [0; 6];
+        w.mmu.read(root, va + 0x1000, &mut buf).unwrap();
+        let free = w.stats().free;
+        assert_eq!(space.unmap_range(va, 0x2000, &w.frames, &t), Ok(2));
+        // The pages' flush came before their two frames went back; the
+        // flush for the three emptied tables came before those went back.
+        assert_eq!(*noting.free_at_flush.lock(), [free, free + 2]);
+        assert_eq!(w.stats().free, free + 2 + 3);
+        let err = w.mmu.read(root, va, &mut buf).map_err(|f| f.kind);
+        assert_eq!(err, Err(FaultKind::NotPresent));
+        space.destroy(&w.frames, &t);
+    }
+
+    #[test]
+    fn destroy_flushes_the_space_before_its_root_is_reused() {
+        let w = World::new(64);
+        let t = w.tables();
+        let mut space = w.space();
+        let (va, root) = (0x10_0000, space.root());
+        space.map_zeroed(va, 0x1000, RW, &w.frames, &t).unwrap();
+        w.mmu.write(root, va, b"secret").unwrap();
+        space.destroy(&w.frames, &t);
+        let next = w.space();
+        assert_eq!(next.root(), root, "the test needs the root frame reused");
+        let mut buf = [0; 6];
+        let err = w.mmu.read(root, va, &mut buf).map_err(|f| f.kind);
+        assert_eq!(err, Err(FaultKind::NotPresent));
+        next.destroy(&w.frames, &t);
     }
 
     #[test]

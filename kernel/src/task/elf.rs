@@ -1117,7 +1117,7 @@ mod tests {
     fn check_load_and_destroy(w: &World, program: &Program, bytes: &[u8], what: &str) {
         let before = w.stats();
         let mut space = w.space();
-        let entry = load(program, bytes, &mut space, &w.mem, &w.frames, &w.tables());
+        let entry = load(program, bytes, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(entry, Ok(program.entry), "{what}");
         for s in &program.segments {
             let want = s.file_bytes(bytes).expect("file bytes");
@@ -1131,7 +1131,7 @@ mod tests {
 
     fn read(w: &World, space: &Space, va: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
-        copy_from_user(space.page_table(), &w.mem, va, &mut buf).expect("readable");
+        copy_from_user(space.page_table(), w.mem, va, &mut buf).expect("readable");
         buf
     }
 
@@ -1147,7 +1147,7 @@ mod tests {
         w.dirty_free_frames();
         let before = w.stats();
         let mut space = w.space();
-        let entry = load(&program, &img, &mut space, &w.mem, &w.frames, &w.tables());
+        let entry = load(&program, &img, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(entry, Ok(ENTRY));
         assert_eq!(space.mapped_pages(), PAGES);
         let spec = valid();
@@ -1194,7 +1194,7 @@ mod tests {
         let mut space = w.space();
         let held = w.hog(keep);
         let before = w.stats();
-        let got = load(&program, &img, &mut space, &w.mem, &w.frames, &w.tables());
+        let got = load(&program, &img, &mut space, w.mem, &w.frames, &w.tables());
         let after = w.stats();
         let pages = space.mapped_pages();
         w.unhog(held);
@@ -1228,7 +1228,7 @@ mod tests {
             .map_zeroed(DATA & !0xfff, 0x1000, LeafFlags::WRITABLE, frames, &t)
             .unwrap();
         let before = w.stats();
-        let got = load(&program, &img, &mut space, &w.mem, frames, &t);
+        let got = load(&program, &img, &mut space, w.mem, frames, &t);
         assert_eq!(got, Err(Errno::EEXIST));
         assert_eq!(w.stats(), before);
         assert_eq!(space.mapped_pages(), 1);
@@ -1243,19 +1243,19 @@ mod tests {
         let mut space = w.space();
         let before = w.stats();
         let short = &img[..img.len() - 1];
-        let got = load(&program, short, &mut space, &w.mem, &w.frames, &w.tables());
+        let got = load(&program, short, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(got, Err(Errno::EINVAL));
         let mut bad = program.clone();
         bad.segments[1].file_size = bad.segments[1].mem_size + 1;
-        let got = load(&bad, &img, &mut space, &w.mem, &w.frames, &w.tables());
+        let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(got, Err(Errno::EINVAL));
         let mut bad = program.clone();
         bad.segments[2].vaddr = USER_END - 0x1000;
-        let got = load(&bad, &img, &mut space, &w.mem, &w.frames, &w.tables());
+        let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(got, Err(Errno::EFAULT));
         let mut bad = program;
         bad.segments[2].mem_size = u64::MAX;
-        let got = load(&bad, &img, &mut space, &w.mem, &w.frames, &w.tables());
+        let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
         assert_eq!(got, Err(Errno::EFAULT));
         assert_eq!((w.stats(), space.mapped_pages()), (before, 0));
         space.destroy(&w.frames, &w.tables());

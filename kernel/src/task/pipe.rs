@@ -1,4 +1,4 @@
-//! A pipe's buffer and the counts of its open ends.
+//! A pipe's ring buffer and the counts of its open ends.
 //!
 //! This is only the data structure: it never blocks. When a read finds the
 //! pipe empty but a writer still open, or a write finds it full, it says so
@@ -7,9 +7,16 @@
 //! the blocking out makes the pipe testable on the host and leaves one
 //! place, the system-call code, that decides who sleeps on what.
 //!
-//! The buffer is a ring of [`PIPE_CAPACITY`] bytes allocated once at
-//! creation: reads take from `head`, writes append at `head + len` (mod
-//! capacity), so neither ever moves data or allocates.
+//! The bytes live in one physical frame of [`PIPE_CAPACITY`] bytes, reached
+//! through [`PhysMem`]: the caller allocates it from the frame allocator
+//! when it creates the pipe (so running out of memory is an error code,
+//! never a failed heap allocation) and frees it with the pipe. Reads take
+//! from `head`, writes append at `head + len` (mod capacity), so neither
+//! ever moves data.
+//!
+//! A read is two steps, [`Pipe::peek`] then [`Pipe::consume`]: the caller
+//! copies the peeked bytes to the user and consumes only what arrived, so
+//! a failed copy (a buffer unmapped meanwhile) loses nothing.
 //!
 //! End counts follow the file descriptors: a pipe starts with one reader
 //! and one writer, `add_*` is called when a descriptor is duplicated (or
@@ -17,11 +24,11 @@
 //! sees end of file once the buffer is drained; with no readers left a
 //! write fails (EPIPE), since nobody could ever read the data.
 
-use alloc::boxed::Box;
-use alloc::vec;
+use crate::mm::phys::PhysMem;
+use crate::mm::{PAGE_SIZE, Pfn};
 
-/// Bytes a pipe holds before writers have to wait.
-pub const PIPE_CAPACITY: usize = 4096;
+/// Bytes a pipe holds before writers have to wait: one frame.
+pub const PIPE_CAPACITY: usize = PAGE_SIZE as usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadResult {
@@ -44,7 +51,8 @@ pub enum WriteResult {
 }
 
 pub struct Pipe {
-    buf: Box<[u8]>,
+    /// The frame holding the bytes.
+    frame: Pfn,
     /// Index of the oldest buffered byte.
     head: usize,
     /// Bytes buffered.
@@ -53,17 +61,12 @@ pub struct Pipe {
     writers: u32,
 }
 
-impl Default for Pipe {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Pipe {
-    /// An empty pipe with one reader and one writer.
-    pub fn new() -> Self {
+    /// An empty pipe with one reader and one writer, buffered in `frame`
+    /// (which the pipe does not free: see [`Pipe::frame`]).
+    pub fn new(frame: Pfn) -> Self {
         Pipe {
-            buf: vec![0; PIPE_CAPACITY].into_boxed_slice(),
+            frame,
             head: 0,
             len: 0,
             readers: 1,
@@ -71,8 +74,14 @@ impl Pipe {
         }
     }
 
-    /// Copies up to `out.len()` of the oldest bytes into `out`.
-    pub fn read(&mut self, out: &mut [u8]) -> ReadResult {
+    /// The buffer's frame, for the owner to free once the pipe is closed.
+    pub fn frame(&self) -> Pfn {
+        self.frame
+    }
+
+    /// Copies up to `out.len()` of the oldest bytes into `out`, leaving
+    /// them buffered; [`Pipe::consume`] then drops what was delivered.
+    pub fn peek(&self, mem: &impl PhysMem, out: &mut [u8]) -> ReadResult {
         if out.is_empty() {
             return ReadResult::Data(0);
         }
@@ -87,31 +96,52 @@ impl Pipe {
         // The bytes may wrap: first the run up to the buffer's end, then
         // the rest from its start.
         let first = n.min(PIPE_CAPACITY - self.head);
-        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
-        out[first..n].copy_from_slice(&self.buf[..n - first]);
-        self.head = (self.head + n) % PIPE_CAPACITY;
-        self.len -= n;
+        let base = self.frame.addr();
+        mem.read_bytes(base + self.head as u64, &mut out[..first]);
+        mem.read_bytes(base, &mut out[first..n]);
         ReadResult::Data(n)
     }
 
+    /// Drops the `n` oldest bytes (at most what is buffered).
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.head = (self.head + n) % PIPE_CAPACITY;
+        self.len -= n;
+    }
+
+    /// Peeks and consumes in one step, for callers whose copy cannot fail.
+    pub fn read(&mut self, mem: &impl PhysMem, out: &mut [u8]) -> ReadResult {
+        let result = self.peek(mem, out);
+        if let ReadResult::Data(n) = result {
+            self.consume(n);
+        }
+        result
+    }
+
     /// Appends as much of `data` as fits.
-    pub fn write(&mut self, data: &[u8]) -> WriteResult {
+    pub fn write(&mut self, mem: &impl PhysMem, data: &[u8]) -> WriteResult {
         if data.is_empty() {
             return WriteResult::Wrote(0);
         }
         if self.readers == 0 {
             return WriteResult::Broken;
         }
-        let n = data.len().min(PIPE_CAPACITY - self.len);
+        let n = self.room().min(data.len());
         if n == 0 {
             return WriteResult::Full;
         }
         let tail = (self.head + self.len) % PIPE_CAPACITY;
         let first = n.min(PIPE_CAPACITY - tail);
-        self.buf[tail..tail + first].copy_from_slice(&data[..first]);
-        self.buf[..n - first].copy_from_slice(&data[first..n]);
+        let base = self.frame.addr();
+        mem.write_bytes(base + tail as u64, &data[..first]);
+        mem.write_bytes(base, &data[first..n]);
         self.len += n;
         WriteResult::Wrote(n)
+    }
+
+    /// Bytes a write could add now.
+    pub fn room(&self) -> usize {
+        PIPE_CAPACITY - self.len
     }
 
     // Counts saturate rather than wrap or panic: an unbalanced close is the
@@ -157,233 +187,4 @@ impl Pipe {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::collections::VecDeque;
-    use alloc::vec::Vec;
-
-    fn bytes(start: usize, n: usize) -> Vec<u8> {
-        (start..start + n)
-            .map(|i| (i * 7 + i / 251) as u8)
-            .collect()
-    }
-
-    #[test]
-    fn new_pipe_is_empty_with_both_ends() {
-        let p = Pipe::new();
-        assert_eq!((p.readers(), p.writers(), p.len()), (1, 1, 0));
-        assert!(p.is_empty() && !p.is_closed());
-    }
-
-    #[test]
-    fn fifo_across_wrap_around() {
-        let mut p = Pipe::new();
-        let mut next_in = 0;
-        let mut next_out = 0;
-        // Odd sizes walk head and tail around the ring many times, so
-        // copies split at the end of the buffer in every phase.
-        for round in 0..200 {
-            let n = 1000 + round * 13 % 777;
-            assert_eq!(p.write(&bytes(next_in, n)), WriteResult::Wrote(n));
-            next_in += n;
-            let mut out = vec![0; n];
-            assert_eq!(p.read(&mut out), ReadResult::Data(n));
-            assert_eq!(out, bytes(next_out, n), "round {round}");
-            next_out += n;
-        }
-        assert!(next_in > 20 * PIPE_CAPACITY);
-        assert!(p.is_empty());
-    }
-
-    #[test]
-    fn reads_return_what_is_there() {
-        let mut p = Pipe::new();
-        p.write(b"hello");
-        let mut out = [0; 3];
-        assert_eq!(p.read(&mut out), ReadResult::Data(3));
-        assert_eq!(&out, b"hel");
-        let mut out = [0; 100];
-        assert_eq!(p.read(&mut out), ReadResult::Data(2));
-        assert_eq!(&out[..2], b"lo");
-        assert_eq!(p.read(&mut out), ReadResult::Empty);
-    }
-
-    #[test]
-    fn partial_write_when_nearly_full() {
-        let mut p = Pipe::new();
-        let data = bytes(0, PIPE_CAPACITY - 10);
-        assert_eq!(p.write(&data), WriteResult::Wrote(PIPE_CAPACITY - 10));
-        assert_eq!(p.write(&bytes(5000, 25)), WriteResult::Wrote(10));
-        assert_eq!(p.len(), PIPE_CAPACITY);
-        assert_eq!(p.write(b"x"), WriteResult::Full);
-        assert_eq!(p.write(b""), WriteResult::Wrote(0));
-        // Room for exactly what is read.
-        let mut out = [0; 4];
-        assert_eq!(p.read(&mut out), ReadResult::Data(4));
-        assert_eq!(p.write(&bytes(9000, 8)), WriteResult::Wrote(4));
-        let mut all = vec![0; PIPE_CAPACITY];
-        assert_eq!(p.read(&mut all), ReadResult::Data(PIPE_CAPACITY));
-        let mut want = data[4..].to_vec();
-        want.extend(bytes(5000, 10));
-        want.extend(bytes(9000, 4));
-        assert_eq!(all, want);
-    }
-
-    #[test]
-    fn empty_until_the_last_writer_closes_then_eof() {
-        let mut p = Pipe::new();
-        let mut out = [0; 8];
-        assert_eq!(p.read(&mut out), ReadResult::Empty);
-        p.add_writer();
-        p.write(b"ab");
-        p.close_writer();
-        assert_eq!(p.read(&mut out), ReadResult::Data(2), "data first");
-        assert_eq!(p.read(&mut out), ReadResult::Empty, "one writer left");
-        p.write(b"c");
-        p.close_writer();
-        assert_eq!(p.writers(), 0);
-        assert_eq!(
-            p.read(&mut out),
-            ReadResult::Data(1),
-            "buffered data outlives writers"
-        );
-        assert_eq!(p.read(&mut out), ReadResult::Eof);
-        assert_eq!(p.read(&mut out), ReadResult::Eof);
-        assert_eq!(p.read(&mut []), ReadResult::Data(0));
-        assert!(!p.is_closed());
-    }
-
-    #[test]
-    fn broken_once_readers_are_gone() {
-        let mut p = Pipe::new();
-        p.add_reader();
-        p.close_reader();
-        assert_eq!(p.write(b"still read"), WriteResult::Wrote(10));
-        p.close_reader();
-        assert_eq!(p.write(b"x"), WriteResult::Broken);
-        assert_eq!(p.write(b""), WriteResult::Wrote(0));
-        // Even when full, no readers means Broken, not Full: blocking
-        // would wait forever.
-        let mut p = Pipe::new();
-        p.write(&bytes(0, PIPE_CAPACITY));
-        assert_eq!(p.write(b"x"), WriteResult::Full);
-        p.close_reader();
-        assert_eq!(p.write(b"x"), WriteResult::Broken);
-        p.close_writer();
-        assert!(p.is_closed());
-    }
-
-    #[test]
-    fn zero_length_requests_return_at_once() {
-        let mut p = Pipe::new();
-        assert_eq!(p.read(&mut []), ReadResult::Data(0));
-        p.write(&bytes(0, PIPE_CAPACITY));
-        assert_eq!(p.write(&[]), WriteResult::Wrote(0));
-        p.close_reader();
-        p.close_writer();
-        assert_eq!(p.write(&[]), WriteResult::Wrote(0));
-        assert_eq!(p.read(&mut []), ReadResult::Data(0));
-    }
-
-    #[test]
-    fn unbalanced_closes_saturate() {
-        let mut p = Pipe::new();
-        for _ in 0..3 {
-            p.close_reader();
-            p.close_writer();
-        }
-        assert_eq!((p.readers(), p.writers()), (0, 0));
-        assert!(p.is_closed());
-        p.add_writer();
-        assert!(!p.is_closed());
-    }
-
-    /// xorshift64, for reproducible random operations.
-    fn rand(state: &mut u64) -> u64 {
-        let mut x = *state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *state = x;
-        x
-    }
-
-    /// Random reads, writes and end changes against a VecDeque model.
-    #[test]
-    fn random_against_a_model() {
-        for seed in [1u64, 0xfeed_f00d, 0x9e37_79b9_7f4a_7c15] {
-            let mut rng = seed;
-            let mut p = Pipe::new();
-            let mut model: VecDeque<u8> = VecDeque::new();
-            let (mut readers, mut writers) = (1u32, 1u32);
-            let mut counter = 0usize;
-            for step in 0..20_000 {
-                let r = rand(&mut rng);
-                // Mostly large requests, so the buffer fills and wraps.
-                let n = match r % 4 {
-                    0 => (r >> 8) as usize % 8,
-                    _ => (r >> 8) as usize % (PIPE_CAPACITY + 100),
-                };
-                match (r >> 32) % 100 {
-                    0..45 => {
-                        let data = bytes(counter, n);
-                        let room = PIPE_CAPACITY - model.len();
-                        let want = if n == 0 {
-                            WriteResult::Wrote(0)
-                        } else if readers == 0 {
-                            WriteResult::Broken
-                        } else if room == 0 {
-                            WriteResult::Full
-                        } else {
-                            WriteResult::Wrote(n.min(room))
-                        };
-                        assert_eq!(p.write(&data), want, "seed {seed} step {step}");
-                        if let WriteResult::Wrote(k) = want {
-                            model.extend(&data[..k]);
-                            counter += k;
-                        }
-                    }
-                    45..90 => {
-                        let mut out = vec![0; n];
-                        let want = if n == 0 {
-                            ReadResult::Data(0)
-                        } else if model.is_empty() {
-                            if writers > 0 {
-                                ReadResult::Empty
-                            } else {
-                                ReadResult::Eof
-                            }
-                        } else {
-                            ReadResult::Data(n.min(model.len()))
-                        };
-                        assert_eq!(p.read(&mut out), want, "seed {seed} step {step}");
-                        if let ReadResult::Data(k) = want {
-                            let expected: Vec<u8> = model.drain(..k).collect();
-                            assert_eq!(out[..k], expected[..], "seed {seed} step {step}");
-                        }
-                    }
-                    90..93 => {
-                        p.add_reader();
-                        readers += 1;
-                    }
-                    93..96 => {
-                        p.add_writer();
-                        writers += 1;
-                    }
-                    96..98 => {
-                        p.close_reader();
-                        readers = readers.saturating_sub(1);
-                    }
-                    _ => {
-                        p.close_writer();
-                        writers = writers.saturating_sub(1);
-                    }
-                }
-                assert_eq!(p.len(), model.len());
-                assert_eq!(p.is_empty(), model.is_empty());
-                assert_eq!((p.readers(), p.writers()), (readers, writers));
-                assert_eq!(p.is_closed(), readers == 0 && writers == 0);
-            }
-        }
-    }
-}
+mod tests;

@@ -35,18 +35,51 @@
 //! waiter can still collect its status. Tids are not reused while a record
 //! or a task group carries them, so a stale tid never names a new task.
 //!
+//! Each record carries a payload `X` of the caller's ([`Scheduler::ext`]):
+//! the executor keeps a task's context there, so one record per task holds
+//! all the kernel knows about it. Reaping hands the payload back to be
+//! freed. Records move when the table grows and their slots are reused, so
+//! no reference into one outlives a call; a payload part whose address must
+//! stay put while the lock is released (the executor saves a stack pointer
+//! into it during a switch) must be boxed by the caller.
+//!
+//! # Memory
+//!
+//! Nothing a task does may abort the kernel, and running out of heap would.
+//! So only creation allocates, and fallibly: [`Scheduler::spawn`] and
+//! [`Scheduler::new_queue`] grow their tables with `try_reserve` and say
+//! [`SchedError::NoMemory`] when they cannot, leaving everything as it was.
+//! Every other call (tick, schedule, yield, sleep, block, wake, exit, kill,
+//! wait, reap, freeing a queue) only relinks what exists, and allocates
+//! nothing; the host tests count allocations to hold it so. Names are a
+//! fixed-size [`TaskName`] for the same reason.
+//!
 //! # Where a task is kept
 //!
+//! Records are in a table indexed through the tid; every queue is an
+//! intrusive doubly linked list through the records (tids as links), so
+//! blocking and waking move no memory.
+//!
 //! * Ready tasks (but idle) are in exactly one run queue, the one of their
-//!   priority. Idle is in none: it is the fallback when all are empty.
-//! * `Blocked(Queue(q))` tasks are on wait queue `q`, FIFO.
+//!   priority, linked through their queue link; a bitmap marks the
+//!   non-empty run queues, so the best one is found in a few words. Idle is
+//!   in none: it is the fallback when all are empty.
+//! * `Blocked(Queue(q))` tasks are on wait queue `q`, FIFO, through the
+//!   same queue link (a task is never both ready and blocked).
 //! * `Blocked(Sleep)` tasks, and queue waiters that gave a deadline, are
-//!   in the timer set, ordered by deadline, so a tick finds the expired
-//!   ones without looking at anyone else.
+//!   on the timer list through their timer link, ordered by (deadline,
+//!   tid), so a tick finds the expired ones at its head without looking at
+//!   anyone else.
 //! * `Blocked(Wait(t))` tasks are in no structure: the state itself says
-//!   whom they wait for, and an exit looks for its waiters. Exits are rare
-//!   and the table is small, so a scan is cheaper than keeping a list right.
+//!   whom they wait for, and an exit scans the table for its waiters. Exits
+//!   are rare and the table is small, so a scan is cheaper than keeping a
+//!   list right.
 //! * Running and Exited tasks are in none.
+//!
+//! A link not in use is empty. The table's free record slots, and the free
+//! wait-queue slots, are chained through themselves; a wait queue's id
+//! carries its slot's generation, so the id of a freed queue never names
+//! the queue that reuses its slot.
 //!
 //! # Policy
 //!
@@ -73,10 +106,11 @@
 //! not change its state; they just switch away, and `reap` refuses it
 //! because its stack is still in use.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
 
 /// A task (thread) id.
 pub type Tid = u32;
@@ -111,9 +145,76 @@ impl Priority {
     pub const HIGH: Priority = Priority(3);
 }
 
-/// A wait queue, made by [`Scheduler::new_queue`].
+/// How many priorities there are: one run queue each.
+const PRIORITIES: usize = u8::MAX as usize + 1;
+
+/// A wait queue, made by [`Scheduler::new_queue`]: its slot, and the
+/// slot's generation when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueId(u32);
+pub struct QueueId {
+    slot: u32,
+    generation: u32,
+}
+
+/// A task's name, truncated like Linux's 16-byte `comm` so that naming a
+/// task allocates nothing.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskName {
+    len: u8,
+    bytes: [u8; TaskName::MAX],
+}
+
+impl TaskName {
+    /// The longest name kept, in bytes; with the length byte the whole is
+    /// 16 bytes, as `comm` is with its NUL.
+    pub const MAX: usize = 15;
+
+    /// `name`, cut to at most MAX bytes at a char boundary.
+    pub fn new(name: &str) -> TaskName {
+        let mut len = name.len().min(Self::MAX);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        TaskName {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // `new` copies whole chars of a str, so this is valid UTF-8; the
+        // fallback is there because this crate may not assert it unsafely.
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl core::ops::Deref for TaskName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for TaskName {
+    fn from(name: &str) -> TaskName {
+        TaskName::new(name)
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// Why a task is blocked, and so where it is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,24 +264,27 @@ pub enum SchedError {
     NoSuchQueue,
     /// The current task has a kill pending, so it may not wait any more.
     Interrupted,
+    /// A table could not grow: the heap is exhausted. Nothing changed.
+    NoMemory,
 }
 
 /// The outcome of [`Scheduler::wait_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitResult {
-    /// The target had exited; here is its status, and its record is gone.
-    Exited(i64),
+pub enum WaitResult<X = ()> {
+    /// The target had exited; here are its status and payload, and its
+    /// record is gone.
+    Exited(i64, X),
     /// The current task now waits; switch as told, then call `wait_for`
     /// again once woken.
     Blocked(Option<Switch>),
 }
 
 /// What `ps` shows about a task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TaskInfo {
     pub tid: Tid,
     pub group: Pid,
-    pub name: String,
+    pub name: TaskName,
     pub priority: Priority,
     pub state: State,
     /// Timer ticks charged while it was current.
@@ -196,45 +300,409 @@ pub struct TaskInfo {
     pub kill_pending: Option<i64>,
 }
 
-/// A task's record: what `ps` sees plus the scheduler's bookkeeping.
-struct Task {
+/// A task's neighbours on one intrusive list; both None when on none.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    prev: Option<Tid>,
+    next: Option<Tid>,
+}
+
+/// Which of a record's links a list runs through.
+#[derive(Debug, Clone, Copy)]
+enum Chain {
+    /// Run queues and wait queues: a task is on at most one of them.
+    Queue,
+    Timer,
+}
+
+/// The ends of an intrusive FIFO of tasks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct List {
+    head: Option<Tid>,
+    tail: Option<Tid>,
+}
+
+impl List {
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+/// A task's record: what `ps` sees, the scheduler's bookkeeping, and the
+/// caller's payload.
+struct Task<X> {
     info: TaskInfo,
-    /// Set while in the timer set (sleeping, or waiting with a timeout).
+    /// Set while on the timer list (sleeping, or waiting with a timeout).
     deadline: Option<u64>,
     /// Ticks used of the current time slice.
     slice_used: u64,
+    /// On its run queue or wait queue.
+    queue: Link,
+    /// On the timer list.
+    timer: Link,
+    ext: X,
+}
+
+impl<X> Task<X> {
+    fn link(&self, chain: Chain) -> Link {
+        match chain {
+            Chain::Queue => self.queue,
+            Chain::Timer => self.timer,
+        }
+    }
+
+    fn link_mut(&mut self, chain: Chain) -> &mut Link {
+        match chain {
+            Chain::Queue => &mut self.queue,
+            Chain::Timer => &mut self.timer,
+        }
+    }
 }
 
 /// Record counts of one task group.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Group {
     /// Records, zombies included; the pid stays taken while this is > 0.
-    records: usize,
+    records: u32,
     /// Tasks not Exited.
-    live: usize,
+    live: u32,
 }
 
-pub struct Scheduler {
-    tasks: BTreeMap<Tid, Task>,
-    groups: BTreeMap<Pid, Group>,
-    /// One FIFO per priority; empty ones are removed, so the last entry is
-    /// always the best ready priority.
-    run: BTreeMap<Priority, VecDeque<Tid>>,
-    /// Wait queues by id.
-    queues: BTreeMap<u32, VecDeque<Tid>>,
-    /// (deadline, tid) of every task blocked with a deadline.
-    timers: BTreeSet<(u64, Tid)>,
+/// What the table knows about one tid.
+#[derive(Debug, Default, Clone, Copy)]
+struct TidEntry {
+    /// The record's slot, if the tid has one.
+    slot: Option<u32>,
+    /// The group this tid is the pid of, if any. Kept here, not in the
+    /// record, because a group outlives its first thread's record.
+    group: Group,
+}
+
+enum Slot<X> {
+    Used(Task<X>),
+    /// The next free slot.
+    Free(Option<u32>),
+}
+
+/// The task records. Tids reach the bound however few records there are
+/// (they are handed out cyclically), so a per-tid entry is kept small and
+/// the records themselves are dense, their slots reused.
+struct Table<X> {
+    tids: Vec<TidEntry>,
+    slots: Vec<Slot<X>>,
+    /// Head of the chain of free slots.
+    free: Option<u32>,
+    /// Records (used slots).
+    len: usize,
+}
+
+impl<X> Table<X> {
+    fn new() -> Self {
+        Table {
+            tids: Vec::new(),
+            slots: Vec::new(),
+            free: None,
+            len: 0,
+        }
+    }
+
+    fn get(&self, tid: Tid) -> Option<&Task<X>> {
+        let slot = self.tids.get(tid as usize)?.slot?;
+        match self.slots.get(slot as usize)? {
+            Slot::Used(t) => Some(t),
+            Slot::Free(_) => None,
+        }
+    }
+
+    fn get_mut(&mut self, tid: Tid) -> Option<&mut Task<X>> {
+        let slot = self.tids.get(tid as usize)?.slot?;
+        match self.slots.get_mut(slot as usize)? {
+            Slot::Used(t) => Some(t),
+            Slot::Free(_) => None,
+        }
+    }
+
+    /// Records in tid order.
+    fn iter(&self) -> impl Iterator<Item = &Task<X>> {
+        self.tids
+            .iter()
+            .filter_map(|e| match self.slots.get(e.slot? as usize)? {
+                Slot::Used(t) => Some(t),
+                Slot::Free(_) => None,
+            })
+    }
+
+    /// One past the highest tid the table has an entry for.
+    fn tid_end(&self) -> Tid {
+        self.tids.len() as Tid
+    }
+
+    /// Whether `tid` names neither a record nor a group.
+    fn tid_free(&self, tid: Tid) -> bool {
+        self.tids
+            .get(tid as usize)
+            .is_none_or(|e| e.slot.is_none() && e.group.records == 0)
+    }
+
+    fn group(&self, pid: Pid) -> Group {
+        self.tids
+            .get(pid as usize)
+            .map_or(Group::default(), |e| e.group)
+    }
+
+    fn group_mut(&mut self, pid: Pid) -> Option<&mut Group> {
+        self.tids.get_mut(pid as usize).map(|e| &mut e.group)
+    }
+
+    /// Makes room for a record under `tid`, so that `insert` allocates
+    /// nothing; on failure nothing is changed but spare capacity.
+    fn reserve(&mut self, tid: Tid) -> Result<(), SchedError> {
+        let more = (tid as usize + 1).saturating_sub(self.tids.len());
+        self.tids
+            .try_reserve(more)
+            .map_err(|_| SchedError::NoMemory)?;
+        if self.free.is_none() {
+            self.slots
+                .try_reserve(1)
+                .map_err(|_| SchedError::NoMemory)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `task` under `tid` (which must have no record), in a free slot
+    /// if there is one. Allocates only if `reserve` was not called first.
+    fn insert(&mut self, tid: Tid, task: Task<X>) {
+        if self.tids.len() <= tid as usize {
+            self.tids.resize(tid as usize + 1, TidEntry::default());
+        }
+        let slot = match self.free {
+            Some(slot) => {
+                let next = match self.slots.get(slot as usize) {
+                    Some(Slot::Free(next)) => *next,
+                    _ => None,
+                };
+                self.free = next;
+                self.slots[slot as usize] = Slot::Used(task);
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Used(task));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.tids[tid as usize].slot = Some(slot);
+        self.len += 1;
+    }
+
+    /// Takes `tid`'s record out, putting its slot on the free chain.
+    fn remove(&mut self, tid: Tid) -> Option<Task<X>> {
+        let entry = self.tids.get_mut(tid as usize)?;
+        let slot = entry.slot?;
+        let place = self.slots.get_mut(slot as usize)?;
+        let Slot::Used(_) = place else { return None };
+        entry.slot = None;
+        let Slot::Used(task) = core::mem::replace(place, Slot::Free(self.free)) else {
+            return None;
+        };
+        self.free = Some(slot);
+        self.len -= 1;
+        Some(task)
+    }
+
+    fn link(&self, tid: Tid, chain: Chain) -> Link {
+        self.get(tid).map_or(Link::default(), |t| t.link(chain))
+    }
+
+    fn set_next(&mut self, list: &mut List, at: Option<Tid>, to: Option<Tid>, chain: Chain) {
+        match at.and_then(|t| self.get_mut(t)) {
+            Some(t) => t.link_mut(chain).next = to,
+            None => list.head = to,
+        }
+    }
+
+    fn set_prev(&mut self, list: &mut List, at: Option<Tid>, to: Option<Tid>, chain: Chain) {
+        match at.and_then(|t| self.get_mut(t)) {
+            Some(t) => t.link_mut(chain).prev = to,
+            None => list.tail = to,
+        }
+    }
+
+    /// Links `tid` into `list` just before `at`, or at the tail for None.
+    fn insert_before(&mut self, list: &mut List, at: Option<Tid>, tid: Tid, chain: Chain) {
+        let prev = match at {
+            Some(a) => self.link(a, chain).prev,
+            None => list.tail,
+        };
+        let Some(t) = self.get_mut(tid) else { return };
+        *t.link_mut(chain) = Link { prev, next: at };
+        self.set_next(list, prev, Some(tid), chain);
+        self.set_prev(list, at, Some(tid), chain);
+    }
+
+    fn push_back(&mut self, list: &mut List, tid: Tid, chain: Chain) {
+        self.insert_before(list, None, tid, chain);
+    }
+
+    /// Unlinks `tid` from `list`; false (and nothing changed) if it is not
+    /// on it.
+    fn unlink(&mut self, list: &mut List, tid: Tid, chain: Chain) -> bool {
+        let Link { prev, next } = self.link(tid, chain);
+        // An empty end is only right at the list's own end.
+        if (prev.is_none() && list.head != Some(tid)) || (next.is_none() && list.tail != Some(tid))
+        {
+            return false;
+        }
+        self.set_next(list, prev, next, chain);
+        self.set_prev(list, next, prev, chain);
+        if let Some(t) = self.get_mut(tid) {
+            *t.link_mut(chain) = Link::default();
+        }
+        true
+    }
+
+    fn pop_front(&mut self, list: &mut List, chain: Chain) -> Option<Tid> {
+        let tid = list.head?;
+        self.unlink(list, tid, chain).then_some(tid)
+    }
+}
+
+/// The ready tasks: one FIFO per priority, and a bitmap of the non-empty
+/// ones. Self-contained, so that there can be one per CPU.
+struct RunQueue {
+    lists: [List; PRIORITIES],
+    busy: [u64; PRIORITIES / 64],
+    len: usize,
+}
+
+impl RunQueue {
+    fn new() -> Self {
+        RunQueue {
+            lists: [List::default(); PRIORITIES],
+            busy: [0; PRIORITIES / 64],
+            len: 0,
+        }
+    }
+
+    fn mark(&mut self, prio: Priority) {
+        let p = usize::from(prio.0);
+        let bit = 1 << (p % 64);
+        if self.lists[p].is_empty() {
+            self.busy[p / 64] &= !bit;
+        } else {
+            self.busy[p / 64] |= bit;
+        }
+    }
+
+    fn push_back<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+        tasks.push_back(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue);
+        self.len += 1;
+        self.mark(prio);
+    }
+
+    fn remove<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+        if tasks.unlink(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue) {
+            self.len -= 1;
+            self.mark(prio);
+        }
+    }
+
+    fn best(&self) -> Option<Priority> {
+        let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
+        let p = word * 64 + 63 - bits.leading_zeros() as usize;
+        Some(Priority(p as u8))
+    }
+
+    fn pop_best<X>(&mut self, tasks: &mut Table<X>) -> Option<Tid> {
+        let prio = self.best()?;
+        let tid = self.lists[usize::from(prio.0)].head?;
+        self.remove(tasks, tid, prio);
+        Some(tid)
+    }
+}
+
+enum QueueSlot {
+    Live(List),
+    /// The next free slot.
+    Free(Option<u32>),
+}
+
+/// The wait queues, in reused slots; a slot's generation grows each time
+/// it is freed, so that old ids go stale.
+struct WaitQueues {
+    slots: Vec<(u32, QueueSlot)>,
+    free: Option<u32>,
+}
+
+impl WaitQueues {
+    fn get(&self, q: QueueId) -> Option<&List> {
+        match self.slots.get(q.slot as usize)? {
+            (generation, QueueSlot::Live(list)) if *generation == q.generation => Some(list),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, q: QueueId) -> Option<&mut List> {
+        match self.slots.get_mut(q.slot as usize)? {
+            (generation, QueueSlot::Live(list)) if *generation == q.generation => Some(list),
+            _ => None,
+        }
+    }
+
+    fn create(&mut self) -> Result<QueueId, SchedError> {
+        if let Some(slot) = self.free
+            && let Some((generation, place)) = self.slots.get_mut(slot as usize)
+            && let QueueSlot::Free(next) = *place
+        {
+            self.free = next;
+            *place = QueueSlot::Live(List::default());
+            return Ok(QueueId {
+                slot,
+                generation: *generation,
+            });
+        }
+        self.slots
+            .try_reserve(1)
+            .map_err(|_| SchedError::NoMemory)?;
+        self.slots.push((0, QueueSlot::Live(List::default())));
+        Ok(QueueId {
+            slot: (self.slots.len() - 1) as u32,
+            generation: 0,
+        })
+    }
+
+    /// Frees an empty queue's slot.
+    fn remove(&mut self, q: QueueId) {
+        if self.get(q).is_none() {
+            return;
+        }
+        if let Some((generation, place)) = self.slots.get_mut(q.slot as usize) {
+            // Wrapping takes 2^32 frees of one slot: an id that old is
+            // long forgotten.
+            *generation = generation.wrapping_add(1);
+            *place = QueueSlot::Free(self.free);
+            self.free = Some(q.slot);
+        }
+    }
+}
+
+/// The scheduler, its records carrying a payload `X` each (see the
+/// module doc).
+pub struct Scheduler<X = ()> {
+    tasks: Table<X>,
+    run: RunQueue,
+    queues: WaitQueues,
+    /// Every task blocked with a deadline, by (deadline, tid).
+    timers: List,
     current: Tid,
     time_slice: u64,
     /// The latest time a tick brought.
     now: u64,
     /// Where the cyclic tid search starts.
     next_tid: Tid,
-    next_queue: u32,
     max_tasks: u32,
 }
 
-impl Scheduler {
+impl Scheduler<()> {
     /// Creates the idle task (tid 0) and the boot thread (tid 1, "main",
     /// NORMAL, its own group 1), which is current. `time_slice` is in ticks.
     pub fn new(time_slice: u64) -> Self {
@@ -244,21 +712,30 @@ impl Scheduler {
     /// Like [`Scheduler::new`] with another bound on records (at least 2:
     /// idle and the boot thread); tids stay below it.
     pub fn with_max_tasks(time_slice: u64, max_tasks: u32) -> Self {
+        Self::with_ext(time_slice, max_tasks, (), ())
+    }
+}
+
+impl<X> Scheduler<X> {
+    /// Like [`Scheduler::with_max_tasks`], with the payloads of the idle
+    /// task and the boot thread.
+    pub fn with_ext(time_slice: u64, max_tasks: u32, idle: X, boot: X) -> Self {
         let mut s = Scheduler {
-            tasks: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            run: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            tasks: Table::new(),
+            run: RunQueue::new(),
+            queues: WaitQueues {
+                slots: Vec::new(),
+                free: None,
+            },
+            timers: List::default(),
             current: BOOT,
             time_slice,
             now: 0,
             next_tid: BOOT + 1,
-            next_queue: 0,
             max_tasks: max_tasks.max(2),
         };
-        s.insert(IDLE, "idle", IDLE, Priority::IDLE, false);
-        s.insert(BOOT, "main", BOOT, Priority::NORMAL, false);
+        s.insert(IDLE, "idle", IDLE, Priority::IDLE, false, idle);
+        s.insert(BOOT, "main", BOOT, Priority::NORMAL, false, boot);
         s.set_state(BOOT, State::Running);
         s
     }
@@ -268,43 +745,56 @@ impl Scheduler {
     }
 
     pub fn task(&self, tid: Tid) -> Option<&TaskInfo> {
-        self.tasks.get(&tid).map(|t| &t.info)
+        self.tasks.get(tid).map(|t| &t.info)
+    }
+
+    /// The payload of `tid`'s record, zombies included.
+    pub fn ext(&self, tid: Tid) -> Option<&X> {
+        self.tasks.get(tid).map(|t| &t.ext)
+    }
+
+    pub fn ext_mut(&mut self, tid: Tid) -> Option<&mut X> {
+        self.tasks.get_mut(tid).map(|t| &mut t.ext)
     }
 
     /// All records in tid order, zombies included.
     pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> {
-        self.tasks.values().map(|t| &t.info)
+        self.tasks.iter().map(|t| &t.info)
     }
 
     /// Tasks of group `pid` that have not exited.
     pub fn live_in_group(&self, pid: Pid) -> usize {
-        self.groups.get(&pid).map_or(0, |g| g.live)
+        self.tasks.group(pid).live as usize
     }
 
     /// (records, ready tasks waiting in run queues). Idle is a record but
     /// is not counted as ready: it always is.
     pub fn counts(&self) -> (usize, usize) {
-        let ready = self.run.values().map(VecDeque::len).sum();
-        (self.tasks.len(), ready)
+        (self.tasks.len, self.run.len)
     }
 
     // ---- Creating tasks ----
 
     /// A new Ready task at the tail of its priority's run queue, in group
     /// `group` (which must have a live task) or, with None, in a new group
-    /// whose pid is the new tid.
+    /// whose pid is the new tid, carrying `ext`. On an error nothing
+    /// changes and `ext` is dropped, so a payload holding resources should
+    /// free them on drop.
     pub fn spawn(
         &mut self,
         name: &str,
         group: Option<Pid>,
         priority: Priority,
         user: bool,
+        ext: X,
     ) -> Result<Tid, SchedError> {
         if let Some(pid) = group {
             self.check_group_open(pid)?;
         }
-        let tid = self.alloc_tid().ok_or(SchedError::TooManyTasks)?;
-        self.insert(tid, name, group.unwrap_or(tid), priority, user);
+        let tid = self.free_tid().ok_or(SchedError::TooManyTasks)?;
+        self.tasks.reserve(tid)?;
+        self.next_tid = tid + 1;
+        self.insert(tid, name, group.unwrap_or(tid), priority, user, ext);
         self.enqueue(tid);
         Ok(tid)
     }
@@ -315,39 +805,40 @@ impl Scheduler {
         if pid == IDLE {
             return Err(SchedError::IdleTask);
         }
-        match self.groups.get(&pid) {
-            Some(g) if g.live > 0 => Ok(()),
-            _ => Err(SchedError::NoSuchTask),
+        if self.tasks.group(pid).live > 0 {
+            Ok(())
+        } else {
+            Err(SchedError::NoSuchTask)
         }
     }
 
     /// The next tid, searching cyclically from the last one handed out, that
     /// names neither a record nor a group: reusing a group's pid while the
-    /// group lives would put a stranger in charge of it.
-    fn alloc_tid(&mut self) -> Option<Tid> {
-        if self.tasks.len() >= self.max_tasks as usize {
+    /// group lives would put a stranger in charge of it. Changes nothing, so
+    /// that a spawn failing later leaves the search where it was.
+    fn free_tid(&self) -> Option<Tid> {
+        if self.tasks.len >= self.max_tasks as usize {
             return None;
         }
+        let mut tid = self.next_tid;
         for _ in 1..self.max_tasks {
-            let tid = if self.next_tid >= self.max_tasks {
-                1
-            } else {
-                self.next_tid
-            };
-            self.next_tid = tid + 1;
-            if !self.tasks.contains_key(&tid) && !self.groups.contains_key(&tid) {
+            if tid >= self.max_tasks {
+                tid = 1;
+            }
+            if self.tasks.tid_free(tid) {
                 return Some(tid);
             }
+            tid += 1;
         }
         None
     }
 
     /// Adds a record in state Ready (but on no queue yet).
-    fn insert(&mut self, tid: Tid, name: &str, group: Pid, priority: Priority, user: bool) {
+    fn insert(&mut self, tid: Tid, name: &str, group: Pid, priority: Priority, user: bool, ext: X) {
         let info = TaskInfo {
             tid,
             group,
-            name: name.to_string(),
+            name: TaskName::new(name),
             priority,
             state: State::Ready,
             cpu_ticks: 0,
@@ -359,11 +850,15 @@ impl Scheduler {
             info,
             deadline: None,
             slice_used: 0,
+            queue: Link::default(),
+            timer: Link::default(),
+            ext,
         };
         self.tasks.insert(tid, task);
-        let g = self.groups.entry(group).or_default();
-        g.records += 1;
-        g.live += 1;
+        if let Some(g) = self.tasks.group_mut(group) {
+            g.records += 1;
+            g.live += 1;
+        }
     }
 
     // ---- Time and preemption ----
@@ -374,7 +869,7 @@ impl Scheduler {
     pub fn tick(&mut self, now_ns: u64) -> bool {
         // A clock going backwards must not un-expire anything.
         self.now = self.now.max(now_ns);
-        if let Some(t) = self.tasks.get_mut(&self.current) {
+        if let Some(t) = self.tasks.get_mut(self.current) {
             t.info.cpu_ticks = t.info.cpu_ticks.saturating_add(1);
             t.slice_used = t.slice_used.saturating_add(1);
         }
@@ -383,10 +878,26 @@ impl Scheduler {
     }
 
     fn expire_timers(&mut self) {
-        while self.timers.first().is_some_and(|&(d, _)| d <= self.now) {
-            if let Some((_, tid)) = self.timers.pop_first() {
-                self.make_ready(tid, WakeReason::TimedOut);
+        while let Some(tid) = self.timers.head {
+            if self
+                .tasks
+                .get(tid)
+                .and_then(|t| t.deadline)
+                .is_some_and(|d| d > self.now)
+            {
+                break;
             }
+            if self
+                .tasks
+                .pop_front(&mut self.timers, Chain::Timer)
+                .is_none()
+            {
+                break;
+            }
+            if let Some(t) = self.tasks.get_mut(tid) {
+                t.deadline = None;
+            }
+            self.make_ready(tid, WakeReason::TimedOut);
         }
     }
 
@@ -397,7 +908,7 @@ impl Scheduler {
         if !self.current_running() {
             return true;
         }
-        match (self.best_ready(), self.current_priority()) {
+        match (self.run.best(), self.current_priority()) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(best), Some(cur)) => best > cur,
@@ -410,26 +921,22 @@ impl Scheduler {
         if self.current == IDLE {
             return None;
         }
-        self.tasks.get(&self.current).map(|t| t.info.priority)
+        self.tasks.get(self.current).map(|t| t.info.priority)
     }
 
     fn slice_over(&self) -> bool {
         self.tasks
-            .get(&self.current)
+            .get(self.current)
             .is_some_and(|t| t.slice_used >= self.time_slice)
     }
 
     /// A ready task of at least the current priority.
     fn equal_ready(&self) -> bool {
-        match (self.best_ready(), self.current_priority()) {
+        match (self.run.best(), self.current_priority()) {
             (Some(best), Some(cur)) => best >= cur,
             (Some(_), None) => true,
             (None, _) => false,
         }
-    }
-
-    fn best_ready(&self) -> Option<Priority> {
-        self.run.last_key_value().map(|(p, _)| *p)
     }
 
     fn current_running(&self) -> bool {
@@ -461,8 +968,8 @@ impl Scheduler {
     /// Switch with `from == to` means it was simply picked again.
     fn dispatch(&mut self) -> Switch {
         let from = self.current;
-        let to = self.pop_ready().unwrap_or(IDLE);
-        if let Some(t) = self.tasks.get_mut(&to) {
+        let to = self.run.pop_best(&mut self.tasks).unwrap_or(IDLE);
+        if let Some(t) = self.tasks.get_mut(to) {
             t.info.state = State::Running;
             if to != from {
                 t.slice_used = 0;
@@ -472,23 +979,15 @@ impl Scheduler {
         Switch { from, to }
     }
 
-    fn pop_ready(&mut self) -> Option<Tid> {
-        let mut queue = self.run.last_entry()?;
-        let tid = queue.get_mut().pop_front();
-        if queue.get().is_empty() {
-            queue.remove();
-        }
-        tid
-    }
-
     /// Marks `tid` Ready and appends it to its run queue (idle has none).
     fn enqueue(&mut self, tid: Tid) {
         self.set_state(tid, State::Ready);
         if tid == IDLE {
             return;
         }
-        if let Some(t) = self.tasks.get(&tid) {
-            self.run.entry(t.info.priority).or_default().push_back(tid);
+        if let Some(t) = self.tasks.get(tid) {
+            let prio = t.info.priority;
+            self.run.push_back(&mut self.tasks, tid, prio);
         }
     }
 
@@ -515,24 +1014,16 @@ impl Scheduler {
         Some(self.block(Blocked::Sleep, Some(until_ns)))
     }
 
-    /// A new, empty wait queue.
-    pub fn new_queue(&mut self) -> QueueId {
-        // Skip ids still in use once the counter wraps; 2^32 live queues
-        // cannot fit in memory, so a free id exists.
-        while self.queues.contains_key(&self.next_queue) {
-            self.next_queue = self.next_queue.wrapping_add(1);
-        }
-        let id = self.next_queue;
-        self.next_queue = self.next_queue.wrapping_add(1);
-        self.queues.insert(id, VecDeque::new());
-        QueueId(id)
+    /// A new, empty wait queue; NoMemory if its table cannot grow.
+    pub fn new_queue(&mut self) -> Result<QueueId, SchedError> {
+        self.queues.create()
     }
 
     /// Frees a wait queue, waking (Woken) everyone still on it, so no task
     /// is left blocked on a queue nobody can wake any more.
     pub fn free_queue(&mut self, q: QueueId) {
         self.wake_all(q);
-        self.queues.remove(&q.0);
+        self.queues.remove(q);
     }
 
     /// Blocks the current task on `q`, and with a deadline until then at
@@ -546,7 +1037,7 @@ impl Scheduler {
         if self.current == IDLE {
             return Err(SchedError::IdleTask);
         }
-        if !self.queues.contains_key(&q.0) {
+        if self.queues.get(q).is_none() {
             return Err(SchedError::NoSuchQueue);
         }
         if !self.current_running() {
@@ -566,7 +1057,7 @@ impl Scheduler {
     /// Wakes the task that has waited longest on `q` (Woken): it becomes
     /// Ready. No switch; see should_preempt().
     pub fn wake_one(&mut self, q: QueueId) -> Option<Tid> {
-        let tid = *self.queues.get(&q.0)?.front()?;
+        let tid = self.queues.get(q)?.head?;
         self.make_ready(tid, WakeReason::Woken);
         Some(tid)
     }
@@ -587,40 +1078,56 @@ impl Scheduler {
         let tid = self.current;
         self.set_state(tid, State::Blocked(why));
         if let Blocked::Queue(q) = why
-            && let Some(queue) = self.queues.get_mut(&q.0)
+            && let Some(list) = self.queues.get_mut(q)
         {
-            queue.push_back(tid);
+            self.tasks.push_back(list, tid, Chain::Queue);
         }
         if let Some(d) = deadline {
-            if let Some(t) = self.tasks.get_mut(&tid) {
-                t.deadline = Some(d);
-            }
-            self.timers.insert((d, tid));
+            self.add_timer(tid, d);
         }
         self.dispatch()
     }
 
-    /// Takes `tid` out of every structure its state puts it in.
-    fn unlink(&mut self, tid: Tid) {
-        let Some(task) = self.tasks.get_mut(&tid) else {
+    /// Puts `tid` on the timer list behind every (deadline, tid) below its
+    /// own. Searched from the tail: later deadlines are the common case.
+    fn add_timer(&mut self, tid: Tid, deadline: u64) {
+        let Some(t) = self.tasks.get_mut(tid) else {
             return;
         };
-        if let Some(d) = task.deadline.take() {
-            self.timers.remove(&(d, tid));
+        t.deadline = Some(deadline);
+        let mut before = None;
+        let mut at = self.timers.tail;
+        while let Some(other) = at {
+            let other_deadline = self.tasks.get(other).and_then(|t| t.deadline);
+            if other_deadline.is_none_or(|d| (d, other) < (deadline, tid)) {
+                break;
+            }
+            before = Some(other);
+            at = self.tasks.link(other, Chain::Timer).prev;
         }
+        self.tasks
+            .insert_before(&mut self.timers, before, tid, Chain::Timer);
+    }
+
+    /// Takes `tid` out of every structure its state puts it in.
+    fn unlink(&mut self, tid: Tid) {
+        let Some(task) = self.tasks.get_mut(tid) else {
+            return;
+        };
+        if task.deadline.take().is_some() {
+            self.tasks.unlink(&mut self.timers, tid, Chain::Timer);
+        }
+        let Some(task) = self.tasks.get(tid) else {
+            return;
+        };
         match task.info.state {
-            State::Ready => {
+            State::Ready if tid != IDLE => {
                 let prio = task.info.priority;
-                if let Some(queue) = self.run.get_mut(&prio) {
-                    queue.retain(|&t| t != tid);
-                    if queue.is_empty() {
-                        self.run.remove(&prio);
-                    }
-                }
+                self.run.remove(&mut self.tasks, tid, prio);
             }
             State::Blocked(Blocked::Queue(q)) => {
-                if let Some(queue) = self.queues.get_mut(&q.0) {
-                    queue.retain(|&t| t != tid);
+                if let Some(list) = self.queues.get_mut(q) {
+                    self.tasks.unlink(list, tid, Chain::Queue);
                 }
             }
             _ => {}
@@ -678,7 +1185,7 @@ impl Scheduler {
         if tid == IDLE {
             return Err(SchedError::IdleTask);
         }
-        let task = self.tasks.get_mut(&tid).ok_or(SchedError::NoSuchTask)?;
+        let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
         if matches!(task.info.state, State::Exited(_)) {
             return Ok(());
         }
@@ -689,32 +1196,29 @@ impl Scheduler {
 
     /// The status a pending kill asks `tid` to exit with.
     pub fn kill_pending(&self, tid: Tid) -> Option<i64> {
-        self.tasks.get(&tid)?.info.kill_pending
+        self.tasks.get(tid)?.info.kill_pending
     }
 
-    /// Turns a live task into a zombie and wakes whoever waits for it.
+    /// Turns a live task into a zombie and wakes whoever waits for it, in
+    /// tid order.
     fn finish(&mut self, tid: Tid, status: i64) {
         self.unlink(tid);
         self.set_state(tid, State::Exited(status));
-        if let Some(g) = self.group_of(tid).and_then(|pid| self.groups.get_mut(&pid)) {
+        if let Some(g) = self.group_of(tid).and_then(|pid| self.tasks.group_mut(pid)) {
             g.live = g.live.saturating_sub(1);
         }
-        let waiters: Vec<Tid> = self
-            .tasks
-            .values()
-            .filter(|t| t.info.state == State::Blocked(Blocked::Wait(tid)))
-            .map(|t| t.info.tid)
-            .collect();
-        for w in waiters {
-            self.make_ready(w, WakeReason::Woken);
+        for w in 0..self.tasks.tid_end() {
+            if self.state(w) == Some(State::Blocked(Blocked::Wait(tid))) {
+                self.make_ready(w, WakeReason::Woken);
+            }
         }
     }
 
     /// The current task waits for `target`, a task of its own group. If the
-    /// target has exited its status is returned and its record reaped;
-    /// otherwise the current task blocks until the exit, and then calls
-    /// `wait_for` again to collect.
-    pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult, SchedError> {
+    /// target has exited its status and payload are returned and its record
+    /// reaped; otherwise the current task blocks until the exit, and then
+    /// calls `wait_for` again to collect.
+    pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult<X>, SchedError> {
         let me = self.current;
         if me == IDLE {
             return Err(SchedError::IdleTask);
@@ -733,7 +1237,8 @@ impl Scheduler {
             return Err(SchedError::NotInGroup);
         }
         if let State::Exited(_) = state {
-            return self.reap(target).map(WaitResult::Exited);
+            let (status, ext) = self.reap(target)?;
+            return Ok(WaitResult::Exited(status, ext));
         }
         if self.waits_for_me(target) {
             return Err(SchedError::WouldDeadlock);
@@ -749,7 +1254,7 @@ impl Scheduler {
         let mut t = target;
         // Chains are acyclic (this check keeps them so), but bound the walk
         // anyway rather than trust it.
-        for _ in 0..self.tasks.len() {
+        for _ in 0..self.tasks.len {
             match self.state(t) {
                 Some(State::Blocked(Blocked::Wait(next))) if next == self.current => return true,
                 Some(State::Blocked(Blocked::Wait(next))) => t = next,
@@ -759,10 +1264,10 @@ impl Scheduler {
         false
     }
 
-    /// Removes an exited task's record and returns its status. A task
-    /// killed while current is refused (NotExited) until switched away
-    /// from: the caller would free the stack it still runs on.
-    pub fn reap(&mut self, tid: Tid) -> Result<i64, SchedError> {
+    /// Removes an exited task's record and returns its status and payload.
+    /// A task killed while current is refused (NotExited) until switched
+    /// away from: the caller would free the stack it still runs on.
+    pub fn reap(&mut self, tid: Tid) -> Result<(i64, X), SchedError> {
         if tid == IDLE {
             return Err(SchedError::IdleTask);
         }
@@ -775,39 +1280,31 @@ impl Scheduler {
         if tid == self.current {
             return Err(SchedError::NotExited);
         }
-        if let Some(task) = self.tasks.remove(&tid) {
-            self.forget_record(task.info.group);
-        }
-        Ok(status)
-    }
-
-    fn forget_record(&mut self, pid: Pid) {
-        if let Some(g) = self.groups.get_mut(&pid) {
+        let task = self.tasks.remove(tid).ok_or(SchedError::NoSuchTask)?;
+        if let Some(g) = self.tasks.group_mut(task.info.group) {
             g.records = g.records.saturating_sub(1);
-            if g.records == 0 {
-                self.groups.remove(&pid);
-            }
         }
+        Ok((status, task.ext))
     }
 
     // ---- Small accessors ----
 
     fn state(&self, tid: Tid) -> Option<State> {
-        self.tasks.get(&tid).map(|t| t.info.state)
+        self.tasks.get(tid).map(|t| t.info.state)
     }
 
     fn group_of(&self, tid: Tid) -> Option<Pid> {
-        self.tasks.get(&tid).map(|t| t.info.group)
+        self.tasks.get(tid).map(|t| t.info.group)
     }
 
     fn set_state(&mut self, tid: Tid, state: State) {
-        if let Some(t) = self.tasks.get_mut(&tid) {
+        if let Some(t) = self.tasks.get_mut(tid) {
             t.info.state = state;
         }
     }
 
     fn set_wake(&mut self, tid: Tid, why: WakeReason) {
-        if let Some(t) = self.tasks.get_mut(&tid) {
+        if let Some(t) = self.tasks.get_mut(tid) {
             t.info.wake = why;
         }
     }
@@ -815,43 +1312,88 @@ impl Scheduler {
     // ---- Consistency check ----
 
     /// Verifies every invariant of the module doc; Err describes the first
-    /// violation found. For tests and debugging: it walks everything.
+    /// violation found. For tests and debugging: it walks everything, and
+    /// allocates.
     pub fn check(&self) -> Result<(), String> {
-        self.check_records()?;
+        self.check_table()?;
         self.check_idle()?;
         self.check_current()?;
         self.check_run_queues()?;
         self.check_wait_queues()?;
         self.check_timers()?;
+        self.check_unused_links()?;
         self.check_waits()?;
         self.check_groups()
     }
 
-    fn check_records(&self) -> Result<(), String> {
-        if self.tasks.len() > self.max_tasks as usize {
-            return Err(format!("{} records over the bound", self.tasks.len()));
+    /// The tid entries and the record slots agree one to one, and the
+    /// slots without a record are exactly the chain of free ones.
+    fn check_table(&self) -> Result<(), String> {
+        let t = &self.tasks;
+        if t.len > self.max_tasks as usize {
+            return Err(format!("{} records over the bound", t.len));
         }
-        for (&tid, t) in &self.tasks {
-            if t.info.tid != tid {
-                return Err(format!("record {tid} says tid {}", t.info.tid));
+        if t.tids.len() > self.max_tasks as usize {
+            return Err(format!(
+                "tid entries up to {}, not below {}",
+                t.tids.len(),
+                self.max_tasks
+            ));
+        }
+        let mut owner: Vec<Option<Tid>> = alloc::vec![None; t.slots.len()];
+        for (tid, e) in t.tids.iter().enumerate() {
+            let Some(slot) = e.slot else { continue };
+            match t.slots.get(slot as usize) {
+                Some(Slot::Used(task)) if task.info.tid as usize == tid => {}
+                Some(Slot::Used(task)) => {
+                    return Err(format!("record of tid {tid} says tid {}", task.info.tid));
+                }
+                _ => {
+                    return Err(format!(
+                        "tid {tid} names slot {slot}, which holds no record"
+                    ));
+                }
             }
-            if tid >= self.max_tasks {
-                return Err(format!("tid {tid} not below {}", self.max_tasks));
+            if let Some(other) = owner[slot as usize].replace(tid as Tid) {
+                return Err(format!("tids {other} and {tid} share slot {slot}"));
             }
+        }
+        let owned = owner.iter().filter(|o| o.is_some()).count();
+        if owned != t.len {
+            return Err(format!("{owned} records named by tids, {} counted", t.len));
+        }
+        let mut free = alloc::vec![false; t.slots.len()];
+        let mut at = t.free;
+        while let Some(slot) = at {
+            let Some(Slot::Free(next)) = t.slots.get(slot as usize) else {
+                return Err(format!("free chain reaches slot {slot}, which is not free"));
+            };
+            if core::mem::replace(&mut free[slot as usize], true) {
+                return Err(format!("free chain runs through slot {slot} twice"));
+            }
+            at = *next;
+        }
+        let chained = free.iter().filter(|&&f| f).count();
+        if chained + t.len != t.slots.len() {
+            return Err(format!(
+                "{} slots, {} records, {chained} free: some are lost",
+                t.slots.len(),
+                t.len
+            ));
         }
         Ok(())
     }
 
     fn check_idle(&self) -> Result<(), String> {
-        let idle = self.tasks.get(&IDLE).ok_or("idle task missing")?;
+        let idle = self.tasks.get(IDLE).ok_or("idle task missing")?;
         if !matches!(idle.info.state, State::Ready | State::Running) {
             return Err(format!("idle is {:?}", idle.info.state));
         }
         if idle.info.group != IDLE || idle.info.priority != Priority::IDLE {
             return Err("idle's group or priority changed".to_string());
         }
-        if self.groups.get(&IDLE)
-            != Some(&Group {
+        if self.tasks.group(IDLE)
+            != (Group {
                 records: 1,
                 live: 1,
             })
@@ -878,21 +1420,61 @@ impl Scheduler {
         }
     }
 
+    /// Walks `list` through `chain`, checking that every link back matches
+    /// the link forward and that the tail is where the walk ends; returns
+    /// the tids in order.
+    fn check_list(&self, list: &List, chain: Chain) -> Result<Vec<Tid>, String> {
+        let mut tids = Vec::new();
+        let mut prev = None;
+        let mut at = list.head;
+        while let Some(tid) = at {
+            if tids.len() >= self.tasks.len {
+                return Err(format!("cycle through {tid}"));
+            }
+            let t = self
+                .tasks
+                .get(tid)
+                .ok_or(format!("{tid} is on it without a record"))?;
+            let link = t.link(chain);
+            if link.prev != prev {
+                return Err(format!("{tid} links back to {:?}, not {prev:?}", link.prev));
+            }
+            tids.push(tid);
+            prev = Some(tid);
+            at = link.next;
+        }
+        if list.tail != prev {
+            return Err(format!("ends at {prev:?}, tail says {:?}", list.tail));
+        }
+        Ok(tids)
+    }
+
     fn check_run_queues(&self) -> Result<(), String> {
         let mut queued = BTreeSet::new();
-        for (prio, queue) in &self.run {
-            if queue.is_empty() {
-                return Err(format!("empty run queue kept for {prio:?}"));
+        for (p, list) in self.run.lists.iter().enumerate() {
+            let tids = self
+                .check_list(list, Chain::Queue)
+                .map_err(|e| format!("run queue {p}: {e}"))?;
+            let busy = self.run.busy[p / 64] & (1 << (p % 64)) != 0;
+            if busy == tids.is_empty() {
+                return Err(format!("run queue {p} holds {tids:?}, bitmap says {busy}"));
             }
-            for &tid in queue {
+            for tid in tids {
                 if tid == IDLE || !queued.insert(tid) {
                     return Err(format!("{tid} queued twice, or idle queued"));
                 }
-                let t = self.tasks.get(&tid).ok_or(format!("queued {tid} gone"))?;
-                if t.info.state != State::Ready || t.info.priority != *prio {
-                    return Err(format!("{tid} on run queue {prio:?} is {:?}", t.info));
+                let t = self.task(tid).ok_or(format!("queued {tid} gone"))?;
+                if t.state != State::Ready || usize::from(t.priority.0) != p {
+                    return Err(format!("{tid} on run queue {p} is {t:?}"));
                 }
             }
+        }
+        if queued.len() != self.run.len {
+            return Err(format!(
+                "{} ready tasks queued, {} counted",
+                queued.len(),
+                self.run.len
+            ));
         }
         for tid in self.tids_where(|s| s == State::Ready) {
             if tid != IDLE && !queued.contains(&tid) {
@@ -904,14 +1486,29 @@ impl Scheduler {
 
     fn check_wait_queues(&self) -> Result<(), String> {
         let mut queued = BTreeSet::new();
-        for (&id, queue) in &self.queues {
-            let want = State::Blocked(Blocked::Queue(QueueId(id)));
-            for &tid in queue {
+        let mut free_slots = 0;
+        for (slot, (generation, entry)) in self.queues.slots.iter().enumerate() {
+            let QueueSlot::Live(list) = entry else {
+                free_slots += 1;
+                continue;
+            };
+            let id = QueueId {
+                slot: slot as u32,
+                generation: *generation,
+            };
+            let tids = self
+                .check_list(list, Chain::Queue)
+                .map_err(|e| format!("wait queue {slot}: {e}"))?;
+            let want = State::Blocked(Blocked::Queue(id));
+            for tid in tids {
                 if !queued.insert(tid) {
                     return Err(format!("{tid} on wait queues twice"));
                 }
                 if self.state(tid) != Some(want) {
-                    return Err(format!("{tid} on wait queue {id} is {:?}", self.state(tid)));
+                    return Err(format!(
+                        "{tid} on wait queue {slot} is {:?}",
+                        self.state(tid)
+                    ));
                 }
             }
         }
@@ -920,27 +1517,56 @@ impl Scheduler {
                 return Err(format!("{tid} is blocked on a queue but not on it"));
             }
         }
+        let mut seen = BTreeSet::new();
+        let mut at = self.queues.free;
+        while let Some(slot) = at {
+            let Some((_, QueueSlot::Free(next))) = self.queues.slots.get(slot as usize) else {
+                return Err(format!(
+                    "free queue chain reaches slot {slot}, which is not free"
+                ));
+            };
+            if !seen.insert(slot) {
+                return Err(format!("free queue chain runs through slot {slot} twice"));
+            }
+            at = *next;
+        }
+        if seen.len() != free_slots {
+            return Err(format!(
+                "{free_slots} free queue slots, {} chained",
+                seen.len()
+            ));
+        }
         Ok(())
     }
 
     fn check_timers(&self) -> Result<(), String> {
-        for &(d, tid) in &self.timers {
-            let t = self.tasks.get(&tid).ok_or(format!("timer of {tid} gone"))?;
-            if t.deadline != Some(d) {
-                return Err(format!("timer ({d}, {tid}) but deadline {:?}", t.deadline));
+        let tids = self
+            .check_list(&self.timers, Chain::Timer)
+            .map_err(|e| format!("timer list: {e}"))?;
+        let mut last = None;
+        for &tid in &tids {
+            let d = self
+                .tasks
+                .get(tid)
+                .and_then(|t| t.deadline)
+                .ok_or(format!("{tid} on the timer list without a deadline"))?;
+            if last.is_some_and(|l| l >= (d, tid)) {
+                return Err(format!("timer ({d}, {tid}) after {last:?}"));
             }
             if d <= self.now {
                 return Err(format!("timer of {tid} at {d} overdue at {}", self.now));
             }
+            last = Some((d, tid));
         }
-        for (&tid, t) in &self.tasks {
+        for t in self.tasks.iter() {
+            let tid = t.info.tid;
             let timed = match t.info.state {
                 State::Blocked(Blocked::Sleep) => t.deadline.is_some(),
                 State::Blocked(Blocked::Queue(_)) => true,
                 _ => t.deadline.is_none(),
             };
-            let in_set = t.deadline.is_none_or(|d| self.timers.contains(&(d, tid)));
-            if !timed || !in_set {
+            let listed = t.deadline.is_none() || tids.contains(&tid);
+            if !timed || !listed {
                 return Err(format!(
                     "{tid} is {:?} with deadline {:?}",
                     t.info.state, t.deadline
@@ -950,22 +1576,48 @@ impl Scheduler {
         Ok(())
     }
 
+    /// A task on no list has empty links, so that no stale link can splice
+    /// a list into another.
+    fn check_unused_links(&self) -> Result<(), String> {
+        for t in self.tasks.iter() {
+            let queued = match t.info.state {
+                State::Ready => t.info.tid != IDLE,
+                State::Blocked(Blocked::Queue(_)) => true,
+                _ => false,
+            };
+            if !queued && t.queue != Link::default() {
+                return Err(format!(
+                    "{} is on no queue but linked {:?}",
+                    t.info.tid, t.queue
+                ));
+            }
+            if t.deadline.is_none() && t.timer != Link::default() {
+                return Err(format!(
+                    "{} has no timer but linked {:?}",
+                    t.info.tid, t.timer
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Wait targets exist, are alive, in the waiter's group, and no chain
     /// of waits comes back to where it started.
     fn check_waits(&self) -> Result<(), String> {
-        for (&tid, t) in &self.tasks {
+        for t in self.tasks.iter() {
+            let tid = t.info.tid;
             let State::Blocked(Blocked::Wait(target)) = t.info.state else {
                 continue;
             };
             let tt = self
                 .tasks
-                .get(&target)
+                .get(target)
                 .ok_or(format!("{tid} waits for missing {target}"))?;
             if matches!(tt.info.state, State::Exited(_)) || tt.info.group != t.info.group {
                 return Err(format!("{tid} waits for {target}, which is {:?}", tt.info));
             }
             let mut at = target;
-            for _ in 0..=self.tasks.len() {
+            for _ in 0..=self.tasks.len {
                 match self.state(at) {
                     Some(State::Blocked(Blocked::Wait(next))) if next == tid => {
                         return Err(format!("wait cycle through {tid}"));
@@ -980,25 +1632,34 @@ impl Scheduler {
 
     fn check_groups(&self) -> Result<(), String> {
         let mut counted: BTreeMap<Pid, Group> = BTreeMap::new();
-        for t in self.tasks.values() {
+        for t in self.tasks.iter() {
             let g = counted.entry(t.info.group).or_default();
             g.records += 1;
             if !matches!(t.info.state, State::Exited(_)) {
                 g.live += 1;
             }
         }
-        if counted != self.groups {
-            return Err(format!(
-                "group counts {:?}, records say {counted:?}",
-                self.groups
-            ));
+        let kept: BTreeMap<Pid, Group> = self.groups().collect();
+        if counted != kept {
+            return Err(format!("group counts {kept:?}, records say {counted:?}"));
         }
         Ok(())
     }
 
+    /// Every group kept, by pid: those with records, and any count left
+    /// behind where there should be none.
+    fn groups(&self) -> impl Iterator<Item = (Pid, Group)> + '_ {
+        self.tasks
+            .tids
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.group != Group::default())
+            .map(|(pid, e)| (pid as Pid, e.group))
+    }
+
     fn tids_where(&self, f: impl Fn(State) -> bool) -> Vec<Tid> {
         self.tasks
-            .values()
+            .iter()
             .filter(|t| f(t.info.state))
             .map(|t| t.info.tid)
             .collect()
@@ -1006,972 +1667,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::Rng;
-
-    const N: Priority = Priority::NORMAL;
-
-    fn ok(s: &Scheduler) {
-        if let Err(e) = s.check() {
-            panic!("invariant broken: {e}");
-        }
-    }
-
-    fn state(s: &Scheduler, tid: Tid) -> State {
-        s.task(tid).unwrap().state
-    }
-
-    fn sw(from: Tid, to: Tid) -> Option<Switch> {
-        Some(Switch { from, to })
-    }
-
-    /// Ticks at 1 ns steps until the tick asks for preemption, then
-    /// schedules; returns the new current task.
-    fn run_slice(s: &mut Scheduler, now: &mut u64) -> Tid {
-        for _ in 0..100 {
-            *now += 1;
-            if s.tick(*now) {
-                s.schedule();
-                ok(s);
-                return s.current();
-            }
-        }
-        panic!("never preempted");
-    }
-
-    #[test]
-    fn boots_with_idle_and_main() {
-        let s = Scheduler::new(5);
-        ok(&s);
-        assert_eq!(s.current(), BOOT);
-        let main = s.task(BOOT).unwrap();
-        assert_eq!(
-            (main.name.as_str(), main.group, main.priority),
-            ("main", BOOT, N)
-        );
-        assert_eq!(main.state, State::Running);
-        let idle = s.task(IDLE).unwrap();
-        assert_eq!((idle.priority, idle.state), (Priority::IDLE, State::Ready));
-        assert_eq!(s.counts(), (2, 0));
-        assert_eq!(s.live_in_group(BOOT), 1);
-        let tids: Vec<Tid> = s.tasks().map(|t| t.tid).collect();
-        assert_eq!(tids, [0, 1]);
-    }
-
-    #[test]
-    fn round_robin_among_equal_tasks() {
-        let mut s = Scheduler::new(2);
-        let a = s.spawn("a", None, N, false).unwrap();
-        let b = s.spawn("b", None, N, false).unwrap();
-        let mut now = 0;
-        let order: Vec<Tid> = (0..9).map(|_| run_slice(&mut s, &mut now)).collect();
-        assert_eq!(order, [a, b, BOOT, a, b, BOOT, a, b, BOOT]);
-        // Each had the CPU for 3 slices of 2 ticks, the first slice of main
-        // included; the 9th switch came at tick 18.
-        for tid in [BOOT, a, b] {
-            assert_eq!(s.task(tid).unwrap().cpu_ticks, 6, "task {tid}");
-        }
-        assert_eq!(s.task(IDLE).unwrap().cpu_ticks, 0);
-    }
-
-    #[test]
-    fn tick_preempts_only_after_the_slice() {
-        let mut s = Scheduler::new(3);
-        // Alone: the slice running out changes nothing.
-        for t in 1..10 {
-            assert!(!s.tick(t));
-        }
-        let a = s.spawn("a", None, N, false).unwrap();
-        // The slice is long used up, so an equal task preempts at once.
-        assert!(s.tick(10));
-        assert_eq!(s.schedule(), sw(BOOT, a));
-        assert!(!s.tick(11));
-        assert!(!s.tick(12));
-        assert!(s.tick(13));
-        // A lower task never preempts, slice or not.
-        let mut s = Scheduler::new(1);
-        s.spawn("low", None, Priority::LOW, false).unwrap();
-        for t in 1..5 {
-            assert!(!s.tick(t));
-        }
-        assert_eq!(s.schedule(), None, "main is picked again over a lower task");
-        ok(&s);
-    }
-
-    #[test]
-    fn higher_priority_preempts_on_wake() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let hi = s.spawn("hi", None, Priority::HIGH, false).unwrap();
-        assert!(s.should_preempt());
-        assert_eq!(s.schedule(), sw(BOOT, hi));
-        assert!(!s.should_preempt(), "main is lower");
-        assert_eq!(s.block_current(q, None), Ok(sw(hi, BOOT)));
-        assert!(!s.should_preempt());
-        // Waking it preempts main at once, before main's slice is over.
-        assert_eq!(s.wake_one(q), Some(hi));
-        assert_eq!(s.current(), BOOT, "waking does not switch");
-        assert!(s.should_preempt());
-        assert!(s.tick(1));
-        assert_eq!(s.schedule(), sw(BOOT, hi));
-        // While it runs, main never gets the CPU.
-        for t in 2..20 {
-            assert!(!s.tick(t));
-            assert_eq!(s.schedule(), None);
-        }
-        ok(&s);
-    }
-
-    #[test]
-    fn idle_runs_only_when_nothing_is_ready() {
-        let mut s = Scheduler::new(1);
-        let low = s.spawn("low", None, Priority::IDLE, false).unwrap();
-        // A task at idle's priority still beats idle.
-        assert_eq!(s.sleep_current(10), sw(BOOT, low));
-        assert_eq!(s.sleep_current(10), sw(low, IDLE));
-        assert_eq!(s.schedule(), None, "nothing else to run");
-        assert!(!s.should_preempt());
-        assert!(!s.tick(5));
-        assert!(s.tick(10), "both woke; idle yields to anyone");
-        assert_eq!(s.schedule(), sw(IDLE, BOOT));
-        assert_eq!(state(&s, IDLE), State::Ready);
-        assert_eq!(s.task(IDLE).unwrap().cpu_ticks, 2);
-        ok(&s);
-    }
-
-    #[test]
-    fn yield_gives_way_to_equals_only() {
-        let mut s = Scheduler::new(10);
-        let low = s.spawn("low", None, Priority::LOW, false).unwrap();
-        assert_eq!(s.yield_now(), None, "a lower task does not get the CPU");
-        let a = s.spawn("a", None, N, false).unwrap();
-        assert_eq!(s.yield_now(), sw(BOOT, a));
-        assert_eq!(s.yield_now(), sw(a, BOOT));
-        s.exit_current(0).unwrap();
-        s.exit_current(0).unwrap();
-        assert_eq!(s.current(), low);
-        ok(&s);
-    }
-
-    #[test]
-    fn sleep_wakes_exactly_at_the_deadline() {
-        let mut s = Scheduler::new(100);
-        s.tick(1000);
-        assert_eq!(s.sleep_current(1500), sw(BOOT, IDLE));
-        assert_eq!(state(&s, BOOT), State::Blocked(Blocked::Sleep));
-        for t in [1001, 1200, 1499] {
-            assert!(!s.tick(t), "woke early at {t}");
-            assert_eq!(state(&s, BOOT), State::Blocked(Blocked::Sleep));
-        }
-        assert!(s.tick(1500));
-        assert_eq!(state(&s, BOOT), State::Ready);
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::TimedOut);
-        assert_eq!(s.schedule(), sw(IDLE, BOOT));
-        // A clock going backwards does not make a deadline pending again.
-        assert_eq!(s.sleep_current(1600), sw(BOOT, IDLE));
-        s.tick(1700);
-        s.tick(1000);
-        assert_eq!(state(&s, BOOT), State::Ready);
-        ok(&s);
-    }
-
-    #[test]
-    fn past_deadlines_do_not_block() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        s.tick(50);
-        assert_eq!(s.sleep_current(50), None);
-        assert_eq!(s.sleep_current(10), None);
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::TimedOut);
-        assert_eq!(s.block_current(q, Some(50)), Ok(None));
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::TimedOut);
-        assert_eq!(state(&s, BOOT), State::Running);
-        ok(&s);
-    }
-
-    #[test]
-    fn request_kill_wakes_a_blocked_task_which_then_never_blocks() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let a = s.spawn("a", None, N, false).unwrap();
-        assert_eq!(s.schedule(), sw(BOOT, a));
-        assert_eq!(s.block_current(q, None), Ok(sw(a, BOOT)));
-        s.request_kill(a, 137).unwrap();
-        s.request_kill(a, 1).unwrap();
-        assert_eq!(state(&s, a), State::Ready, "woken to exit by itself");
-        assert_eq!(s.task(a).unwrap().wake, WakeReason::Killed);
-        assert_eq!(s.kill_pending(a), Some(137), "the first status wins");
-        assert_eq!(s.wake_one(q), None, "it left the queue");
-        // Main has no kill: it blocks, and a runs.
-        assert_eq!(s.block_current(q, None), Ok(sw(BOOT, a)));
-        ok(&s);
-        // Once running, a killed task can neither block, sleep nor wait.
-        assert_eq!(s.block_current(q, None), Ok(None));
-        assert_eq!(s.sleep_current(1_000), None);
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::Interrupted));
-        let t = s.spawn("t", Some(a), N, false).unwrap();
-        assert_eq!(s.wait_for(t), Err(SchedError::Interrupted));
-        assert_eq!(state(&s, a), State::Running);
-        // It exits with the status it was asked for.
-        assert_eq!(s.exit_current(137).map(|x| x.from), Ok(a));
-        assert_eq!(state(&s, a), State::Exited(137));
-        assert_eq!(s.request_kill(a, 9), Ok(()), "zombies are left alone");
-        assert_eq!(s.kill_pending(a), Some(137));
-        assert_eq!(s.request_kill(IDLE, 9), Err(SchedError::IdleTask));
-        assert_eq!(s.request_kill(999, 9), Err(SchedError::NoSuchTask));
-        ok(&s);
-    }
-
-    #[test]
-    fn request_kill_leaves_ready_and_running_tasks_in_place() {
-        let mut s = Scheduler::new(100);
-        let a = s.spawn("a", None, N, false).unwrap();
-        s.request_kill(a, 9).unwrap();
-        assert_eq!(state(&s, a), State::Ready);
-        s.request_kill(BOOT, 9).unwrap();
-        assert_eq!(state(&s, BOOT), State::Running);
-        assert_eq!(s.kill_pending(BOOT), Some(9));
-        ok(&s);
-    }
-
-    #[test]
-    fn block_times_out_or_is_woken() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let a = s.spawn("a", None, N, false).unwrap();
-        // Main blocks with a timeout nobody beats.
-        assert_eq!(s.block_current(q, Some(100)), Ok(sw(BOOT, a)));
-        assert_eq!(state(&s, BOOT), State::Blocked(Blocked::Queue(q)));
-        s.tick(99);
-        assert_eq!(state(&s, BOOT), State::Blocked(Blocked::Queue(q)));
-        s.tick(100);
-        assert_eq!(state(&s, BOOT), State::Ready);
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::TimedOut);
-        assert_eq!(s.wake_one(q), None, "it left the queue");
-        // Now a wakes it first; the deadline passing later changes nothing.
-        assert_eq!(s.schedule(), sw(a, BOOT));
-        assert_eq!(s.block_current(q, Some(200)), Ok(sw(BOOT, a)));
-        assert_eq!(s.wake_one(q), Some(BOOT));
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::Woken);
-        assert!(s.timers.is_empty(), "the timer went with the wake");
-        s.tick(300);
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::Woken);
-        ok(&s);
-    }
-
-    #[test]
-    fn wake_one_is_fifo_and_wake_all_counts() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let a = s.spawn("a", None, N, false).unwrap();
-        let b = s.spawn("b", None, N, false).unwrap();
-        s.block_current(q, None).unwrap(); // main, then a, then b
-        s.block_current(q, None).unwrap();
-        s.block_current(q, None).unwrap();
-        assert_eq!(s.current(), IDLE);
-        assert_eq!(s.wake_one(q), Some(BOOT));
-        assert_eq!(s.wake_one(q), Some(a));
-        assert_eq!(s.schedule(), sw(IDLE, BOOT));
-        assert_eq!(s.block_current(q, None), Ok(sw(BOOT, a)));
-        assert_eq!(s.wake_all(q), 2, "b, then main");
-        assert_eq!(s.wake_all(q), 0);
-        assert_eq!(s.run.get(&N).unwrap(), &VecDeque::from([b, BOOT]));
-        ok(&s);
-    }
-
-    #[test]
-    fn freeing_a_queue_wakes_its_waiters() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let other = s.new_queue();
-        assert_ne!(q, other);
-        s.spawn("a", None, N, false).unwrap();
-        s.block_current(q, Some(1000)).unwrap();
-        s.block_current(q, None).unwrap();
-        s.free_queue(q);
-        assert_eq!(s.counts(), (3, 2));
-        assert!(s.tasks().all(|t| t.wake == WakeReason::Woken));
-        assert_eq!(s.schedule(), sw(IDLE, BOOT));
-        assert_eq!(s.block_current(q, None), Err(SchedError::NoSuchQueue));
-        assert_eq!(s.wake_one(q), None);
-        assert_eq!(s.wake_all(q), 0);
-        s.free_queue(q); // twice: nothing
-        ok(&s);
-    }
-
-    #[test]
-    fn wait_for_an_exited_task_returns_status_and_reaps() {
-        let mut s = Scheduler::new(100);
-        let t = s.spawn("t", Some(BOOT), N, true).unwrap();
-        assert_eq!(s.yield_now(), sw(BOOT, t));
-        assert_eq!(s.exit_current(42), Ok(Switch { from: t, to: BOOT }));
-        assert_eq!(state(&s, t), State::Exited(42));
-        assert_eq!(s.live_in_group(BOOT), 1);
-        assert_eq!(s.wait_for(t), Ok(WaitResult::Exited(42)));
-        assert!(s.task(t).is_none());
-        assert_eq!(s.wait_for(t), Err(SchedError::NoSuchTask));
-        assert_eq!(s.counts(), (2, 0));
-        ok(&s);
-    }
-
-    #[test]
-    fn wait_for_blocks_until_the_exit() {
-        let mut s = Scheduler::new(100);
-        let t = s.spawn("t", Some(BOOT), N, true).unwrap();
-        assert_eq!(s.wait_for(t), Ok(WaitResult::Blocked(sw(BOOT, t))));
-        assert_eq!(state(&s, BOOT), State::Blocked(Blocked::Wait(t)));
-        for now in 1..50 {
-            s.tick(now);
-            assert_eq!(s.schedule(), None, "the waiter stays blocked");
-        }
-        assert_eq!(s.exit_current(7), Ok(Switch { from: t, to: BOOT }));
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::Woken);
-        assert_eq!(s.wait_for(t), Ok(WaitResult::Exited(7)));
-        ok(&s);
-    }
-
-    #[test]
-    fn wait_for_errors() {
-        let mut s = Scheduler::new(100);
-        let stranger = s.spawn("x", None, N, false).unwrap();
-        let t = s.spawn("t", Some(BOOT), N, false).unwrap();
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::WouldDeadlock));
-        assert_eq!(s.wait_for(stranger), Err(SchedError::NotInGroup));
-        assert_eq!(s.wait_for(IDLE), Err(SchedError::NotInGroup));
-        assert_eq!(s.wait_for(999), Err(SchedError::NoSuchTask));
-        assert_eq!(s.wait_for(u32::MAX), Err(SchedError::NoSuchTask));
-        // Main waits for t, so t waiting for main would never end.
-        assert_eq!(s.wait_for(t), Ok(WaitResult::Blocked(sw(BOOT, stranger))));
-        s.exit_current(0).unwrap();
-        assert_eq!(s.current(), t);
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::WouldDeadlock));
-        s.kill(stranger, 9).unwrap(); // a zombie: no effect
-        assert_eq!(state(&s, stranger), State::Exited(0));
-        s.exit_current(0).unwrap();
-        assert_eq!(s.current(), BOOT);
-        s.exit_current(0).unwrap();
-        assert_eq!(s.current(), IDLE);
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::IdleTask));
-        ok(&s);
-        // A longer chain: main waits for a, a for b; b may wait for neither.
-        let mut s = Scheduler::new(100);
-        let a = s.spawn("a", Some(BOOT), N, false).unwrap();
-        let b = s.spawn("b", Some(BOOT), N, false).unwrap();
-        assert_eq!(s.wait_for(a), Ok(WaitResult::Blocked(sw(BOOT, a))));
-        assert_eq!(s.wait_for(b), Ok(WaitResult::Blocked(sw(a, b))));
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::WouldDeadlock));
-        assert_eq!(s.wait_for(a), Err(SchedError::WouldDeadlock));
-        ok(&s);
-    }
-
-    #[test]
-    fn kill_of_a_blocked_task_leaves_its_queue_and_wakes_waiters() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let a = s.spawn("a", Some(BOOT), N, false).unwrap();
-        let b = s.spawn("b", Some(BOOT), N, false).unwrap();
-        // main waits for a; a blocks on q with a timeout; b runs.
-        s.wait_for(a).unwrap();
-        assert_eq!(s.block_current(q, Some(500)), Ok(sw(a, b)));
-        s.kill(a, -9).unwrap();
-        assert_eq!(state(&s, a), State::Exited(-9));
-        assert_eq!(s.task(a).unwrap().wake, WakeReason::Killed);
-        assert!(s.queues[&q.0].is_empty());
-        assert!(s.timers.is_empty());
-        assert_eq!(state(&s, BOOT), State::Ready, "the waiter woke");
-        assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::Woken);
-        assert_eq!(s.wake_one(q), None);
-        s.tick(600); // the old deadline: nothing happens
-        assert_eq!(state(&s, a), State::Exited(-9));
-        assert_eq!(s.live_in_group(BOOT), 2);
-        assert_eq!(s.yield_now(), sw(b, BOOT));
-        assert_eq!(s.wait_for(a), Ok(WaitResult::Exited(-9)));
-        ok(&s);
-    }
-
-    #[test]
-    fn kill_of_ready_and_sleeping_tasks() {
-        let mut s = Scheduler::new(100);
-        let a = s.spawn("a", None, N, false).unwrap();
-        let b = s.spawn("b", None, N, false).unwrap();
-        s.kill(a, 1).unwrap();
-        assert_eq!(s.counts(), (4, 1));
-        assert_eq!(s.yield_now(), sw(BOOT, b), "a is skipped");
-        assert_eq!(s.sleep_current(1000), sw(b, BOOT));
-        s.kill(b, 2).unwrap();
-        assert!(s.timers.is_empty());
-        assert_eq!(s.reap(a), Ok(1));
-        assert_eq!(s.reap(b), Ok(2));
-        assert_eq!(s.counts(), (2, 0));
-        ok(&s);
-    }
-
-    #[test]
-    fn killed_current_task_is_never_picked_again() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        let a = s.spawn("a", Some(BOOT), N, false).unwrap();
-        s.kill(BOOT, 139).unwrap();
-        assert_eq!(s.current(), BOOT);
-        ok(&s); // no task is running, which check() allows just now
-        assert!(s.should_preempt());
-        assert!(s.tick(1));
-        // Calls on its behalf don't revive or block it; reaping waits.
-        assert_eq!(s.reap(BOOT), Err(SchedError::NotExited));
-        assert_eq!(s.exit_current(0), Ok(Switch { from: BOOT, to: a }));
-        assert_eq!(state(&s, BOOT), State::Exited(139), "the kill status stays");
-        // Same for a second task, through schedule.
-        s.kill(a, 1).unwrap();
-        assert_eq!(s.block_current(q, None), Ok(sw(a, IDLE)));
-        assert!(s.queues[&q.0].is_empty());
-        assert_eq!(s.reap(a), Ok(1));
-        assert_eq!(s.reap(BOOT), Ok(139));
-        assert_eq!(s.schedule(), None);
-        assert_eq!(s.live_in_group(BOOT), 0);
-        ok(&s);
-        // And plain schedule() after killing the current task.
-        let mut s = Scheduler::new(100);
-        s.kill(BOOT, 3).unwrap();
-        assert_eq!(s.schedule(), sw(BOOT, IDLE));
-        assert_eq!(s.schedule(), None);
-        ok(&s);
-    }
-
-    #[test]
-    fn tids_are_not_reused_while_records_exist() {
-        let mut s = Scheduler::with_max_tasks(100, 6);
-        let a = s.spawn("a", None, N, false).unwrap();
-        let b = s.spawn("b", None, N, false).unwrap();
-        let c = s.spawn("c", None, N, false).unwrap();
-        let d = s.spawn("d", None, N, false).unwrap();
-        assert_eq!([a, b, c, d], [2, 3, 4, 5]);
-        assert_eq!(s.spawn("e", None, N, false), Err(SchedError::TooManyTasks));
-        // A zombie keeps its tid.
-        s.kill(b, 0).unwrap();
-        assert_eq!(s.spawn("e", None, N, false), Err(SchedError::TooManyTasks));
-        assert_eq!(s.reap(b), Ok(0));
-        // Freed now, and found by the cyclic search from the top.
-        assert_eq!(s.spawn("e", None, N, false), Ok(b));
-        // A thread of group c outliving c keeps pid c taken.
-        s.kill(d, 0).unwrap();
-        s.reap(d).unwrap();
-        let t = s.spawn("t", Some(c), N, false).unwrap();
-        assert_eq!(t, d);
-        s.kill(c, 0).unwrap();
-        s.reap(c).unwrap();
-        assert_eq!(s.live_in_group(c), 1);
-        assert_eq!(s.spawn("x", None, N, false), Err(SchedError::TooManyTasks));
-        s.kill(t, 0).unwrap();
-        s.reap(t).unwrap();
-        assert_eq!(s.spawn("x", None, N, false), Ok(c));
-        ok(&s);
-    }
-
-    #[test]
-    fn too_many_tasks_at_the_default_bound() {
-        let mut s = Scheduler::new(100);
-        for i in 2..MAX_TASKS {
-            assert_eq!(s.spawn("t", None, N, false), Ok(i));
-        }
-        assert_eq!(s.spawn("t", None, N, false), Err(SchedError::TooManyTasks));
-        assert_eq!(s.counts(), (MAX_TASKS as usize, MAX_TASKS as usize - 2));
-        s.kill(77, 0).unwrap();
-        s.reap(77).unwrap();
-        assert_eq!(s.spawn("t", None, N, false), Ok(77));
-        ok(&s);
-    }
-
-    #[test]
-    fn idle_task_refuses_kill_exit_block() {
-        let mut s = Scheduler::new(100);
-        let q = s.new_queue();
-        assert_eq!(s.kill(IDLE, 0), Err(SchedError::IdleTask));
-        assert_eq!(s.reap(IDLE), Err(SchedError::IdleTask));
-        assert_eq!(
-            s.spawn("x", Some(IDLE), N, false),
-            Err(SchedError::IdleTask)
-        );
-        s.exit_current(0).unwrap();
-        assert_eq!(s.current(), IDLE);
-        assert_eq!(s.exit_current(0), Err(SchedError::IdleTask));
-        assert_eq!(s.block_current(q, None), Err(SchedError::IdleTask));
-        assert_eq!(s.block_current(q, Some(5)), Err(SchedError::IdleTask));
-        assert_eq!(s.wait_for(BOOT), Err(SchedError::IdleTask));
-        assert_eq!(s.sleep_current(1000), None);
-        assert_eq!(state(&s, IDLE), State::Running);
-        ok(&s);
-    }
-
-    #[test]
-    fn bad_tids_and_groups_are_errors() {
-        let mut s = Scheduler::new(100);
-        for tid in [2, 99, MAX_TASKS, u32::MAX] {
-            assert_eq!(s.kill(tid, 0), Err(SchedError::NoSuchTask));
-            assert_eq!(s.reap(tid), Err(SchedError::NoSuchTask));
-            assert_eq!(s.wait_for(tid), Err(SchedError::NoSuchTask));
-            assert_eq!(
-                s.spawn("x", Some(tid), N, false),
-                Err(SchedError::NoSuchTask)
-            );
-            assert!(s.task(tid).is_none());
-            assert_eq!(s.live_in_group(tid), 0);
-        }
-        assert_eq!(s.reap(BOOT), Err(SchedError::NotExited));
-        // A group whose threads all exited takes no new ones.
-        let g = s.spawn("g", None, N, false).unwrap();
-        s.kill(g, 0).unwrap();
-        assert_eq!(s.spawn("x", Some(g), N, false), Err(SchedError::NoSuchTask));
-        assert_eq!(s.kill(g, 5), Ok(()), "killing a zombie is harmless");
-        assert_eq!(s.reap(g), Ok(0), "and keeps the first status");
-        ok(&s);
-    }
-
-    #[test]
-    fn groups_count_live_tasks() {
-        let mut s = Scheduler::new(100);
-        let p = s.spawn("p", None, N, true).unwrap();
-        let t1 = s.spawn("t1", Some(p), N, true).unwrap();
-        let t2 = s.spawn("t2", Some(p), N, true).unwrap();
-        assert_eq!(s.task(t2).unwrap().group, p);
-        assert!(s.task(t2).unwrap().user);
-        assert_eq!(s.live_in_group(p), 3);
-        s.kill(t1, 0).unwrap();
-        assert_eq!(s.live_in_group(p), 2);
-        s.kill(p, 0).unwrap();
-        s.reap(p).unwrap();
-        assert_eq!(s.live_in_group(p), 1);
-        assert_eq!(
-            s.spawn("t3", Some(p), N, true)
-                .map(|t| s.task(t).unwrap().group),
-            Ok(p)
-        );
-        ok(&s);
-    }
-
-    /// check() must notice broken state, or the random test proves nothing.
-    #[test]
-    fn check_detects_corruption() {
-        let fresh = || {
-            let mut s = Scheduler::new(10);
-            let q = s.new_queue();
-            s.spawn("a", Some(BOOT), N, false).unwrap();
-            s.spawn("b", None, N, false).unwrap();
-            s.block_current(q, Some(100)).unwrap();
-            ok(&s);
-            (s, q)
-        };
-        type Corrupt = fn(&mut Scheduler, QueueId);
-        let corruptions: [(&str, Corrupt); 9] = [
-            ("two running", |s, _| s.set_state(3, State::Running)),
-            ("ready off queue", |s, _| s.run.clear()),
-            ("queued twice", |s, _| {
-                s.run.get_mut(&N).unwrap().push_back(3)
-            }),
-            ("idle queued", |s, _| {
-                s.run.get_mut(&N).unwrap().push_back(IDLE)
-            }),
-            ("lost waiter", |s, q| {
-                s.queues.get_mut(&q.0).unwrap().clear()
-            }),
-            ("lost timer", |s, _| s.timers.clear()),
-            ("exited on queue", |s, _| s.set_state(3, State::Exited(0))),
-            ("group count", |s, _| {
-                s.groups.get_mut(&BOOT).unwrap().live = 5
-            }),
-            ("idle exited", |s, _| s.set_state(IDLE, State::Exited(0))),
-        ];
-        for (what, corrupt) in corruptions {
-            let (mut s, q) = fresh();
-            corrupt(&mut s, q);
-            assert!(s.check().is_err(), "check missed: {what}");
-        }
-    }
-
-    // ---- Random operations ----
-
-    /// What a step needs to know about the state before it.
-    struct Before {
-        current: Tid,
-        states: BTreeMap<Tid, State>,
-        groups: BTreeMap<Pid, Group>,
-        /// Index of each ready task in its run queue.
-        positions: BTreeMap<Tid, usize>,
-    }
-
-    impl Before {
-        fn of(s: &Scheduler) -> Before {
-            let mut positions = BTreeMap::new();
-            for queue in s.run.values() {
-                for (i, &tid) in queue.iter().enumerate() {
-                    positions.insert(tid, i);
-                }
-            }
-            Before {
-                current: s.current(),
-                states: s.tasks().map(|t| (t.tid, t.state)).collect(),
-                groups: s.groups.clone(),
-                positions,
-            }
-        }
-    }
-
-    /// The random test's world: the scheduler and what it was handed.
-    struct World {
-        s: Scheduler,
-        rng: Rng,
-        now: u64,
-        queues: Vec<QueueId>,
-        freed: Vec<QueueId>,
-    }
-
-    /// Small enough that random spawns reach the bound now and then.
-    const RANDOM_MAX_TASKS: u32 = 20;
-
-    impl World {
-        fn new(seed: u64) -> World {
-            World {
-                s: Scheduler::with_max_tasks(3, RANDOM_MAX_TASKS),
-                rng: Rng(seed),
-                now: 0,
-                queues: Vec::new(),
-                freed: Vec::new(),
-            }
-        }
-
-        /// A tid worth trying: usually a record, sometimes junk.
-        fn some_tid(&mut self) -> Tid {
-            let tids: Vec<Tid> = self.s.tasks().map(|t| t.tid).collect();
-            match self.rng.below(10) {
-                0 => self.rng.next() as u32,
-                1 => self.rng.below(u64::from(self.s.max_tasks) + 2) as u32,
-                _ => tids[self.rng.below(tids.len() as u64) as usize],
-            }
-        }
-
-        fn some_queue(&mut self) -> Option<QueueId> {
-            if !self.freed.is_empty() && self.rng.chance(5) {
-                return Some(self.freed[self.rng.below(self.freed.len() as u64) as usize]);
-            }
-            if self.queues.is_empty() {
-                return None;
-            }
-            Some(self.queues[self.rng.below(self.queues.len() as u64) as usize])
-        }
-
-        fn deadline(&mut self) -> u64 {
-            // Sometimes in the past, to exercise the no-block path.
-            (self.now + self.rng.below(400)).saturating_sub(20)
-        }
-
-        /// Runs one random operation, checking its own result. Returns the
-        /// switch it made, and whether it dispatched (so the best task
-        /// must now be running).
-        fn step(&mut self, b: &Before) -> (Option<Switch>, bool) {
-            let me = b.current;
-            let alive = b.states[&me] == State::Running;
-            match self.rng.below(16) {
-                0 | 1 => {
-                    self.spawn(b);
-                    (None, false)
-                }
-                2 | 3 => {
-                    self.now += self.rng.below(60);
-                    self.s.tick(self.now);
-                    self.check_tick(b);
-                    (None, false)
-                }
-                4 | 5 => (self.s.schedule(), true),
-                6 => (self.s.yield_now(), true),
-                7 => {
-                    let until = self.deadline();
-                    let r = self.s.sleep_current(until);
-                    if me != IDLE && alive {
-                        assert_eq!(r.is_some(), until > self.s.now);
-                    }
-                    (r, r.is_some())
-                }
-                8 => {
-                    if self.queues.len() < 6 {
-                        self.queues.push(self.s.new_queue());
-                    } else if self.rng.chance(20) {
-                        let i = self.rng.below(self.queues.len() as u64) as usize;
-                        let q = self.queues.swap_remove(i);
-                        self.s.free_queue(q);
-                        self.freed.push(q);
-                    }
-                    (None, false)
-                }
-                9 => {
-                    let Some(q) = self.some_queue() else {
-                        return (None, false);
-                    };
-                    let deadline = self.rng.chance(50).then(|| self.deadline());
-                    match self.s.block_current(q, deadline) {
-                        Ok(r) => (r, r.is_some()),
-                        Err(SchedError::IdleTask) => {
-                            assert_eq!(me, IDLE);
-                            (None, false)
-                        }
-                        Err(e) => {
-                            assert_eq!(e, SchedError::NoSuchQueue);
-                            assert!(self.freed.contains(&q));
-                            (None, false)
-                        }
-                    }
-                }
-                10 | 11 => {
-                    self.wake();
-                    (None, false)
-                }
-                12 => self.kill(b),
-                13 => match self.s.exit_current(self.rng.below(256) as i64) {
-                    Ok(switch) => (Some(switch), true),
-                    Err(e) => {
-                        assert_eq!((e, me), (SchedError::IdleTask, IDLE));
-                        (None, false)
-                    }
-                },
-                14 => self.wait(b),
-                _ => {
-                    self.reap(b);
-                    (None, false)
-                }
-            }
-        }
-
-        fn spawn(&mut self, b: &Before) {
-            let group = match self.rng.below(3) {
-                0 => None,
-                1 => self.s.task(b.current).map(|t| t.group),
-                _ => Some(self.some_tid()),
-            };
-            let prio = Priority(self.rng.below(5) as u8);
-            match self.s.spawn("r", group, prio, self.rng.chance(50)) {
-                Ok(tid) => {
-                    assert!(!b.states.contains_key(&tid), "tid {tid} reused");
-                    assert!(!b.groups.contains_key(&tid), "pid {tid} reused");
-                    let t = self.s.task(tid).unwrap();
-                    assert_eq!(t.group, group.unwrap_or(tid));
-                    assert_eq!(t.state, State::Ready);
-                }
-                Err(SchedError::TooManyTasks) => {
-                    let free = (1..self.s.max_tasks)
-                        .any(|t| !b.states.contains_key(&t) && !b.groups.contains_key(&t));
-                    assert!(!free, "TooManyTasks with a free tid");
-                }
-                Err(SchedError::IdleTask) => assert_eq!(group, Some(IDLE)),
-                Err(e) => {
-                    assert_eq!(e, SchedError::NoSuchTask);
-                    let live = group.and_then(|g| b.groups.get(&g)).map_or(0, |g| g.live);
-                    assert_eq!(live, 0);
-                }
-            }
-        }
-
-        fn check_tick(&self, b: &Before) {
-            for t in self.s.tasks() {
-                if matches!(
-                    b.states[&t.tid],
-                    State::Blocked(Blocked::Sleep | Blocked::Queue(_))
-                ) && t.state == State::Ready
-                {
-                    assert_eq!(t.wake, WakeReason::TimedOut, "task {}", t.tid);
-                }
-            }
-        }
-
-        fn wake(&mut self) {
-            let Some(q) = self.some_queue() else { return };
-            if self.rng.chance(50) {
-                if let Some(tid) = self.s.wake_one(q) {
-                    let t = self.s.task(tid).unwrap();
-                    assert_eq!((t.state, t.wake), (State::Ready, WakeReason::Woken));
-                }
-            } else {
-                self.s.wake_all(q);
-                assert!(self.s.queues.get(&q.0).is_none_or(VecDeque::is_empty));
-            }
-        }
-
-        fn kill(&mut self, b: &Before) -> (Option<Switch>, bool) {
-            let tid = self.some_tid();
-            let status = self.rng.below(1000) as i64;
-            match self.s.kill(tid, status) {
-                Ok(()) => {
-                    let t = self.s.task(tid).unwrap();
-                    if matches!(b.states[&tid], State::Exited(_)) {
-                        assert_eq!(t.state, b.states[&tid]);
-                    } else {
-                        assert_eq!(
-                            (t.state, t.wake),
-                            (State::Exited(status), WakeReason::Killed)
-                        );
-                        for w in self.s.tasks() {
-                            if b.states[&w.tid] == State::Blocked(Blocked::Wait(tid)) {
-                                assert_eq!((w.state, w.wake), (State::Ready, WakeReason::Woken));
-                            }
-                        }
-                    }
-                    if tid == b.current {
-                        // As the booted kernel must.
-                        let r = self.s.schedule();
-                        assert!(r.is_some(), "schedule kept a killed task");
-                        return (r, true);
-                    }
-                }
-                Err(SchedError::IdleTask) => assert_eq!(tid, IDLE),
-                Err(e) => {
-                    assert_eq!(e, SchedError::NoSuchTask);
-                    assert!(!b.states.contains_key(&tid));
-                }
-            }
-            (None, false)
-        }
-
-        fn wait(&mut self, b: &Before) -> (Option<Switch>, bool) {
-            let target = self.some_tid();
-            let me = b.current;
-            let my_group = self.s.task(me).map(|t| t.group);
-            match self.s.wait_for(target) {
-                Ok(WaitResult::Exited(status)) => {
-                    assert_eq!(b.states[&target], State::Exited(status));
-                    assert!(self.s.task(target).is_none());
-                    (None, false)
-                }
-                Ok(WaitResult::Blocked(r)) => {
-                    assert!(r.is_some(), "waiting must switch away");
-                    (r, true)
-                }
-                Err(e) => {
-                    let expected = if me == IDLE {
-                        SchedError::IdleTask
-                    } else if target == me {
-                        SchedError::WouldDeadlock
-                    } else if !b.states.contains_key(&target) {
-                        SchedError::NoSuchTask
-                    } else if self.s.task(target).map(|t| t.group) != my_group {
-                        SchedError::NotInGroup
-                    } else {
-                        SchedError::WouldDeadlock
-                    };
-                    assert_eq!(e, expected, "wait_for({target}) by {me}");
-                    (None, false)
-                }
-            }
-        }
-
-        fn reap(&mut self, b: &Before) {
-            let tid = self.some_tid();
-            match self.s.reap(tid) {
-                Ok(status) => {
-                    assert_eq!(b.states[&tid], State::Exited(status));
-                    assert_ne!(tid, b.current);
-                    assert!(self.s.task(tid).is_none());
-                }
-                Err(SchedError::IdleTask) => assert_eq!(tid, IDLE),
-                Err(SchedError::NoSuchTask) => assert!(!b.states.contains_key(&tid)),
-                Err(e) => {
-                    assert_eq!(e, SchedError::NotExited);
-                    let exited = matches!(b.states[&tid], State::Exited(_));
-                    assert!(!exited || tid == b.current);
-                }
-            }
-        }
-    }
-
-    /// Checks what holds across any step: the switch matches the change of
-    /// current task, a ready task only moves towards the head of its run
-    /// queue (so round robin cannot starve it), the task dispatched was at
-    /// the head, and after a dispatch nothing ready is more important.
-    fn check_step(s: &Scheduler, b: &Before, switch: Option<Switch>, dispatched: bool) {
-        match switch {
-            Some(sw) => {
-                assert_eq!(sw.from, b.current);
-                assert_eq!(sw.to, s.current());
-                assert_ne!(sw.from, sw.to);
-                assert_eq!(state(s, sw.to), State::Running);
-                if sw.to != IDLE && b.states.get(&sw.to) == Some(&State::Ready) {
-                    assert_eq!(b.positions[&sw.to], 0, "{} jumped the queue", sw.to);
-                }
-            }
-            None => assert_eq!(s.current(), b.current, "switched without saying so"),
-        }
-        let after = Before::of(s);
-        for (tid, pos) in &after.positions {
-            if let Some(old) = b.positions.get(tid) {
-                assert!(pos <= old, "{tid} moved back from {old} to {pos}");
-            }
-        }
-        if dispatched {
-            assert!(!s.should_preempt(), "a better task is left waiting");
-            if s.current() == IDLE {
-                assert_eq!(s.counts().1, 0, "idle runs while tasks are ready");
-            }
-        }
-    }
-
-    fn random_run(seed: u64, steps: usize) -> Scheduler {
-        let mut w = World::new(seed);
-        for i in 0..steps {
-            let b = Before::of(&w.s);
-            let (switch, dispatched) = w.step(&b);
-            if let Err(e) = w.s.check() {
-                panic!("seed {seed:#x} step {i}: {e}");
-            }
-            check_step(&w.s, &b, switch, dispatched);
-        }
-        w.s
-    }
-
-    #[test]
-    fn random_operations_keep_invariants() {
-        for seed in [1, 0x9e37_79b9_7f4a_7c15, 0xdead_beef, 42, 7777] {
-            let s = random_run(seed, 6000);
-            // The run must have reached the interesting states at all.
-            assert!(s.tasks().count() > 2);
-        }
-    }
-
-    /// The random test does get somewhere: spawns hit the bound, tasks
-    /// block, exit, time out and get reaped.
-    #[test]
-    fn random_operations_cover_the_states() {
-        let mut w = World::new(0x1234_5678);
-        let mut seen = BTreeSet::new();
-        for _ in 0..6000 {
-            let b = Before::of(&w.s);
-            w.step(&b);
-            for t in w.s.tasks() {
-                let kind = match t.state {
-                    State::Ready => "ready",
-                    State::Running => "running",
-                    State::Blocked(Blocked::Sleep) => "sleep",
-                    State::Blocked(Blocked::Queue(_)) => "queue",
-                    State::Blocked(Blocked::Wait(_)) => "wait",
-                    State::Exited(_) => "exited",
-                };
-                seen.insert(kind);
-                if t.wake == WakeReason::TimedOut {
-                    seen.insert("timed out");
-                }
-            }
-            if w.s.tasks().count() == RANDOM_MAX_TASKS as usize {
-                seen.insert("full");
-            }
-        }
-        let all = [
-            "ready",
-            "running",
-            "sleep",
-            "queue",
-            "wait",
-            "exited",
-            "timed out",
-            "full",
-        ];
-        for kind in all {
-            assert!(seen.contains(kind), "never saw {kind}");
-        }
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@
 
 use core::arch::asm;
 use core::fmt::Display;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use rt::abi::{Errno, STDOUT, decode, nr};
 use rt::{Args, Stack, println};
@@ -41,8 +42,11 @@ fn main(args: Args) -> i64 {
     unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
     checks.report("cpl", cs & 3, cs & 3 == 3);
 
+    // gettid is judged by another call: the kernel refuses to let a thread
+    // wait for itself (EINVAL), and any other number is ESRCH or ECHILD.
     let tid = rt::gettid();
-    checks.report("gettid", tid, rt::gettid() == tid);
+    let self_wait = rt::wait(tid);
+    checks.report("gettid", tid, self_wait == Err(Errno::EINVAL));
 
     let line = b"write_console=ok\n";
     match rt::write(STDOUT, line) {
@@ -109,16 +113,23 @@ impl<T: Display> Display for Wrote<T> {
 
 static PINGER_STACK: Stack<16384> = Stack::new();
 
-/// Runs in the second thread: says "ping" down the pipe, exits with 7.
+/// What gettid said in the second thread, for the main thread to compare
+/// with the tid spawn returned.
+static PINGER_TID: AtomicU32 = AtomicU32::new(0);
+
+/// Runs in the second thread: notes its tid, says "ping" down the pipe,
+/// exits with 7.
 fn pinger(write_fd: u64) -> i64 {
+    PINGER_TID.store(rt::gettid(), Ordering::Relaxed);
     match rt::write(write_fd as u32, b"ping") {
         Ok(4) => 7,
         _ => 1,
     }
 }
 
-/// pipe(), a thread that writes to it, a blocking read here, wait(), close().
-/// On failure, names the step that failed.
+/// pipe(), a thread that writes to it, a blocking read here, wait(), the
+/// thread's own gettid against spawn's result, close(). On failure, names
+/// the step that failed.
 fn pipe_thread(main_tid: u32) -> Result<(), &'static str> {
     let (rfd, wfd) = rt::pipe().map_err(|_| "pipe")?;
     let stack = PINGER_STACK.take().ok_or("stack")?;
@@ -145,6 +156,11 @@ fn pipe_thread(main_tid: u32) -> Result<(), &'static str> {
         Ok(7) => {}
         Ok(_) => return Err("wait_status"),
         Err(_) => return Err("wait"),
+    }
+    // The thread has ended, so its store is done; both numbers come from
+    // the kernel, by different calls in different threads.
+    if PINGER_TID.load(Ordering::Relaxed) != tid {
+        return Err("thread_gettid");
     }
     rt::close(wfd).map_err(|_| "close_write")?;
     rt::close(rfd).map_err(|_| "close_read")?;

@@ -1,0 +1,72 @@
+//! What only the machine can do, as the portable process model needs it.
+//!
+//! [`super::System`] holds every task, process and pipe and makes every
+//! decision; a [`Machine`] carries out the few things that need hardware:
+//! making a task's context (a kernel stack and the registers to start
+//! from), switching between contexts, telling the time and writing to the
+//! console. The booted kernel implements it in `boot/` over the real CPU;
+//! the host tests implement it with one thread per task, of which only
+//! one runs at a time.
+
+use crate::mm::Pfn;
+use crate::mm::frame::FrameAllocator;
+use crate::mm::paging::TableAlloc;
+use crate::mm::phys::PhysMem;
+use crate::mm::pte::PteFormat;
+use crate::mm::tlb::TlbFlush;
+use abi::Errno;
+
+/// How a new task begins.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// The boot thread and the idle task: already running, or never
+    /// started through a context of their own.
+    None,
+    /// A kernel thread running `entry(arg)`; its return value is its exit
+    /// status.
+    Kernel { entry: fn(u64) -> i64, arg: u64 },
+    /// A user thread entering ring 3 at `rip` with stack `rsp` and the
+    /// first two argument registers set.
+    User {
+        rip: u64,
+        rsp: u64,
+        arg0: u64,
+        arg1: u64,
+    },
+}
+
+pub trait Machine: Sync + Sized + 'static {
+    /// The page-table entry format of user address spaces.
+    type Pte: PteFormat;
+    /// Physical memory, as the page tables and user copies reach it.
+    type Mem: PhysMem + Sync + 'static;
+    /// A task's context: its kernel stack and saved state. It lives in the
+    /// task's record and is dropped when the task is reaped, which must
+    /// free the stack; a context is never dropped while its task runs
+    /// (the scheduler refuses to reap the current task).
+    type Context: Send;
+    /// What a switch needs to know of a task, read under the scheduler
+    /// lock and used after it is released.
+    type SwitchPoint: Copy;
+
+    fn mem(&self) -> &'static Self::Mem;
+    fn frames(&self) -> &'static FrameAllocator<'static>;
+    fn tables(&self) -> &dyn TableAlloc;
+    /// Flushes translations of user spaces (every page-table change's
+    /// flush token goes through it).
+    fn tlb(&self) -> &'static dyn TlbFlush;
+    /// The kernel's page-table root, whose upper half every space shares.
+    fn kernel_root(&self) -> Pfn;
+    /// Nanoseconds since boot.
+    fn now_ns(&self) -> u64;
+    fn console_write(&self, bytes: &[u8]);
+
+    /// A context that begins as `start` says, in address space `root`
+    /// (None: the kernel's). `ENOMEM` when no stack can be had.
+    fn new_context(&self, start: Start, root: Option<Pfn>) -> Result<Self::Context, Errno>;
+    fn switch_point(ctx: &Self::Context) -> Self::SwitchPoint;
+    /// Saves the running task into `from` and resumes `to`; returns when
+    /// something switches back to `from`. Called with interrupts off and
+    /// no lock held.
+    fn switch(&self, from: Self::SwitchPoint, to: Self::SwitchPoint);
+}

@@ -1,0 +1,638 @@
+//! The process model: tasks, processes, descriptors, pipes and the system
+//! calls, all portable.
+//!
+//! One [`System`] holds it all. It decides; the [`Machine`] it is built on
+//! does what needs hardware (a context switch, a kernel stack, the time,
+//! the console). The booted kernel builds one `System` over the real CPU
+//! in `boot/`; host tests build one over simulated memory and run system
+//! calls on it (`tests.rs`).
+//!
+//! # Records
+//!
+//! Every task has one record, in the scheduler: its state, its process
+//! (`group`, the pid) and the machine's context (kernel stack, saved
+//! registers). [`System::current`] names the running task, and the
+//! process of the running task is found in one place,
+//! [`System::current_pid`]. A process (the tasks of one group) owns an
+//! address space and a descriptor table.
+//!
+//! # A process's end
+//!
+//! A process ends when its main thread exits (or is killed, or faults):
+//! every other thread is asked to exit (`request_kill`) in the same
+//! locked section that checks for them, and a thread with a kill pending
+//! may not create threads ([`System::spawn_thread`] refuses), so no
+//! thread appears after that point. Its collection ([`System::join_process`])
+//! reaps every thread and removes the process in one locked section once
+//! no record of the group is left; only then are the descriptors released
+//! and the address space destroyed, so no thread ever runs on a space that
+//! is gone.
+//!
+//! # Memory
+//!
+//! No system call allocates from the heap infallibly: descriptor tables
+//! are fixed arrays, pipe buffers are frames, tables grow with
+//! `try_reserve`, and the scheduler's records are fallible too. Running
+//! out of memory is `ENOMEM` or `EAGAIN`, never a kernel panic.
+//!
+//! # Locks
+//!
+//! All are [`IrqMutex`]es (interrupts off while held), taken in this
+//! order: `procs`, then `pipes`, then `sched`. No lock is held across a
+//! context switch. See docs/locking.md.
+
+mod fd;
+mod machine;
+mod pipes;
+mod syscall;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use abi::Errno;
+
+use crate::mm::PAGE_SIZE;
+use crate::mm::fault::{Fault, Outcome};
+use crate::mm::pte::LeafFlags;
+use crate::sync::{IrqMutex, IrqOff, restore_irq_state, save_irq_state};
+use crate::task::aspace::UserSpace;
+use crate::task::elf;
+use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
+
+pub use fd::{FdTable, File, MAX_FDS};
+pub use machine::{Machine, Start};
+use pipes::PipeTable;
+
+/// Threads (running or not yet waited for) one process may have.
+pub const MAX_THREADS_PER_PROCESS: usize = 64;
+/// Ticks a task runs before an equal-priority task gets the CPU.
+pub const TIME_SLICE_TICKS: u64 = 2;
+
+/// A process: the tasks of one group share its memory and descriptors.
+pub struct Process<M: Machine> {
+    pid: Pid,
+    space: UserSpace<'static, M::Pte, M::Mem>,
+    fds: FdTable,
+}
+
+impl<M: Machine> Process<M> {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn space(&self) -> &UserSpace<'static, M::Pte, M::Mem> {
+        &self.space
+    }
+
+    pub fn fds(&self) -> &FdTable {
+        &self.fds
+    }
+}
+
+/// Why a program could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    Elf(elf::ElfError),
+    Load(Errno),
+    Task(SchedError),
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::Elf(e) => write!(f, "not a loadable program: {e}"),
+            SpawnError::Load(e) => write!(f, "loading failed: {}", e.name()),
+            SpawnError::Task(e) => write!(f, "no task: {e:?}"),
+        }
+    }
+}
+
+/// The portable kernel: every task, process and pipe.
+pub struct System<M: Machine> {
+    m: M,
+    procs: IrqMutex<Vec<Process<M>>>,
+    pipes: IrqMutex<PipeTable>,
+    sched: IrqMutex<Scheduler<M::Context>>,
+    /// Kill requests whose task has not exited yet. Every return to user
+    /// mode asks whether the current task must die; this keeps that
+    /// question to one load while nobody is being killed.
+    kills_in_flight: AtomicUsize,
+}
+
+/// Writes formatted text to the machine's console without allocating.
+struct Console<'a, M: Machine>(&'a M);
+
+impl<M: Machine> Write for Console<'_, M> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl<M: Machine> System<M> {
+    /// A system whose boot thread (tid 1) is the caller, running on
+    /// `boot` (its context), with an idle task (tid 0) on `idle`.
+    pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
+        System {
+            m,
+            procs: IrqMutex::new(Vec::new()),
+            pipes: IrqMutex::new(PipeTable::new()),
+            sched: IrqMutex::new(Scheduler::with_ext(
+                TIME_SLICE_TICKS,
+                crate::task::sched::MAX_TASKS,
+                idle,
+                boot,
+            )),
+            kills_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn machine(&self) -> &M {
+        &self.m
+    }
+
+    /// Runs `f` on the scheduler, with its lock held.
+    pub fn with_sched<R>(&self, f: impl FnOnce(&mut Scheduler<M::Context>) -> R) -> R {
+        f(&mut self.sched.lock())
+    }
+
+    // ---- The running task ----
+
+    /// The running task.
+    pub fn current(&self) -> Tid {
+        self.sched.lock().current()
+    }
+
+    /// The process of the running task: the one place that asks.
+    pub fn current_pid(&self) -> Pid {
+        let s = self.sched.lock();
+        let me = s.current();
+        s.task(me).map_or(me, |t| t.group)
+    }
+
+    /// Runs `f` on the running task's context (the executor reads how to
+    /// start from it).
+    pub fn with_current_context<R>(&self, f: impl FnOnce(Option<&M::Context>) -> R) -> R {
+        let s = self.sched.lock();
+        f(s.ext(s.current()))
+    }
+
+    /// Runs `f` on the running task's process; `ESRCH` for a kernel thread.
+    fn with_current_process<R>(
+        &self,
+        f: impl FnOnce(&mut Process<M>) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
+        let pid = self.current_pid();
+        let mut procs = self.procs.lock();
+        let p = procs
+            .iter_mut()
+            .find(|p| p.pid == pid)
+            .ok_or(Errno::ESRCH)?;
+        f(p)
+    }
+
+    // ---- Switching ----
+
+    /// Carries out a switch the scheduler decided. No lock may be held.
+    fn switch(&self, sw: Switch) {
+        let _off = IrqOff::new();
+        let points = {
+            let s = self.sched.lock();
+            match (s.ext(sw.from), s.ext(sw.to)) {
+                (Some(from), Some(to)) => Some((M::switch_point(from), M::switch_point(to))),
+                _ => None,
+            }
+        };
+        let Some((from, to)) = points else {
+            panic!("switch {sw:?} between tasks without contexts");
+        };
+        // The task switched to has interrupts-off sections of its own.
+        let saved = save_irq_state();
+        self.m.switch(from, to);
+        restore_irq_state(saved);
+    }
+
+    fn switch_if(&self, sw: Option<Switch>) {
+        if let Some(sw) = sw {
+            self.switch(sw);
+        }
+    }
+
+    /// A timer tick: the scheduler's clock, timeouts and preemption.
+    pub fn tick(&self) {
+        let _off = IrqOff::new();
+        let now = self.m.now_ns();
+        let sw = {
+            let mut s = self.sched.lock();
+            if s.tick(now) { s.schedule() } else { None }
+        };
+        self.switch_if(sw);
+    }
+
+    pub fn yield_now(&self) {
+        let _off = IrqOff::new();
+        let sw = self.sched.lock().yield_now();
+        self.switch_if(sw);
+    }
+
+    /// Blocks the current task for at least `ns` nanoseconds.
+    pub fn sleep_ns(&self, ns: u64) {
+        let _off = IrqOff::new();
+        let until = self.m.now_ns().saturating_add(ns);
+        let sw = self.sched.lock().sleep_current(until);
+        self.switch_if(sw);
+    }
+
+    /// Wakes everyone on `q`, and switches if one of them should run first.
+    pub fn wake_all(&self, q: crate::task::sched::QueueId) {
+        let _off = IrqOff::new();
+        let sw = {
+            let mut s = self.sched.lock();
+            s.wake_all(q);
+            if s.should_preempt() {
+                s.schedule()
+            } else {
+                None
+            }
+        };
+        self.switch_if(sw);
+    }
+
+    /// Blocks on `q` until woken or `deadline_ns`. The caller checked its
+    /// condition with interrupts off, so no wake-up is lost.
+    pub fn block_on(
+        &self,
+        q: crate::task::sched::QueueId,
+        deadline_ns: Option<u64>,
+    ) -> Result<(), SchedError> {
+        let _off = IrqOff::new();
+        let sw = self.sched.lock().block_current(q, deadline_ns)?;
+        self.switch_if(sw);
+        Ok(())
+    }
+
+    // ---- Creating and ending tasks ----
+
+    /// Starts a kernel thread running `entry(arg)`.
+    pub fn spawn_kernel(
+        &self,
+        name: &str,
+        entry: fn(u64) -> i64,
+        arg: u64,
+    ) -> Result<Tid, SchedError> {
+        let ctx = self
+            .m
+            .new_context(Start::Kernel { entry, arg }, None)
+            .map_err(|_| SchedError::NoMemory)?;
+        self.sched
+            .lock()
+            .spawn(name, None, Priority::NORMAL, false, ctx)
+    }
+
+    /// Ends the current task with `status`. A killed task keeps the
+    /// status its killer gave.
+    pub fn exit_current(&self, status: i64) -> ! {
+        let _off = IrqOff::new();
+        let sw = {
+            let mut s = self.sched.lock();
+            if s.kill_pending(s.current()).is_some() {
+                self.kills_in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            s.exit_current(status)
+        };
+        match sw {
+            Ok(sw) => self.switch(sw),
+            Err(e) => panic!("exit of the current task failed: {e:?}"),
+        }
+        panic!("an exited task was resumed")
+    }
+
+    /// Asks `tid` to exit with `status` at its next boundary.
+    fn request_kill(&self, s: &mut Scheduler<M::Context>, tid: Tid, status: i64) {
+        // Counted only when this call set it: a zombie is left without one.
+        let before = s.kill_pending(tid);
+        if s.request_kill(tid, status).is_ok() && before.is_none() && s.kill_pending(tid).is_some()
+        {
+            self.kills_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Kill requests not yet carried out (tests check it returns to 0).
+    pub fn kills_in_flight(&self) -> usize {
+        self.kills_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The exit status a pending kill asks the current task for.
+    pub fn kill_pending(&self) -> Option<i64> {
+        if self.kills_in_flight.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let s = self.sched.lock();
+        s.kill_pending(s.current())
+    }
+
+    /// Asks every live thread of `pid` but `except` to exit with `status`.
+    /// Done under the scheduler lock, so that a thread created after it
+    /// must have been created by a thread with a kill pending, which
+    /// `spawn_thread` refuses.
+    fn kill_others(&self, pid: Pid, except: Tid, status: i64) {
+        let mut s = self.sched.lock();
+        // Found one at a time rather than collected: no allocation.
+        loop {
+            let next = s.tasks().find(|t| {
+                t.group == pid
+                    && t.tid != except
+                    && t.kill_pending.is_none()
+                    && !matches!(t.state, State::Exited(_))
+            });
+            let Some(t) = next.map(|t| t.tid) else {
+                break;
+            };
+            self.request_kill(&mut s, t, status);
+        }
+    }
+
+    /// Waits for task `tid` to exit and reaps it; returns its status.
+    /// Polls once per tick: joins are rare (the console, tests).
+    pub fn join(&self, tid: Tid, tick_ns: u64) -> Result<i64, SchedError> {
+        loop {
+            let state = self.sched.lock().task(tid).map(|t| t.state);
+            match state {
+                None => return Err(SchedError::NoSuchTask),
+                Some(State::Exited(_)) => return self.reap(tid),
+                Some(_) => self.sleep_ns(tick_ns),
+            }
+        }
+    }
+
+    /// Removes an exited task's record; its context (and kernel stack) is
+    /// freed when dropped here, outside the lock.
+    fn reap(&self, tid: Tid) -> Result<i64, SchedError> {
+        let (status, ctx) = self.sched.lock().reap(tid)?;
+        drop(ctx);
+        Ok(status)
+    }
+
+    // ---- Processes ----
+
+    /// Loads `image` into a fresh address space and starts its main thread
+    /// with `args` (at most one page). Returns the pid, which is also the
+    /// main thread's tid.
+    pub fn spawn_program(&self, name: &str, image: &[u8], args: &str) -> Result<Pid, SpawnError> {
+        let program = elf::parse(image).map_err(SpawnError::Elf)?;
+        let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
+        let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb())
+            .map_err(SpawnError::Load)?;
+        let started = self
+            .prepare(&program, image, args, &mut space)
+            .map_err(SpawnError::Load)
+            .and_then(|entry| {
+                let start = Start::User {
+                    rip: entry,
+                    rsp: abi::USER_STACK_TOP,
+                    arg0: abi::USER_ARGS,
+                    arg1: args.len().min(PAGE_SIZE as usize) as u64,
+                };
+                self.m
+                    .new_context(start, Some(space.root()))
+                    .map_err(SpawnError::Load)
+            });
+        let ctx = match started {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                space.destroy(frames, tables);
+                return Err(e);
+            }
+        };
+        self.insert_process(name, ctx, space).map_err(|(e, space)| {
+            space.destroy(frames, tables);
+            e
+        })
+    }
+
+    /// Creates the main thread and the process record in one section, so
+    /// a pid is in the table exactly while its group has records. On
+    /// failure the space comes back for the caller to destroy.
+    #[allow(clippy::type_complexity)]
+    fn insert_process(
+        &self,
+        name: &str,
+        ctx: M::Context,
+        space: UserSpace<'static, M::Pte, M::Mem>,
+    ) -> Result<Pid, (SpawnError, UserSpace<'static, M::Pte, M::Mem>)> {
+        let mut procs = self.procs.lock();
+        if procs.try_reserve(1).is_err() {
+            return Err((SpawnError::Load(Errno::ENOMEM), space));
+        }
+        let pid = match self
+            .sched
+            .lock()
+            .spawn(name, None, Priority::NORMAL, true, ctx)
+        {
+            Ok(pid) => pid,
+            Err(e) => return Err((SpawnError::Task(e), space)),
+        };
+        let mut fds = FdTable::new();
+        fds.open_at(abi::STDOUT, File::Console);
+        fds.open_at(abi::STDERR, File::Console);
+        procs.push(Process { pid, space, fds });
+        Ok(pid)
+    }
+
+    fn prepare(
+        &self,
+        program: &elf::Program,
+        image: &[u8],
+        args: &str,
+        space: &mut UserSpace<'static, M::Pte, M::Mem>,
+    ) -> Result<u64, Errno> {
+        let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
+        let entry = elf::load(program, image, space, mem, frames, tables)?;
+        let stack = abi::USER_STACK_TOP - abi::USER_STACK_SIZE;
+        space.map_zeroed(
+            stack,
+            abi::USER_STACK_SIZE,
+            LeafFlags::WRITABLE,
+            frames,
+            tables,
+        )?;
+        space.map_zeroed(
+            abi::USER_ARGS,
+            PAGE_SIZE,
+            LeafFlags::empty(),
+            frames,
+            tables,
+        )?;
+        // The argument page is read-only to the program.
+        let bytes = &args.as_bytes()[..args.len().min(PAGE_SIZE as usize)];
+        crate::task::uaccess::fill_user(space.page_table(), mem, abi::USER_ARGS, bytes)?;
+        Ok(entry)
+    }
+
+    /// Ends the current task's whole process (main-thread exit, fault,
+    /// kill): the other threads are asked to exit, the current one exits
+    /// with `status`.
+    pub fn exit_process(&self, status: i64) -> ! {
+        let _off = IrqOff::new();
+        let (me, pid) = {
+            let s = self.sched.lock();
+            let me = s.current();
+            (me, s.task(me).map_or(me, |t| t.group))
+        };
+        self.kill_others(pid, me, status);
+        self.exit_current(status)
+    }
+
+    /// The current thread exits; from the main thread the whole process ends.
+    pub fn exit_thread(&self, status: i64) -> ! {
+        let me = self.current();
+        if me == self.current_pid() {
+            self.exit_process(status)
+        }
+        self.exit_current(status)
+    }
+
+    /// Whether process `pid`'s main thread has exited (or does not exist).
+    pub fn main_exited(&self, pid: Pid) -> bool {
+        !matches!(
+            self.sched.lock().task(pid).map(|t| t.state),
+            Some(state) if !matches!(state, State::Exited(_))
+        )
+    }
+
+    /// Whether `pid` names a live or uncollected process.
+    pub fn is_process(&self, pid: Pid) -> bool {
+        self.procs.lock().iter().any(|p| p.pid == pid)
+    }
+
+    /// Kills process `pid` from outside (the `kill` command).
+    pub fn kill_process(&self, pid: Pid, status: i64) -> Result<(), Errno> {
+        if !self.is_process(pid) {
+            return Err(Errno::ESRCH);
+        }
+        self.kill_others(pid, Tid::MAX, status);
+        Ok(())
+    }
+
+    /// Waits for process `pid`'s main thread, then reaps every thread of
+    /// it, closes its files and frees its address space. Returns the main
+    /// thread's exit status.
+    pub fn join_process(&self, pid: Pid, tick_ns: u64) -> Result<i64, Errno> {
+        if !self.is_process(pid) {
+            return Err(Errno::ESRCH);
+        }
+        while !self.main_exited(pid) {
+            self.sleep_ns(tick_ns);
+        }
+        let status = match self.sched.lock().task(pid).map(|t| t.state) {
+            Some(State::Exited(status)) => status,
+            _ => return Err(Errno::ESRCH),
+        };
+        let process = loop {
+            // Threads still alive were asked to exit by the main thread's
+            // end; they do so at their next boundary.
+            self.kill_others(pid, Tid::MAX, status);
+            match self.collect(pid) {
+                Some(p) => break p,
+                None => self.sleep_ns(tick_ns),
+            }
+        };
+        self.release_process(process);
+        Ok(status)
+    }
+
+    /// Reaps the exited threads of `pid`; once none is left, removes the
+    /// process from the table in the same section and returns it.
+    fn collect(&self, pid: Pid) -> Option<Process<M>> {
+        let mut procs = self.procs.lock();
+        let mut s = self.sched.lock();
+        let me = s.current();
+        loop {
+            let next = s
+                .tasks()
+                .find(|t| t.group == pid && t.tid != me && matches!(t.state, State::Exited(_)));
+            let Some(t) = next.map(|t| t.tid) else {
+                break;
+            };
+            if let Ok((_, ctx)) = s.reap(t) {
+                drop(ctx);
+            }
+        }
+        if s.tasks().any(|t| t.group == pid) {
+            return None;
+        }
+        let index = procs.iter().position(|p| p.pid == pid)?;
+        Some(procs.swap_remove(index))
+    }
+
+    fn release_process(&self, mut p: Process<M>) {
+        for file in p.fds.drain() {
+            self.release_file(file);
+        }
+        p.space.destroy(self.m.frames(), self.m.tables());
+    }
+
+    /// Processes in the table (for `ps` and leak checks).
+    pub fn process_count(&self) -> usize {
+        self.procs.lock().len()
+    }
+
+    // ---- Faults ----
+
+    /// A fault in user mode, `what` the architecture's name for it: the
+    /// memory manager's fault handler decides; what it cannot resolve ends
+    /// the whole process with status 128 + vector, after a one-line report.
+    pub fn user_fault(&self, vector: u64, what: &str, error: u64, rip: u64, fault: Option<Fault>) {
+        let outcome = match fault {
+            Some(fault) => self
+                .with_current_process(|p| Ok(crate::mm::fault::handle(&mut p.space, fault)))
+                .unwrap_or(Outcome::Kill),
+            None => Outcome::Kill,
+        };
+        match outcome {
+            Outcome::Resolved => return,
+            Outcome::Kill => {}
+        }
+        let tid = self.current();
+        let name = self
+            .sched
+            .lock()
+            .task(tid)
+            .map(|t| t.name)
+            .unwrap_or_default();
+        let addr = fault.map_or(0, |f| f.addr);
+        let _ = writeln!(
+            Console(&self.m),
+            "task {tid} ({name}) killed: {what} vector={vector} error={error:#x} rip={rip:#x} addr={addr:#x}",
+        );
+        self.exit_process(abi::killed_status(vector))
+    }
+
+    /// Before any return to user mode: a task asked to die ends here,
+    /// after its system call has unwound and released what it held.
+    pub fn return_to_user(&self) {
+        if let Some(status) = self.kill_pending() {
+            self.exit_thread(status)
+        }
+    }
+
+    /// One line per task for `ps`.
+    pub fn describe_tasks(&self, mut line: impl FnMut(core::fmt::Arguments)) {
+        let s = self.sched.lock();
+        for t in s.tasks() {
+            line(format_args!(
+                "tid={} group={} state={:?} prio={} cpu_ticks={} kind={} name={}",
+                t.tid,
+                t.group,
+                t.state,
+                t.priority.0,
+                t.cpu_ticks,
+                if t.user { "user" } else { "kernel" },
+                t.name
+            ));
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! System-call handlers (docs/abi.md describes each call).
+//!
+//! Every user pointer is checked before anything happens (canonical, in
+//! the user half, mapped with the rights the call needs), so a bad one is
+//! EFAULT and never a kernel fault or a half-done call. User memory is
+//! reached by walking the process's page tables (`crate::task::uaccess`).
+//! No handler allocates from the heap: transfers go through small buffers
+//! on the kernel stack.
+
+use abi::{Errno, nr};
+
+use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System};
+use crate::sync::IrqOff;
+use crate::task::sched::{Priority, SchedError, WaitResult};
+use crate::task::uaccess;
+
+/// Largest transfer per call; longer reads and writes are partial, as
+/// POSIX allows.
+const MAX_IO: usize = 4096;
+
+type SysResult = Result<u64, Errno>;
+
+impl<M: Machine> System<M> {
+    /// Runs system call `number` with arguments `a` (rdi, rsi, rdx, r10,
+    /// r8, r9) for the current task; returns what goes back in rax.
+    pub fn syscall(&self, number: u64, a: [u64; 6]) -> u64 {
+        let result = match number {
+            nr::EXIT => self.exit_thread(a[0] as i64),
+            nr::WRITE => self.sys_write(a[0], a[1], a[2]),
+            nr::READ => self.sys_read(a[0], a[1], a[2]),
+            nr::YIELD => {
+                self.yield_now();
+                Ok(0)
+            }
+            nr::SLEEP => {
+                self.sleep_ns(a[0]);
+                Ok(0)
+            }
+            nr::SPAWN_THREAD => self.sys_spawn_thread(a[0], a[1], a[2]),
+            nr::WAIT => self.sys_wait(a[0], a[1]),
+            nr::TIME => Ok(self.m.now_ns()),
+            nr::PIPE => self.sys_pipe(a[0]),
+            nr::CLOSE => self.sys_close(a[0]),
+            nr::GETTID => Ok(self.current() as u64),
+            _ => Err(Errno::ENOSYS),
+        };
+        abi::encode(result)
+    }
+
+    /// Checks `[va, va + len)` is user memory mapped with the rights needed.
+    fn check_user(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+        uaccess::check_user_range(va, len)?;
+        self.with_current_process(|p| uaccess::check_mapped(p.space.page_table(), va, len, write))
+    }
+
+    fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let mem = self.m.mem();
+        self.with_current_process(|p| uaccess::copy_from_user(p.space.page_table(), mem, va, buf))
+    }
+
+    fn copy_to_user(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let mem = self.m.mem();
+        self.with_current_process(|p| uaccess::copy_to_user(p.space.page_table(), mem, va, data))
+    }
+
+    pub(super) fn file(&self, fd: u64) -> Result<File, Errno> {
+        self.with_current_process(|p| p.fds.get(fd).ok_or(Errno::EBADF))
+    }
+
+    fn sys_write(&self, fd: u64, buf: u64, len: u64) -> SysResult {
+        let len = (len as usize).min(MAX_IO);
+        self.check_user(buf, len as u64, false)?;
+        match self.file(fd)? {
+            File::Console => self.console_write_user(buf, len),
+            File::PipeWrite(id) => self.pipe_write(id, buf, len),
+            File::PipeRead(_) => Err(Errno::EBADF),
+        }
+    }
+
+    /// Copies user bytes to the console in pieces; invalid UTF-8 shows as
+    /// U+FFFD, and a character split between two pieces is kept whole.
+    fn console_write_user(&self, buf: u64, len: usize) -> SysResult {
+        const PIECE: usize = 256;
+        let mut piece = [0u8; PIECE + 3];
+        let mut carried = 0;
+        let mut done = 0;
+        while done < len {
+            let k = (len - done).min(PIECE);
+            self.copy_from_user(buf + done as u64, &mut piece[carried..carried + k])?;
+            done += k;
+            let filled = carried + k;
+            carried = self.console_write_utf8(&piece[..filled], done == len);
+            piece.copy_within(filled - carried..filled, 0);
+        }
+        Ok(len as u64)
+    }
+
+    /// Writes `bytes` as text; returns how many bytes at the end begin a
+    /// character that may continue in the next piece (0 when `last`).
+    fn console_write_utf8(&self, mut bytes: &[u8], last: bool) -> usize {
+        loop {
+            match core::str::from_utf8(bytes) {
+                Ok(text) => {
+                    self.m.console_write(text.as_bytes());
+                    return 0;
+                }
+                Err(e) => {
+                    let (valid, rest) = bytes.split_at(e.valid_up_to());
+                    self.m.console_write(valid);
+                    match e.error_len() {
+                        Some(bad) => {
+                            self.m.console_write("\u{FFFD}".as_bytes());
+                            bytes = &rest[bad..];
+                        }
+                        None if !last => return rest.len(),
+                        None => {
+                            self.m.console_write("\u{FFFD}".as_bytes());
+                            return 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn sys_read(&self, fd: u64, buf: u64, len: u64) -> SysResult {
+        let len = (len as usize).min(MAX_IO);
+        self.check_user(buf, len as u64, true)?;
+        match self.file(fd)? {
+            File::PipeRead(id) => self.pipe_read(id, buf, len),
+            // Console input belongs to the console shell for now.
+            File::Console | File::PipeWrite(_) => Err(Errno::EBADF),
+        }
+    }
+
+    fn sys_pipe(&self, fds_ptr: u64) -> SysResult {
+        self.check_user(fds_ptr, 8, true)?;
+        let (r, w) = self.new_pipe()?;
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&r.to_le_bytes());
+        bytes[4..].copy_from_slice(&w.to_le_bytes());
+        if let Err(e) = self.copy_to_user(fds_ptr, &bytes) {
+            let _ = self.sys_close(r.into());
+            let _ = self.sys_close(w.into());
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    fn sys_close(&self, fd: u64) -> SysResult {
+        let file = self.with_current_process(|p| p.fds.close(fd).ok_or(Errno::EBADF))?;
+        self.release_file(file);
+        Ok(0)
+    }
+
+    fn sys_spawn_thread(&self, entry: u64, stack_top: u64, arg: u64) -> SysResult {
+        uaccess::check_user_range(entry, 1)?;
+        // The stack top itself must be a user address: rsp = USER_END would
+        // be non-canonical in ring 3.
+        if stack_top >= abi::USER_END {
+            return Err(Errno::EFAULT);
+        }
+        uaccess::check_user_range(stack_top.saturating_sub(16), 16)?;
+        if !stack_top.is_multiple_of(16) {
+            return Err(Errno::EINVAL);
+        }
+        let root = self.with_current_process(|p| Ok(p.space.root()))?;
+        let start = Start::User {
+            rip: entry,
+            rsp: stack_top,
+            arg0: arg,
+            arg1: 0,
+        };
+        let ctx = self
+            .m
+            .new_context(start, Some(root))
+            .map_err(|_| Errno::EAGAIN)?;
+        let _off = IrqOff::new();
+        let mut s = self.sched.lock();
+        let me = s.current();
+        let Some(info) = s.task(me) else {
+            return Err(Errno::ESRCH);
+        };
+        let (pid, name) = (info.group, info.name);
+        // A process's end asks every thread to exit under this lock: a
+        // caller with a kill pending is part of an ending process and must
+        // not leave a thread behind it (dropping `ctx` frees the stack).
+        if s.kill_pending(me).is_some() {
+            return Err(Errno::EINTR);
+        }
+        // Each thread holds a kernel stack until it is waited for; a bound
+        // per process keeps one program from taking every task slot.
+        if s.tasks().filter(|t| t.group == pid).count() >= MAX_THREADS_PER_PROCESS {
+            return Err(Errno::EAGAIN);
+        }
+        let tid = s
+            .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ctx)
+            .map_err(|_| Errno::EAGAIN)?;
+        Ok(tid as u64)
+    }
+
+    fn sys_wait(&self, tid: u64, status_ptr: u64) -> SysResult {
+        // The pointer first, whatever the tid: docs/abi.md promises EFAULT
+        // before anything else.
+        if status_ptr != 0 {
+            self.check_user(status_ptr, 8, true)?;
+        }
+        let tid = u32::try_from(tid).map_err(|_| Errno::ESRCH)?;
+        loop {
+            let _off = IrqOff::new();
+            let result = self.sched.lock().wait_for(tid);
+            match result {
+                Ok(WaitResult::Blocked(sw)) => self.switch_if(sw),
+                Ok(WaitResult::Exited(status, ctx)) => {
+                    drop(ctx);
+                    if status_ptr != 0 {
+                        self.copy_to_user(status_ptr, &status.to_le_bytes())?;
+                    }
+                    return Ok(tid.into());
+                }
+                Err(SchedError::NoSuchTask) => return Err(Errno::ESRCH),
+                Err(SchedError::WouldDeadlock) => return Err(Errno::EINVAL),
+                Err(SchedError::Interrupted) => return Err(Errno::EINTR),
+                Err(_) => return Err(Errno::ECHILD),
+            }
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The process model on the host: a [`Machine`] whose tasks are threads,
+//! of which exactly one runs at a time (a baton passed at every switch),
+//! over simulated memory. User programs are closures that make system
+//! calls through [`User`]; everything else is the real code.
+
+use super::*;
+use crate::mm::Pfn;
+use crate::mm::frame::{FrameAllocator, FrameDesc};
+use crate::mm::mmu::SimMmu;
+use crate::mm::paging::{MapError, TableAlloc};
+use crate::mm::phys::SimMemory;
+use crate::mm::pte::SimPte;
+use abi::nr;
+use std::boxed::Box;
+use std::string::String;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::vec;
+
+/// Where the test program's text starts; thread entries are slots in it.
+const TEXT: u64 = 0x40_0000;
+/// A writable data area for buffers.
+const DATA: u64 = 0x40_1000;
+const DATA_LEN: u64 = 0x4000;
+const FRAMES: u64 = 2048;
+const TICK_NS: u64 = 10_000_000;
+
+type Prog = Arc<dyn Fn(&User) -> i64 + Send + Sync>;
+
+/// Which context may run: one gate per context, opened by the switch
+/// that hands it the CPU. (One condition variable for all would wake every
+/// parked thread at every switch.)
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct Baton {
+    gates: Mutex<Vec<Arc<Gate>>>,
+    poisoned: std::sync::atomic::AtomicBool,
+}
+
+impl Baton {
+    fn gate(&self, id: usize) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap();
+        while gates.len() <= id {
+            gates.push(Arc::default());
+        }
+        gates[id].clone()
+    }
+
+    fn hand_to(&self, to: usize) {
+        let gate = self.gate(to);
+        *gate.open.lock().unwrap() = true;
+        gate.turn.notify_one();
+    }
+
+    fn wait_for(&self, me: usize) {
+        let gate = self.gate(me);
+        let mut open = gate.open.lock().unwrap();
+        while !*open {
+            assert!(
+                !self.poisoned.load(Ordering::SeqCst),
+                "every task is blocked for good"
+            );
+            open = gate.turn.wait(open).unwrap();
+        }
+        *open = false;
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        for gate in self.gates.lock().unwrap().iter() {
+            gate.turn.notify_all();
+        }
+    }
+}
+
+struct HostMachine {
+    mem: &'static SimMemory,
+    frames: &'static FrameAllocator<'static>,
+    tables: Tables,
+    /// The simulated MMU's TLB takes every flush.
+    mmu: &'static SimMmu<'static, SimPte, SimMemory>,
+    kernel_root: Pfn,
+    clock: AtomicU64,
+    console: Mutex<Vec<u8>>,
+    baton: Arc<Baton>,
+    next_id: AtomicUsize,
+    live_contexts: Arc<AtomicUsize>,
+    /// The program the next main thread runs.
+    next_main: Mutex<Option<Prog>>,
+    /// Thread entry `TEXT + 16 * i` runs `threads[i]`.
+    threads: Mutex<Vec<Prog>>,
+    sys: OnceLock<&'static System<HostMachine>>,
+}
+
+struct HostCtx {
+    id: usize,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for HostCtx {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Tables(&'static FrameAllocator<'static>);
+
+impl TableAlloc for Tables {
+    fn alloc_table(&self) -> Result<Pfn, MapError> {
+        self.0.alloc_frame().map_err(|_| MapError::NoMemory)
+    }
+
+    fn free_table(&self, pfn: Pfn) {
+        assert_eq!(self.0.free(pfn, 0), Ok(()), "free of table {pfn:?}");
+    }
+}
+
+impl HostMachine {
+    fn context(&self) -> HostCtx {
+        self.live_contexts.fetch_add(1, Ordering::SeqCst);
+        HostCtx {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            live: self.live_contexts.clone(),
+        }
+    }
+
+    /// The thread behind a context: it waits for its first turn, runs,
+    /// and ends its task.
+    fn start_thread(&self, id: usize, start: Start) {
+        let baton = self.baton.clone();
+        let program = match start {
+            Start::User { rsp, .. } if rsp == abi::USER_STACK_TOP => {
+                self.next_main.lock().unwrap().take()
+            }
+            Start::User { rip, .. } => {
+                let slot = ((rip - TEXT) / 16) as usize;
+                self.threads.lock().unwrap().get(slot).cloned()
+            }
+            _ => None,
+        };
+        let sys_cell = self.sys.get().copied();
+        std::thread::spawn(move || {
+            baton.wait_for(id);
+            let sys = sys_cell.expect("system");
+            match (start, program) {
+                (Start::Kernel { entry, arg }, _) => {
+                    let status = entry(arg);
+                    sys.exit_current(status)
+                }
+                (Start::User { arg0, .. }, Some(program)) => {
+                    let user = User { sys, arg: arg0 };
+                    let status = program(&user);
+                    user.call(nr::EXIT, &[status as u64]);
+                    unreachable!("exit returned")
+                }
+                (Start::None, _) => idle(sys, &baton),
+                (Start::User { .. }, None) => panic!("no program for this thread"),
+            }
+        });
+    }
+}
+
+/// The idle task: time passes only here, as on a machine whose CPU halts
+/// until the next timer interrupt.
+fn idle(sys: &'static System<HostMachine>, baton: &Baton) -> ! {
+    for _ in 0..100_000 {
+        sys.m.clock.fetch_add(TICK_NS, Ordering::SeqCst);
+        sys.tick();
+    }
+    baton.poison();
+    panic!("idle for 1000 simulated seconds: a task waits for nothing");
+}
+
+impl Machine for HostMachine {
+    type Pte = SimPte;
+    type Mem = SimMemory;
+    type Context = HostCtx;
+    type SwitchPoint = usize;
+
+    fn mem(&self) -> &'static SimMemory {
+        self.mem
+    }
+
+    fn frames(&self) -> &'static FrameAllocator<'static> {
+        self.frames
+    }
+
+    fn tables(&self) -> &dyn TableAlloc {
+        &self.tables
+    }
+
+    fn tlb(&self) -> &'static dyn crate::mm::tlb::TlbFlush {
+        self.mmu
+    }
+
+    fn kernel_root(&self) -> Pfn {
+        self.kernel_root
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    fn console_write(&self, bytes: &[u8]) {
+        let console = &self.console;
+        crate::testutil::alloc::normal(|| console.lock().unwrap().extend_from_slice(bytes));
+    }
+
+    fn new_context(&self, start: Start, _root: Option<Pfn>) -> Result<HostCtx, Errno> {
+        // A host thread stands for a kernel stack: its allocations are
+        // the machine's, not the kernel's.
+        crate::testutil::alloc::normal(|| {
+            let ctx = self.context();
+            self.start_thread(ctx.id, start);
+            Ok(ctx)
+        })
+    }
+
+    fn switch_point(ctx: &HostCtx) -> usize {
+        ctx.id
+    }
+
+    fn switch(&self, from: usize, to: usize) {
+        self.baton.hand_to(to);
+        self.baton.wait_for(from);
+    }
+}
+
+/// A user program's view: system calls, and its own memory as the CPU
+/// would let it touch it.
+struct User {
+    sys: &'static System<HostMachine>,
+    arg: u64,
+}
+
+impl User {
+    /// One system call and the return to user mode after it.
+    fn call(&self, number: u64, args: &[u64]) -> i64 {
+        let mut a = [0; 6];
+        a[..args.len()].copy_from_slice(args);
+        let rax = self.sys.syscall(number, a);
+        self.sys.return_to_user();
+        rax as i64
+    }
+
+    /// The program's own store, through the simulated MMU as the CPU
+    /// would do it (accessed and dirty bits, the TLB).
+    fn poke(&self, va: u64, data: &[u8]) {
+        let root = self.root();
+        // The MMU's TLB is hardware: its allocations are not the kernel's.
+        crate::testutil::alloc::normal(|| self.sys.m.mmu.write(root, va, data)).expect("poke");
+    }
+
+    fn peek(&self, va: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        let root = self.root();
+        crate::testutil::alloc::normal(|| self.sys.m.mmu.read(root, va, &mut buf)).expect("peek");
+        buf
+    }
+
+    fn root(&self) -> Pfn {
+        self.sys
+            .with_current_process(|p| Ok(p.space.root()))
+            .expect("a user task")
+    }
+
+    /// A pipe: (read fd, write fd).
+    fn pipe(&self) -> (u64, u64) {
+        assert_eq!(self.call(nr::PIPE, &[DATA]), 0);
+        let fds = self.peek(DATA, 8);
+        let r = u32::from_le_bytes(fds[..4].try_into().unwrap());
+        let w = u32::from_le_bytes(fds[4..].try_into().unwrap());
+        (r.into(), w.into())
+    }
+
+    fn spawn_thread(&self, entry: u64, arg: u64) -> i64 {
+        self.call(nr::SPAWN_THREAD, &[entry, DATA + DATA_LEN, arg])
+    }
+}
+
+const EFAULT: i64 = -(Errno::EFAULT as i64);
+const EBADF: i64 = -(Errno::EBADF as i64);
+const EPIPE: i64 = -(Errno::EPIPE as i64);
+const ESRCH: i64 = -(Errno::ESRCH as i64);
+
+/// A booted system on the test's thread, which is its boot thread.
+struct World {
+    sys: &'static System<HostMachine>,
+}
+
+impl World {
+    fn new() -> World {
+        let end = (0x100 + FRAMES) as usize;
+        let descs: Vec<FrameDesc> = (0..end).map(|_| FrameDesc::new()).collect();
+        let descs: &'static [FrameDesc] = Box::leak(descs.into_boxed_slice());
+        let frames: &'static FrameAllocator<'static> = Box::leak(Box::new(FrameAllocator::new(
+            descs,
+            &[Pfn(0x100)..Pfn(end as u64)],
+        )));
+        let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new()));
+        let kernel_root =
+            crate::mm::paging::PageTable::<SimPte, SimMemory>::new(mem, &Tables(frames))
+                .expect("kernel root")
+                .root();
+        let machine = HostMachine {
+            mem,
+            frames,
+            tables: Tables(frames),
+            mmu: Box::leak(Box::new(SimMmu::new(mem))),
+            kernel_root,
+            clock: AtomicU64::new(0),
+            console: Mutex::new(Vec::new()),
+            baton: Arc::new(Baton::default()),
+            next_id: AtomicUsize::new(0),
+            live_contexts: Arc::new(AtomicUsize::new(0)),
+            next_main: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            sys: OnceLock::new(),
+        };
+        let idle = machine.context();
+        let boot = machine.context();
+        let idle_id = idle.id;
+        let sys: &'static System<HostMachine> =
+            Box::leak(Box::new(System::new(machine, idle, boot)));
+        let _ = sys.m.sys.set(sys);
+        sys.m.start_thread(idle_id, Start::None);
+        World { sys }
+    }
+
+    /// Registers a thread body; returns its entry address.
+    fn thread(&self, f: impl Fn(&User) -> i64 + Send + Sync + 'static) -> u64 {
+        let mut threads = self.sys.m.threads.lock().unwrap();
+        threads.push(Arc::new(f));
+        TEXT + 16 * (threads.len() as u64 - 1)
+    }
+
+    /// Starts a process running `main`; returns its pid.
+    fn run(&self, main: impl Fn(&User) -> i64 + Send + Sync + 'static) -> Pid {
+        *self.sys.m.next_main.lock().unwrap() = Some(Arc::new(main));
+        self.sys
+            .spawn_program("test", &program_image(), "")
+            .expect("spawn")
+    }
+
+    /// Runs `main` to its end and collects the process.
+    fn run_to_end(&self, main: impl Fn(&User) -> i64 + Send + Sync + 'static) -> i64 {
+        let pid = self.run(main);
+        self.sys.join_process(pid, TICK_NS).expect("join")
+    }
+
+    fn console(&self) -> String {
+        String::from_utf8_lossy(&self.sys.m.console.lock().unwrap()).into_owned()
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.sys.m.frames.stats().free
+    }
+
+    /// Nothing of any process is left: no task but idle and boot, no
+    /// process, no pipe, no context, no kill in flight.
+    fn assert_quiet(&self) {
+        let tasks: Vec<_> = self.sys.with_sched(|s| s.tasks().map(|t| t.tid).collect());
+        assert_eq!(tasks, [0, 1], "tasks left");
+        assert_eq!(self.sys.process_count(), 0);
+        assert_eq!(self.sys.pipe_count(), 0);
+        assert_eq!(self.sys.m.live_contexts.load(Ordering::SeqCst), 2);
+        assert_eq!(self.sys.kills_in_flight(), 0);
+    }
+}
+
+/// A minimal static executable: text at TEXT, data at DATA.
+fn program_image() -> Vec<u8> {
+    const EHDR: usize = 64;
+    const PHDR: usize = 56;
+    let text_at = EHDR + 2 * PHDR;
+    let mut img = vec![0u8; text_at + 16];
+    img[..4].copy_from_slice(b"\x7fELF");
+    img[4] = 2; // 64-bit
+    img[5] = 1; // little-endian
+    img[6] = 1;
+    img[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    img[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+    img[20..24].copy_from_slice(&1u32.to_le_bytes());
+    img[24..32].copy_from_slice(&TEXT.to_le_bytes());
+    img[32..40].copy_from_slice(&(EHDR as u64).to_le_bytes());
+    img[52..54].copy_from_slice(&(EHDR as u16).to_le_bytes());
+    img[54..56].copy_from_slice(&(PHDR as u16).to_le_bytes());
+    img[56..58].copy_from_slice(&2u16.to_le_bytes());
+    // (flags, vaddr, file offset, file size, memory size)
+    let segs = [
+        (5u32, TEXT, text_at as u64, 16u64, 0x1000u64),
+        (6u32, DATA, 0, 0, DATA_LEN),
+    ];
+    for (i, (flags, vaddr, offset, file, memsz)) in segs.into_iter().enumerate() {
+        let ph = EHDR + i * PHDR;
+        img[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        img[ph + 4..ph + 8].copy_from_slice(&flags.to_le_bytes());
+        img[ph + 8..ph + 16].copy_from_slice(&offset.to_le_bytes());
+        img[ph + 16..ph + 24].copy_from_slice(&vaddr.to_le_bytes());
+        img[ph + 24..ph + 32].copy_from_slice(&vaddr.to_le_bytes());
+        img[ph + 32..ph + 40].copy_from_slice(&file.to_le_bytes());
+        img[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
+        img[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+    }
+    img
+}
+
+#[test]
+fn a_program_writes_to_the_console_and_its_status_comes_back() {
+    let w = World::new();
+    let frames = w.free_frames();
+    let status = w.run_to_end(|u| {
+        u.poke(DATA, b"hello\n");
+        assert_eq!(u.call(nr::WRITE, &[1, DATA, 6]), 6);
+        assert_eq!(u.call(nr::GETTID, &[]), u.sys.current() as i64);
+        42
+    });
+    assert_eq!(status, 42);
+    assert_eq!(w.console(), "hello\n");
+    assert_eq!(w.free_frames(), frames, "frames leaked");
+    w.assert_quiet();
+}
+
+#[test]
+fn console_output_keeps_characters_whole_and_marks_bad_bytes() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        // A 3-byte character across the 256-byte piece boundary, then a
+        // stray continuation byte.
+        let mut text = vec![b'a'; 255];
+        text.extend_from_slice("€".as_bytes());
+        text.push(0x80);
+        u.poke(DATA, &text);
+        u.call(nr::WRITE, &[1, DATA, text.len() as u64]);
+        0
+    });
+    let out = w.console();
+    assert!(out.ends_with("a€\u{FFFD}"), "{out:?}");
+}
+
+#[test]
+fn pointers_are_checked_before_anything_else() {
+    let w = World::new();
+    let status = w.run_to_end(|u| {
+        assert_eq!(u.call(nr::WRITE, &[99, 0, 1]), EFAULT);
+        assert_eq!(u.call(nr::READ, &[0, 0xffff_8000_0000_0000, 1]), EFAULT);
+        assert_eq!(u.call(nr::PIPE, &[TEXT]), EFAULT, "read-only page");
+        // The status pointer before the tid, however bad the tid.
+        assert_eq!(u.call(nr::WAIT, &[1 << 32, 0xffff_8000_0000_0000]), EFAULT);
+        assert_eq!(u.call(nr::WAIT, &[1 << 32, 0]), ESRCH);
+        assert_eq!(u.call(nr::CLOSE, &[7]), EBADF);
+        assert_eq!(u.call(999, &[]), -(Errno::ENOSYS as i64));
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn pipe_between_threads_blocks_and_wakes() {
+    let w = World::new();
+    let reader = w.thread(|u| {
+        // The read blocks until the main thread writes.
+        let n = u.call(nr::READ, &[u.arg, DATA + 0x100, 64]);
+        assert_eq!(u.peek(DATA + 0x100, n as usize), b"ping");
+        n
+    });
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(reader, r);
+        assert!(t > 0, "spawn_thread: {t}");
+        // Let the reader block first.
+        u.call(nr::SLEEP, &[5 * TICK_NS]);
+        u.poke(DATA + 0x200, b"ping");
+        assert_eq!(u.call(nr::WRITE, &[wr, DATA + 0x200, 4]), 4);
+        assert_eq!(u.call(nr::WAIT, &[t as u64, DATA + 0x300]), t);
+        let status = i64::from_le_bytes(u.peek(DATA + 0x300, 8).try_into().unwrap());
+        assert_eq!(status, 4);
+        assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        assert_eq!(
+            u.call(nr::READ, &[r, DATA, 1]),
+            0,
+            "EOF once writers are gone"
+        );
+        assert_eq!(u.call(nr::CLOSE, &[r]), 0);
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn write_with_no_reader_is_epipe_and_descriptors_are_lowest_free() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        assert_eq!((r, wr), (0, 3), "0 is free, 1 and 2 are the console");
+        assert_eq!(u.call(nr::CLOSE, &[r]), 0);
+        u.poke(DATA, b"x");
+        assert_eq!(u.call(nr::WRITE, &[wr, DATA, 1]), EPIPE);
+        assert_eq!(u.call(nr::READ, &[wr, DATA, 1]), EBADF);
+        let (r2, w2) = u.pipe();
+        assert_eq!((r2, w2), (0, 4));
+        0
+    });
+    // Descriptors left open are closed at the end: no pipe survives.
+    w.assert_quiet();
+}
+
+#[test]
+fn a_failed_copy_to_the_reader_leaves_the_bytes_in_the_pipe() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        u.poke(DATA, b"precious");
+        assert_eq!(u.call(nr::WRITE, &[wr, DATA, 8]), 8);
+        let id = match u.sys.file(r) {
+            Ok(File::PipeRead(id)) => id,
+            other => panic!("{other:?}"),
+        };
+        // As if the buffer were unmapped after the call checked it: the
+        // copy fails, and nothing may be consumed.
+        assert_eq!(
+            u.sys.pipe_read(id, DATA + DATA_LEN - 4, 8),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(u.call(nr::READ, &[r, DATA + 0x100, 8]), 8);
+        assert_eq!(u.peek(DATA + 0x100, 8), b"precious");
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn threads_spawned_while_the_program_ends_never_outlive_it() {
+    let w = World::new();
+    let frames = w.free_frames();
+    // Each thread makes more threads as fast as it can, then spins.
+    let spawner: Arc<OnceLock<u64>> = Arc::new(OnceLock::new());
+    let me = spawner.clone();
+    let entry = w.thread(move |u| {
+        let entry = *me.get().expect("entry");
+        loop {
+            u.spawn_thread(entry, 0);
+            u.call(nr::YIELD, &[]);
+        }
+    });
+    spawner.set(entry).unwrap();
+    for round in 0..20 {
+        let status = w.run_to_end(move |u| {
+            for _ in 0..3 {
+                u.spawn_thread(entry, 0);
+            }
+            // Let the threads multiply, then end the program under them.
+            for _ in 0..round {
+                u.call(nr::YIELD, &[]);
+            }
+            7
+        });
+        assert_eq!(status, 7, "round {round}");
+        w.assert_quiet();
+    }
+    assert_eq!(w.free_frames(), frames, "frames leaked");
+}
+
+#[test]
+fn killing_a_program_blocked_in_a_pipe_read_collects_everything() {
+    let w = World::new();
+    let frames = w.free_frames();
+    let blocked = w.thread(|u| u.call(nr::READ, &[u.arg, DATA, 1]));
+    let pid = w.run(move |u| {
+        let (r, _w) = u.pipe();
+        for _ in 0..5 {
+            u.spawn_thread(blocked, r);
+        }
+        u.call(nr::READ, &[r, DATA, 1])
+    });
+    w.sys.sleep_ns(10 * TICK_NS);
+    w.sys.kill_process(pid, 137).expect("kill");
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(137));
+    w.assert_quiet();
+    assert_eq!(w.free_frames(), frames);
+}
+
+#[test]
+fn out_of_memory_is_an_error_code_never_a_panic() {
+    let w = World::new();
+    let frames = w.free_frames();
+    let entry = w.thread(|u| {
+        u.call(nr::SLEEP, &[u64::MAX]);
+        0
+    });
+    let status = w.run_to_end(move |u| {
+        // Frames: take all but a few, then open pipes until refused.
+        let mut held = Vec::new();
+        while u.sys.m.frames.stats().free > 3 {
+            held.push(u.sys.m.frames.alloc_frame().unwrap());
+        }
+        let mut refused = 0;
+        for _ in 0..10 {
+            match u.call(nr::PIPE, &[DATA]) {
+                0 => {}
+                e => {
+                    assert_eq!(e, -(Errno::ENOMEM as i64));
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "pipes never ran out of frames");
+        for pfn in held {
+            u.sys.m.frames.free(pfn, 0).unwrap();
+        }
+        // The heap: every call with allocation failing on this thread.
+        crate::testutil::alloc::failing(|| {
+            let r = u.call(nr::PIPE, &[DATA]);
+            assert!(r == 0 || r == -(Errno::ENOMEM as i64), "pipe: {r}");
+            let t = u.spawn_thread(entry, 0);
+            assert!(t > 0 || t == -(Errno::EAGAIN as i64), "spawn_thread: {t}");
+            u.poke(DATA, b"ok");
+            assert_eq!(u.call(nr::WRITE, &[1, DATA, 2]), 2);
+        });
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+    assert_eq!(w.free_frames(), frames);
+}

@@ -1,0 +1,66 @@
+//! Takes everything the kernel will give it: pipes until one is refused,
+//! then threads until one is refused. Each refusal must be an error code a
+//! program can handle (`EMFILE` or `ENOMEM` for a pipe, `EAGAIN` for a
+//! thread); the kernel must never panic instead. Exits 0 if every refusal
+//! was one of those, 1 otherwise. The threads sleep until the program ends.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use rt::{Args, Errno, println};
+
+rt::entry!(main);
+
+/// Threads a program may have, main included (the kernel's bound).
+const THREADS: usize = 64;
+const STACK: usize = 2048;
+
+#[repr(C, align(16))]
+struct Pool([[u8; STACK]; THREADS]);
+
+static mut POOL: Pool = Pool([[0; STACK]; THREADS]);
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// One stack of the pool, each handed out once.
+fn stack() -> Option<&'static mut [u8]> {
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    if i >= THREADS {
+        return None;
+    }
+    // SAFETY: index `i` is handed out once (the atomic counter), so this is
+    // the only reference to that stack.
+    Some(unsafe { &mut (*core::ptr::addr_of_mut!(POOL)).0[i] })
+}
+
+fn sleeper(_: u64) -> i64 {
+    rt::sleep(u64::MAX);
+    0
+}
+
+fn main(_args: Args) -> i64 {
+    let mut pipes = 0;
+    let pipe_error = loop {
+        match rt::pipe() {
+            Ok(_) => pipes += 1,
+            Err(e) => break e,
+        }
+    };
+    let mut threads = 0;
+    let thread_error = loop {
+        let Some(stack) = stack() else {
+            break Errno::EAGAIN;
+        };
+        match rt::spawn(sleeper, 0, stack) {
+            Ok(_) => threads += 1,
+            Err(e) => break e,
+        }
+    };
+    let ok = matches!(pipe_error, Errno::EMFILE | Errno::ENOMEM) && thread_error == Errno::EAGAIN;
+    println!(
+        "exhaust pipes={pipes} pipe_error={} threads={threads} thread_error={} ok={ok}",
+        pipe_error.name(),
+        thread_error.name()
+    );
+    if ok { 0 } else { 1 }
+}
