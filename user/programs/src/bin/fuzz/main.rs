@@ -160,9 +160,7 @@ struct Fuzz {
 }
 
 fn usage() -> i64 {
-    println!(
-        "fuzz: usage: fuzz SEED CALLS [wait-order] [stack-zero] [trace]  (CALLS 0: until killed)"
-    );
+    println!("fuzz: usage: fuzz SEED CALLS [stack-zero] [trace]  (CALLS 0: until killed)");
     2
 }
 
@@ -183,7 +181,6 @@ fn main(args: Args) -> i64 {
     let mut switches = Switches::default();
     for word in args.iter().skip(2) {
         match word {
-            "wait-order" => switches.wait_order = true,
             "stack-zero" => switches.stack_zero = true,
             "trace" => switches.trace = true,
             _ => return usage(),

@@ -169,9 +169,6 @@ const HISTORY: usize = 8;
 /// command line (README.md, "Fuzzer").
 #[derive(Clone, Copy, Default)]
 pub struct Switches {
-    /// wait(tid >= 2^32, bad status): docs/abi.md says the pointer is
-    /// checked before anything else (EFAULT); the kernel says ESRCH.
-    pub wait_order: bool,
     /// spawn_thread(entry, stack_top = 0): [stack_top - 16, stack_top) is
     /// not in the user half, so EFAULT; the kernel starts a thread with
     /// rsp = 0, which faults and kills the program.
@@ -490,14 +487,8 @@ impl Thread {
     /// wait(tid, status) where `tid` must fail with `err`.
     pub fn wait_for_error(&mut self, tid: u64, err: Errno) -> Checked<()> {
         let (ptr, ok) = self.gen_status_ptr();
+        // The pointer is checked first, whatever the tid (docs/abi.md).
         let expect = if ok { err } else { Errno::EFAULT };
-        // The kernel rejects a tid above 32 bits before it looks at the
-        // pointer; only `wait-order` holds it to the documented order.
-        let (ptr, expect) = if tid > u64::from(u32::MAX) && !ok && !self.switches.wait_order {
-            (0, err)
-        } else {
-            (ptr, expect)
-        };
         // SAFETY: the call must fail, so the kernel writes nothing; a valid
         // status pointer is in our own region or the slack all the same.
         unsafe { self.call(nr::WAIT, &[tid, ptr], Expect::Err(expect))? };
