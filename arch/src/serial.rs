@@ -2,12 +2,12 @@
 //! family of macros used by boot and test kernels.
 
 use core::fmt::{self, Write};
-use spin::Mutex;
+use kernel::sync::IrqMutex;
 use uart_16550::{Config, Uart16550, backend::PioBackend};
 
 const COM1: u16 = 0x3f8;
 
-static PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+static PORT: IrqMutex<Option<Uart16550<PioBackend>>> = IrqMutex::new(None);
 
 /// Programs COM1 (115200 8N1, FIFOs on). Output before this call is dropped.
 pub fn init() {
@@ -26,11 +26,9 @@ pub struct Serial;
 
 impl Write for Serial {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::cpu::without_interrupts(|| {
-            if let Some(uart) = PORT.lock().as_mut() {
-                write_bytes(uart, s.as_bytes());
-            }
-        });
+        if let Some(uart) = PORT.lock().as_mut() {
+            write_bytes(uart, s.as_bytes());
+        }
         Ok(())
     }
 }
@@ -46,28 +44,37 @@ fn write_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
 
 /// Writes raw bytes (a user program's output, already valid UTF-8).
 pub fn write_raw(bytes: &[u8]) {
-    crate::cpu::without_interrupts(|| {
-        if let Some(uart) = PORT.lock().as_mut() {
-            write_bytes(uart, bytes);
-        }
-    });
+    if let Some(uart) = PORT.lock().as_mut() {
+        write_bytes(uart, bytes);
+    }
 }
 
 /// One byte from the console, if one has arrived.
 pub fn try_read_byte() -> Option<u8> {
-    crate::cpu::without_interrupts(|| PORT.lock().as_mut()?.try_receive_byte().ok())
+    PORT.lock().as_mut()?.try_receive_byte().ok()
 }
 
 /// For the fatal paths (panic, kernel fault): the lock may be held by the
-/// very code that failed, and waiting for it would hang instead of reporting.
-pub fn emergency_writer() -> Serial {
-    if PORT.is_locked() {
-        // SAFETY: called only on the way to powering off; the holder of the
-        // lock never runs again, so nobody observes the broken exclusion
-        // except by interleaving bytes.
-        unsafe { PORT.force_unlock() };
+/// very code that failed, and waiting for it would hang instead of
+/// reporting. So this writer goes to the port without the lock.
+pub fn emergency_writer() -> EmergencySerial {
+    EmergencySerial
+}
+
+/// Writes to COM1 directly, bypassing `PORT`'s lock.
+pub struct EmergencySerial;
+
+impl Write for EmergencySerial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: used only on the way to powering off: the lock's holder
+        // never runs again, so a second handle on the port can only
+        // interleave bytes. The port was programmed by `init` (or, before
+        // it, writes go to an unprogrammed UART and are lost).
+        if let Ok(mut uart) = unsafe { Uart16550::new_port(COM1) } {
+            write_bytes(&mut uart, s.as_bytes());
+        }
+        Ok(())
     }
-    Serial
 }
 
 #[doc(hidden)]

@@ -4,8 +4,8 @@
 //! local APIC timer can replace it when Faultline runs on several CPUs.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::sync::IrqMutex;
 use pic8259::ChainedPics;
-use spin::Mutex;
 use x86_64::instructions::port::Port;
 
 use crate::trap::{self, TrapFrame};
@@ -24,7 +24,8 @@ const PIT_COMMAND: u16 = 0x43;
 
 // SAFETY: the offsets put IRQs 0-15 on vectors 32-47, clear of the CPU
 // exception vectors.
-static PICS: Mutex<ChainedPics> = Mutex::new(unsafe { ChainedPics::new(PIC_BASE, PIC_BASE + 8) });
+static PICS: IrqMutex<ChainedPics> =
+    IrqMutex::new(unsafe { ChainedPics::new(PIC_BASE, PIC_BASE + 8) });
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_HOOK: spin::Once<fn(&mut TrapFrame)> = spin::Once::new();

@@ -13,7 +13,8 @@
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
-use spin::{Lazy, RwLock};
+use kernel::sync::IrqMutex;
+use spin::Lazy;
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
@@ -131,7 +132,7 @@ fn stub_address(vector: u8) -> VirtAddr {
 /// A handler for an interrupt vector (32..=255).
 pub type Handler = fn(&mut TrapFrame);
 
-static HANDLERS: RwLock<[Option<Handler>; 256]> = RwLock::new([None; 256]);
+static HANDLERS: IrqMutex<[Option<Handler>; 256]> = IrqMutex::new([None; 256]);
 
 /// Called for exceptions in ring 3; it must not return to the faulting
 /// code (it ends the task and switches away).
@@ -202,7 +203,7 @@ pub fn init() {
 /// Installs `handler` for `vector` (32..=255). Replaces an earlier one.
 pub fn set_handler(vector: u8, handler: Handler) {
     if vector >= 32 {
-        crate::cpu::without_interrupts(|| HANDLERS.write()[vector as usize] = Some(handler));
+        HANDLERS.lock()[vector as usize] = Some(handler);
     }
 }
 
@@ -236,7 +237,7 @@ fn handle(frame: &mut TrapFrame) {
             log::debug!("breakpoint at rip={:#x}", frame.rip);
         }
         v @ 32..=255 => {
-            let handler = HANDLERS.read()[v as usize];
+            let handler = HANDLERS.lock()[v as usize];
             match handler {
                 Some(h) => h(frame),
                 None => log::warn!("unexpected interrupt vector {v}"),

@@ -13,8 +13,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use arch::layout::{HEAP_BASE, HEAP_MAX};
 use kernel::mm::PAGE_SIZE;
 use kernel::mm::pte::LeafFlags;
+use kernel::sync::IrqMutex;
 use linked_list_allocator::Heap;
-use spin::Mutex;
 
 use crate::memory;
 
@@ -24,12 +24,12 @@ pub const INITIAL_BYTES: u64 = 64 * 1024;
 const MIN_GROWTH: u64 = 64 * 1024;
 
 struct GrowingHeap {
-    heap: Mutex<Heap>,
+    heap: IrqMutex<Heap>,
 }
 
 #[global_allocator]
 static ALLOCATOR: GrowingHeap = GrowingHeap {
-    heap: Mutex::new(Heap::empty()),
+    heap: IrqMutex::new(Heap::empty()),
 };
 
 static GROWTHS: AtomicU64 = AtomicU64::new(0);
@@ -46,14 +46,12 @@ pub struct HeapStats {
 }
 
 pub fn stats() -> HeapStats {
-    arch::cpu::without_interrupts(|| {
-        let heap = ALLOCATOR.heap.lock();
-        HeapStats {
-            bytes: heap.size() as u64,
-            used: heap.used() as u64,
-            growths: GROWTHS.load(Ordering::Relaxed),
-        }
-    })
+    let heap = ALLOCATOR.heap.lock();
+    HeapStats {
+        bytes: heap.size() as u64,
+        used: heap.used() as u64,
+        growths: GROWTHS.load(Ordering::Relaxed),
+    }
 }
 
 /// Maps the first chunk and hands it to the allocator.
@@ -102,31 +100,27 @@ fn grow(heap: &mut Heap, needed: u64) -> bool {
 // interrupts off so an interrupt handler cannot deadlock on it.
 unsafe impl GlobalAlloc for GrowingHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        arch::cpu::without_interrupts(|| {
-            let mut heap = self.heap.lock();
-            if let Ok(p) = heap.allocate_first_fit(layout) {
-                return p.as_ptr();
-            }
-            // Room for the block, its alignment, and the allocator's own
-            // bookkeeping at the boundary.
-            let needed = (layout.size() + layout.align() + 64) as u64;
-            if grow(&mut heap, needed)
-                && let Ok(p) = heap.allocate_first_fit(layout)
-            {
-                return p.as_ptr();
-            }
-            core::ptr::null_mut()
-        })
+        let mut heap = self.heap.lock();
+        if let Ok(p) = heap.allocate_first_fit(layout) {
+            return p.as_ptr();
+        }
+        // Room for the block, its alignment, and the allocator's own
+        // bookkeeping at the boundary.
+        let needed = (layout.size() + layout.align() + 64) as u64;
+        if grow(&mut heap, needed)
+            && let Ok(p) = heap.allocate_first_fit(layout)
+        {
+            return p.as_ptr();
+        }
+        core::ptr::null_mut()
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(ptr) = NonNull::new(ptr) else {
             return;
         };
-        arch::cpu::without_interrupts(|| {
-            // SAFETY: GlobalAlloc's contract: ptr came from alloc with this
-            // layout and is freed once.
-            unsafe { self.heap.lock().deallocate(ptr, layout) }
-        });
+        // SAFETY: GlobalAlloc's contract: ptr came from alloc with this
+        // layout and is freed once.
+        unsafe { self.heap.lock().deallocate(ptr, layout) }
     }
 }

@@ -74,7 +74,7 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
     });
     arch::gdt::init();
     arch::trap::init();
-    let info = match BootInfo::parse(&arch::phys::DirectMap, start_info) {
+    let info = match BootInfo::parse(&arch::phys::DIRECT_MAP, start_info) {
         Ok(info) => info,
         Err(e) => fatal_boot_error(format_args!("{e}")),
     };

@@ -13,14 +13,15 @@ use core::fmt;
 use core::ops::Range;
 
 use arch::layout::{DIRECT_MAP_SIZE, KERNEL_BASE, phys_to_virt};
-use arch::phys::DirectMap;
+use arch::phys::{DIRECT_MAP, DirectMap};
 use arch::pte::X86Pte;
 use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use spin::{Mutex, Once};
+use kernel::sync::IrqMutex;
+use spin::Once;
 
 /// Why memory setup failed; boot reports it and powers off.
 #[derive(Debug)]
@@ -96,7 +97,7 @@ fn image_phys_end() -> u64 {
 static FRAMES: Once<FrameAllocator<'static>> = Once::new();
 static KERNEL_ROOT: Once<Pfn> = Once::new();
 /// Serialises edits of the kernel's page tables (heap growth, later MMIO).
-static KERNEL_PT_LOCK: Mutex<()> = Mutex::new(());
+static KERNEL_PT_LOCK: IrqMutex<()> = IrqMutex::new(());
 /// Frames the boot map calls usable, before anything was reserved.
 static BOOT_MAP_FRAMES: Once<u64> = Once::new();
 
@@ -233,7 +234,7 @@ fn descriptor_array(pa: u64, bytes: u64, count: u64) -> &'static [FrameDesc] {
 }
 
 fn build_kernel_tables(info: &BootInfo) -> Result<Pfn, SetupError> {
-    let mut pt = PageTable::<X86Pte, DirectMap>::new(&DirectMap, &FrameTables)?;
+    let mut pt = PageTable::<X86Pte, DirectMap>::new(&DIRECT_MAP, &FrameTables)?;
     let (spans, n) = direct_map_spans(info);
     let data = LeafFlags::WRITABLE | LeafFlags::GLOBAL;
     for &(start, end) in &spans[..n] {
@@ -331,22 +332,20 @@ pub fn kernel_root() -> Pfn {
 /// Maps one 4 KiB kernel page (heap growth). The caller owns `pfn`.
 pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapError> {
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
-    arch::cpu::without_interrupts(|| {
-        let _guard = KERNEL_PT_LOCK.lock();
-        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
-        pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
-    })
+    let _guard = KERNEL_PT_LOCK.lock();
+    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+    pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
 }
 
 /// Unmaps one 4 KiB kernel page and flushes it; returns its frame, which
 /// the caller now owns again.
 pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
-    let (pfn, flush) = arch::cpu::without_interrupts(|| {
+    let (pfn, flush) = {
         let _guard = KERNEL_PT_LOCK.lock();
-        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DirectMap, root);
-        pt.unmap(va).map(|(pfn, _, _, flush)| (pfn, flush))
-    })?;
+        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+        pt.unmap(va).map(|(pfn, _, _, flush)| (pfn, flush))?
+    };
     // Kernel pages live in every address space; the TLB knows that.
     flush.flush(&arch::paging::Tlb);
     Ok(pfn)

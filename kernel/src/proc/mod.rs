@@ -50,7 +50,7 @@ mod tests;
 
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use abi::Errno;
 
@@ -116,6 +116,10 @@ pub struct System<M: Machine> {
     procs: IrqMutex<Vec<Process<M>>>,
     pipes: IrqMutex<PipeTable>,
     sched: IrqMutex<Scheduler<M::Context>>,
+    /// The running task, as the last switch left it: `gettid` and every
+    /// lookup of the current task read it without taking the scheduler's
+    /// lock (one CPU; the SMP issue makes it per CPU).
+    current: AtomicU32,
     /// Kill requests whose task has not exited yet. Every return to user
     /// mode asks whether the current task must die; this keeps that
     /// question to one load while nobody is being killed.
@@ -147,6 +151,7 @@ impl<M: Machine> System<M> {
                 boot,
             )),
             kills_in_flight: AtomicUsize::new(0),
+            current: AtomicU32::new(crate::task::sched::BOOT),
         }
     }
 
@@ -163,7 +168,7 @@ impl<M: Machine> System<M> {
 
     /// The running task.
     pub fn current(&self) -> Tid {
-        self.sched.lock().current()
+        self.current.load(Ordering::Relaxed)
     }
 
     /// The process of the running task: the one place that asks.
@@ -209,6 +214,7 @@ impl<M: Machine> System<M> {
         let Some((from, to)) = points else {
             panic!("switch {sw:?} between tasks without contexts");
         };
+        self.current.store(sw.to, Ordering::Relaxed);
         // The task switched to has interrupts-off sections of its own.
         let saved = save_irq_state();
         self.m.switch(from, to);

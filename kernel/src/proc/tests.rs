@@ -245,6 +245,9 @@ impl User {
         a[..args.len()].copy_from_slice(args);
         let rax = self.sys.syscall(number, a);
         self.sys.return_to_user();
+        // The lock-free current tid agrees with the scheduler's.
+        let sched = self.sys.with_sched(|s| s.current());
+        assert_eq!(self.sys.current(), sched, "current() is stale");
         rax as i64
     }
 
@@ -417,7 +420,8 @@ fn a_program_writes_to_the_console_and_its_status_comes_back() {
     let status = w.run_to_end(|u| {
         u.poke(DATA, b"hello\n");
         assert_eq!(u.call(nr::WRITE, &[1, DATA, 6]), 6);
-        assert_eq!(u.call(nr::GETTID, &[]), u.sys.current() as i64);
+        let me = u.sys.with_sched(|s| s.current());
+        assert_eq!(u.call(nr::GETTID, &[]), me as i64);
         42
     });
     assert_eq!(status, 42);

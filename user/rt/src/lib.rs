@@ -32,4 +32,4 @@ pub use print::{_print, _print_to};
 pub use sys::{
     close, exit, gettid, pipe, read, sleep, spawn_thread, time_ns, wait, write, yield_now,
 };
-pub use thread::{Stack, spawn};
+pub use thread::{Stack, StackPool, spawn};

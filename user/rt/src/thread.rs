@@ -3,7 +3,7 @@
 use core::arch::naked_asm;
 use core::cell::UnsafeCell;
 use core::mem::{align_of, size_of};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use abi::Errno;
 
@@ -52,6 +52,50 @@ impl<const N: usize> Stack<N> {
 }
 
 impl<const N: usize> Default for Stack<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `N` thread stacks of `SIZE` bytes each, as one `static`, each handed out
+/// once: for programs that make many threads.
+#[repr(C, align(16))]
+pub struct StackPool<const N: usize, const SIZE: usize> {
+    mem: UnsafeCell<[[u8; SIZE]; N]>,
+    next: AtomicUsize,
+}
+
+// SAFETY: each stack is reachable only through `take`, which hands out
+// every index once; the counter is atomic.
+unsafe impl<const N: usize, const SIZE: usize> Sync for StackPool<N, SIZE> {}
+
+impl<const N: usize, const SIZE: usize> StackPool<N, SIZE> {
+    pub const fn new() -> Self {
+        // Each stack starts 16-byte aligned only if the size keeps it so.
+        const { assert!(SIZE.is_multiple_of(16)) };
+        StackPool {
+            mem: UnsafeCell::new([[0; SIZE]; N]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next unused stack; `None` once all are taken.
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the atomic counter hands each stack out once"
+    )]
+    pub fn take(&'static self) -> Option<&'static mut [u8]> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= N {
+            return None;
+        }
+        // SAFETY: index `i` is handed out once, so this is the only
+        // reference ever made to that stack.
+        Some(unsafe { &mut (*self.mem.get())[i] })
+    }
+}
+
+impl<const N: usize, const SIZE: usize> Default for StackPool<N, SIZE> {
     fn default() -> Self {
         Self::new()
     }

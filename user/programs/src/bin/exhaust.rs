@@ -6,32 +6,12 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use rt::{Args, Errno, println};
 
 rt::entry!(main);
 
-/// Threads a program may have, main included (the kernel's bound).
-const THREADS: usize = 64;
-const STACK: usize = 2048;
-
-#[repr(C, align(16))]
-struct Pool([[u8; STACK]; THREADS]);
-
-static mut POOL: Pool = Pool([[0; STACK]; THREADS]);
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// One stack of the pool, each handed out once.
-fn stack() -> Option<&'static mut [u8]> {
-    let i = NEXT.fetch_add(1, Ordering::Relaxed);
-    if i >= THREADS {
-        return None;
-    }
-    // SAFETY: index `i` is handed out once (the atomic counter), so this is
-    // the only reference to that stack.
-    Some(unsafe { &mut (*core::ptr::addr_of_mut!(POOL)).0[i] })
-}
+/// One stack for each thread a program may have (the kernel's bound).
+static POOL: rt::StackPool<64, 2048> = rt::StackPool::new();
 
 fn sleeper(_: u64) -> i64 {
     rt::sleep(u64::MAX);
@@ -48,7 +28,7 @@ fn main(_args: Args) -> i64 {
     };
     let mut threads = 0;
     let thread_error = loop {
-        let Some(stack) = stack() else {
+        let Some(stack) = POOL.take() else {
             break Errno::EAGAIN;
         };
         match rt::spawn(sleeper, 0, stack) {
