@@ -7,6 +7,7 @@
 #                            exit 0 only if every command and expect held
 #   ./run.sh debug           QEMU waiting for gdb; prints the gdb command line
 #   ./run.sh bench           benchmark figures under -icount shift=0
+#   ./run.sh fuzz [--calls N] [--seed S]   a long system-call fuzzer run
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -750,6 +751,86 @@ run_tests() {
     [ "$FAILED" = 0 ]
 }
 
+# --- the fuzzer ---------------------------------------------------------------
+
+# fuzz [--calls N] [--seed S] [--switch NAME]...: a longer run of the
+# system-call fuzzer than the suite's tests/scripts/fuzz.fl, in its shape
+# and with its leak checks (whose comments there say what they allow and
+# why): a warm-up round, then four instances of N calls (seeds S..S+3)
+# beside a fifth killed mid-run. A failure prints the seed and the call
+# that reproduce it (`run fuzz SEED CALLS` at the console).
+fuzz() {
+    local calls=200000 seed=$((RANDOM * 32768 + RANDOM)) switches="" usage
+    usage="usage: ./run.sh fuzz [--calls N] [--seed S] [--switch stack-zero|trace]..."
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --calls) calls=${2:-}; shift 2 || break ;;
+            --seed) seed=${2:-}; shift 2 || break ;;
+            --switch) switches="$switches ${2:-}"; shift 2 || break ;;
+            *) say "$usage"; return 2 ;;
+        esac
+    done
+    if ! [[ $calls =~ ^[1-9][0-9]*$ && $seed =~ ^[0-9]+$ ]]; then
+        say "$usage"
+        return 2
+    fi
+    local script out status=0 round base n i
+    script=$(mktemp)
+    out=$(mktemp)
+    for round in warm-up run; do
+        # The warm-up spawns over 4096 threads (tests/scripts/fuzz.fl says why).
+        if [ "$round" = warm-up ]; then base=$((seed + 1000)) n=40000; else base=$seed n=$calls; fi
+        for i in 0 1 2 3; do
+            echo "spawn fuzz $((base + i)) $n$switches"
+            echo "let f$i \$tid"
+        done
+        echo "spawn fuzz $((base + 4)) 0$switches"
+        echo "let victim \$tid"
+        echo "wait \$f0"
+        echo "expect exit_status == 0"
+        echo "kill \$victim"
+        echo "wait \$victim"
+        echo "expect exit_status == 137"
+        for i in 1 2 3; do
+            echo "wait \$f$i"
+            echo "expect exit_status == 0"
+        done
+        if [ "$round" = warm-up ]; then
+            echo "mem"
+            echo "let heap_pages \$heap_bytes / 4096"
+            echo "let unowned_before \$frames_free + \$heap_pages"
+            echo "let unowned_floor \$unowned_before - 10"
+            echo "let heap_used_limit \$heap_used + 64K"
+            echo "uptime"
+            echo "let start_ms \$uptime_ms"
+        fi
+    done >"$script"
+    cat >>"$script" <<'FL'
+uptime
+let fuzz_ms $uptime_ms - $start_ms
+mem
+let heap_pages $heap_bytes / 4096
+let unowned $frames_free + $heap_pages
+expect unowned >= $unowned_floor
+expect unowned <= $unowned_before
+expect heap_used <= $heap_used_limit
+ps
+expect tid == 1
+FL
+    echo "run.sh: fuzzing with seeds $seed..$((seed + 3)), $calls calls each${switches:+, switches:$switches}"
+    local begin=$SECONDS ms
+    # At least 2000 calls per second even on a loaded machine, and the boot.
+    TEST_TIMEOUT=$((60 + 4 * calls / 2000)) run_script "$script" >"$out" 2>&1 || status=$?
+    grep -aE '^fuzz seed=[0-9]+ ok|^fuzz FAIL|^expect FAILED|^error|killed:|^script:|^run.sh' "$out" || true
+    ms=$(sed -n 's/^fuzz_ms=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+    if [ -n "$ms" ] && [ "$ms" -gt 0 ]; then
+        echo "fuzz: $((4 * calls)) calls (and the victim's) in $ms ms of kernel time:" \
+            "$((4 * calls * 1000 / ms)) calls/s; whole run with boot $((SECONDS - begin)) s wall"
+    fi
+    rm -f "$script" "$out"
+    return "$status"
+}
+
 # --- main -------------------------------------------------------------------
 
 case ${1:-} in
@@ -778,8 +859,14 @@ case ${1:-} in
         build_kernel
         bench
         ;;
+    fuzz)
+        ensure_tools
+        build_kernel
+        shift
+        fuzz "$@"
+        ;;
     -h | --help | help)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         say "run.sh: unknown command '$1' (try ./run.sh help)"

@@ -75,7 +75,7 @@ impl Values {
 
 /// Keys are restricted so that prose like `'a=1'` or `(x=2)` in messages is
 /// not mistaken for a result.
-fn is_key(text: &str) -> bool {
+pub(crate) fn is_key(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()

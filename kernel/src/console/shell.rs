@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
-use super::builtins::{ECHO, HELP, VALUES};
+use super::builtins::{ECHO, HELP, LET, VALUES};
 use super::expect::EXPECT;
 use super::parse::tokenize;
 use super::{CmdError, CmdResult, Command, Output, Values, unknown_command};
@@ -48,15 +48,15 @@ impl fmt::Display for ScriptSummary {
 }
 
 impl Shell {
-    /// A shell with the portable built-ins: `echo`, `expect`, `help` and
-    /// `values`.
+    /// A shell with the portable built-ins: `echo`, `expect`, `help`, `let`
+    /// and `values`.
     pub fn new() -> Self {
         let mut shell = Shell {
             commands: Vec::new(),
             values: Values::default(),
             failures: 0,
         };
-        for cmd in [ECHO, EXPECT, HELP, VALUES] {
+        for cmd in [ECHO, EXPECT, HELP, LET, VALUES] {
             // The built-in names are distinct, so this cannot fail.
             let _ = shell.register(cmd);
         }

@@ -92,7 +92,7 @@ fn help_lists_commands_sorted() {
     assert_eq!(
         names,
         [
-            "boom", "double", "echo", "expect", "help", "partial", "values"
+            "boom", "double", "echo", "expect", "help", "let", "partial", "values"
         ]
     );
     assert!(printed.contains("expect KEY OP VALUE - check the last value"));
@@ -146,6 +146,52 @@ fn values_lists_recorded_pairs() {
     assert_eq!(ok(&mut shell, "values"), "cpu=1\nmem.free=3\nmem.total=9\n");
     assert_eq!(ok(&mut shell, "values mem."), "mem.free=3\nmem.total=9\n");
     assert_eq!(ok(&mut shell, "values zzz"), "");
+}
+
+#[test]
+fn let_names_a_value_for_later() {
+    let mut shell = Shell::new();
+    ok(&mut shell, "echo tid=5");
+    assert_eq!(ok(&mut shell, "let first $tid"), "first=5\n");
+    ok(&mut shell, "echo tid=6");
+    assert_eq!(shell.values().get("first"), Some("5"));
+    assert_eq!(shell.values().get("tid"), Some("6"));
+    ok(&mut shell, "expect first == 5");
+}
+
+#[test]
+fn let_computes() {
+    let mut shell = Shell::new();
+    ok(&mut shell, "echo free=100 heap=0x2000");
+    assert_eq!(ok(&mut shell, "let pages $heap / 4K"), "pages=2\n");
+    assert_eq!(ok(&mut shell, "let sum $free + $pages"), "sum=102\n");
+    assert_eq!(ok(&mut shell, "let d 3 - 10"), "d=-7\n");
+    assert_eq!(ok(&mut shell, "let p -3 * 4"), "p=-12\n");
+    assert_eq!(ok(&mut shell, "let q 7 / 2"), "q=3\n");
+    // Beyond u64, as numbers compare in expect.
+    assert_eq!(ok(&mut shell, "let m 4G * 4G"), "m=18446744073709551616\n");
+}
+
+#[test]
+fn let_refuses_what_it_cannot_record() {
+    let mut shell = Shell::new();
+    for (line, message) in [
+        ("let a 1 / 0", "error: division by zero\n"),
+        (
+            "let a 18446744073709551615 * 18446744073709551615",
+            "error: overflow\n",
+        ),
+        ("let a 1 % 2", "error: unknown operator '%' (use + - * /)\n"),
+        ("let a x + 1", "error: malformed number 'x'\n"),
+        ("let (a) 1", "error: '(a)' cannot be a key\n"),
+        ("let a \"x y\"", "error: 'x y' is not a single word\n"),
+        ("let a 1 +", "usage: let KEY VALUE [OP VALUE]\n"),
+    ] {
+        let (result, printed) = run(&mut shell, line);
+        assert!(result.is_err(), "{line}");
+        assert_eq!(printed, message, "{line}");
+    }
+    assert_eq!(shell.values().get("a"), None);
 }
 
 // ---- expect ----
@@ -421,7 +467,7 @@ fn duplicate_registration_refused() {
         ok(&mut shell, "help double"),
         "double N - print double=2N\n"
     );
-    assert_eq!(shell.commands().len(), 7);
+    assert_eq!(shell.commands().len(), 8);
 }
 
 #[test]
@@ -440,7 +486,7 @@ fn register_rejects_untypeable_names_and_bad_ranges() {
         ..BOOM
     };
     assert!(shell.register(backwards).is_err());
-    assert_eq!(shell.commands().len(), 4);
+    assert_eq!(shell.commands().len(), 5);
 }
 
 #[test]

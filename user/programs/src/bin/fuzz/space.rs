@@ -1,0 +1,216 @@
+//! What the fuzzer knows about its own address space, so that it can say
+//! for any pointer whether the kernel must accept it or refuse it with
+//! EFAULT (docs/abi.md, "User pointers" and "Memory layout").
+//!
+//! Only ranges whose answer is certain are ever generated: wholly inside
+//! one region known to be mapped (with known rights), or touching memory
+//! known to be unmapped or outside the user half. `predict` returns None
+//! for anything else, which the generators never produce.
+
+use rt::abi::{USER_ARGS, USER_END, USER_STACK_SIZE, USER_STACK_TOP};
+
+use crate::rng::Rng;
+
+pub const PAGE: u64 = 4096;
+/// user.ld links programs here and nothing lies below: null pointers fault.
+pub const LOAD_BASE: u64 = 0x40_0000;
+/// The first bytes of the main stack: mapped and, at this program's stack
+/// depth, never used, so the kernel may read them (they stay zero).
+const STACK_BOTTOM_BYTES: u64 = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Region {
+    pub const fn new(start: u64, end: u64) -> Region {
+        Region { start, end }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    fn contains(&self, start: u64, end: u64) -> bool {
+        self.start <= start && end <= self.end
+    }
+
+    fn intersects(&self, start: u64, end: u64) -> bool {
+        start < self.end && self.start < end
+    }
+
+    /// The part of `[start, end)` inside this region, if any.
+    pub fn clip(&self, start: u64, end: u64) -> Option<Region> {
+        let r = Region::new(start.max(self.start), end.min(self.end));
+        (r.start < r.end).then_some(r)
+    }
+
+    /// A start for `len` bytes wholly inside this region (len <= len()).
+    fn place(&self, rng: &mut Rng, len: u64) -> u64 {
+        self.start + rng.below(self.len() - len + 1)
+    }
+}
+
+/// Which way the kernel moves the bytes: out of user memory (`write`'s
+/// buffer) or into it (`read`'s buffer, `pipe`'s and `wait`'s results).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    KernelReads,
+    KernelWrites,
+}
+
+#[derive(Clone, Copy)]
+pub struct Space {
+    /// The first page of text: `_start` comes first (user.ld), and rodata,
+    /// which follows text, was found to start past it.
+    pub text: Option<Region>,
+    pub ro: Region,
+    pub args: Region,
+    pub stack: Region,
+    pub stack_bottom: Region,
+    /// The fuzzer's own writable statics (main's buffer, the helper slots).
+    pub owned: [Region; 2],
+    /// From the end of .bss to the end of its page: mapped, zero-filled,
+    /// owned by no Rust object; written only by the main thread's calls.
+    pub slack: Region,
+    unmapped: [Region; 4],
+}
+
+impl Space {
+    pub fn new(ro: Region, owned: [Region; 2], bss_end: u64) -> Space {
+        let data_end = bss_end.next_multiple_of(PAGE);
+        let stack = Region::new(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP);
+        let args = Region::new(USER_ARGS, USER_ARGS + PAGE);
+        Space {
+            text: (ro.start >= LOAD_BASE + PAGE)
+                .then_some(Region::new(LOAD_BASE, LOAD_BASE + PAGE)),
+            ro,
+            args,
+            stack,
+            stack_bottom: Region::new(stack.start, stack.start + STACK_BOTTOM_BYTES),
+            owned,
+            slack: Region::new(bss_end, data_end),
+            unmapped: [
+                Region::new(0, LOAD_BASE),
+                // Nothing is mapped between the last segment and the
+                // argument page, between it and the stack (the guard
+                // included), or above the stack.
+                Region::new(data_end, USER_ARGS),
+                Region::new(args.end, stack.start),
+                Region::new(USER_STACK_TOP, USER_END),
+            ],
+        }
+    }
+
+    /// An address in the big unmapped gap between the program and the
+    /// argument page.
+    pub fn unmapped_mid(&self, rng: &mut Rng) -> u64 {
+        let gap = self.unmapped[1];
+        rng.range(gap.start, gap.end - 1)
+    }
+
+    fn mapped(&self) -> [(Option<Region>, bool); 7] {
+        [
+            (self.text, false),
+            (Some(self.ro), false),
+            (Some(self.args), false),
+            (Some(self.stack), true),
+            (Some(self.owned[0]), true),
+            (Some(self.owned[1]), true),
+            (Some(self.slack), true),
+        ]
+    }
+
+    /// Whether the kernel must accept `[addr, addr + len)` for `dir`.
+    pub fn predict(&self, addr: u64, len: u64, dir: Dir) -> Option<bool> {
+        if len == 0 {
+            return Some(true);
+        }
+        let Some(end) = addr.checked_add(len) else {
+            return Some(false);
+        };
+        if end > USER_END || self.unmapped.iter().any(|u| u.intersects(addr, end)) {
+            return Some(false);
+        }
+        for (region, writable) in self.mapped() {
+            if region.is_some_and(|r| r.contains(addr, end)) {
+                return Some(dir == Dir::KernelReads || writable);
+            }
+        }
+        None
+    }
+
+    /// A pointer for `len` (at most a page) bytes that the kernel will
+    /// access in `dir`: valid about half the time, else one of every kind
+    /// of bad address. Valid ones lie in `own` (which the caller may use
+    /// freely) or, for reads by the kernel, in memory whose contents the
+    /// caller can read itself; `slack` allows the slack region too.
+    pub fn pointer(&self, rng: &mut Rng, len: u64, dir: Dir, own: Region, slack: bool) -> u64 {
+        debug_assert!(len <= PAGE && len <= own.len());
+        match rng.below(20) {
+            0..=7 => own.place(rng, len),
+            8 if slack && self.slack.len() >= len => self.slack.place(rng, len),
+            // Read-only memory: fine to read from, EFAULT to read into.
+            9 if self.ro.len() >= len => self.ro.place(rng, len),
+            10 => self.args.place(rng, len),
+            11 => match self.text {
+                Some(text) => text.place(rng, len),
+                None => own.place(rng, len),
+            },
+            12 if dir == Dir::KernelReads && self.stack_bottom.len() >= len => {
+                self.stack_bottom.place(rng, len)
+            }
+            _ => self.hostile(rng, len),
+        }
+    }
+
+    /// An address the kernel must refuse for `len` bytes, or (a straddle
+    /// with len 1 at a mapped region's end) one it must accept; `predict`
+    /// tells which.
+    pub fn hostile(&self, rng: &mut Rng, len: u64) -> u64 {
+        let [low, mid, between, above] = self.unmapped;
+        match rng.below(11) {
+            0 => rng.below(PAGE),
+            1 => rng.range(low.start, low.end - 1),
+            2 => rng.range(mid.start, mid.end - 1),
+            3 => rng.range(between.start, between.end - 1),
+            4 => rng.range(above.start, above.end - 1),
+            // The direct map, the heap and the kernel image: mapped, but
+            // supervisor-only.
+            5 => 0xffff_8000_0000_0000 + rng.below(1 << 32),
+            6 => 0xffff_c000_0000_0000 + rng.below(1 << 32),
+            7 => 0xffff_ffff_8000_0000 + rng.below(1 << 24),
+            // Not canonical.
+            8 => USER_END + rng.below(0xffff_0000_0000_0000),
+            9 => {
+                let top = u64::MAX - rng.below(64);
+                rng.pick(&[
+                    USER_END,
+                    0x1234_5678_9abc_d000,
+                    0xffff_7fff_ffff_f000,
+                    0x8000_0000_0000_0000,
+                    top,
+                ])
+            }
+            // Across a boundary between mapped and unmapped memory, the
+            // end of the user half or the end of the address space. A
+            // range of one byte cannot straddle anything.
+            _ if len < 2 => USER_END,
+            _ => {
+                let edges = [
+                    self.args.end,
+                    LOAD_BASE,
+                    self.stack.start,
+                    USER_STACK_TOP,
+                    USER_END,
+                    0,
+                    self.slack.end,
+                ];
+                let edge = rng.pick(&edges);
+                edge.wrapping_sub(rng.range(1, len - 1))
+            }
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! One fuzzing thread: its checked calls, their records and reports, and
+//! the calls whose result depends on nothing another thread could change
+//! (helpers make these besides their one job; the main thread mixes them
+//! with the rest).
+
+use core::fmt;
+
+use rt::abi::{Errno, USER_END, decode, encode, nr};
+
+use crate::check::{self, Clobber, NAMES};
+use crate::rng::Rng;
+use crate::space::{Dir, PAGE, Region, Space};
+
+/// The kernel moves at most this much per read or write (docs/abi.md).
+pub const MAX_IO: u64 = 4096;
+/// Descriptors a program may hold (boot/src/process.rs MAX_FDS): the
+/// kernel never hands out a higher number, so any fd from here up is
+/// closed whatever the other threads do.
+pub const MAX_FDS: u64 = 64;
+/// Tids stay below the scheduler's MAX_TASKS (kernel/src/task/sched.rs,
+/// 4096); anything from here up never names a thread.
+const NO_SUCH_TID: u64 = 1 << 24;
+/// The idle task and the boot thread (which runs the console): they exist
+/// from boot to power-off and belong to no program.
+pub const KERNEL_TIDS: [u64; 2] = [0, 1];
+/// The sleeps' lengths: short, so a run spends its time in calls.
+const MAX_SLEEP_NS: u64 = 2_000_000;
+
+/// What a call must return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Ret(u64),
+    Err(Errno),
+    /// `time`: never less than the last value seen.
+    AtLeast(u64),
+    /// `spawn_thread`: a thread id (the kernel picks which).
+    NewTid,
+    /// The first `gettid` of a thread, before it knows its id.
+    AnyTid,
+}
+
+impl Expect {
+    fn holds(self, ret: u64) -> bool {
+        match self {
+            Expect::Ret(v) => ret == v,
+            Expect::Err(e) => ret == encode(Err(e)),
+            Expect::AtLeast(v) => matches!(decode(ret), Ok(t) if t >= v),
+            // Tids are u32 (docs/abi.md); 0 and 1 are the kernel's.
+            Expect::NewTid | Expect::AnyTid => (2..=u64::from(u32::MAX)).contains(&ret),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Ret(v) => write!(f, "ok({v})"),
+            Expect::Err(e) => f.write_str(e.name()),
+            Expect::AtLeast(v) => write!(f, "ok(>={v})"),
+            Expect::NewTid | Expect::AnyTid => f.write_str("ok(a tid)"),
+        }
+    }
+}
+
+/// A raw result as a person reads it.
+pub struct Shown(pub u64);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let signed = self.0 as i64;
+        if (-4095..0).contains(&signed) {
+            match Errno::from_raw(-signed) {
+                Some(e) => f.write_str(e.name()),
+                None => write!(f, "errno({})", -signed),
+            }
+        } else {
+            write!(f, "ok({})", self.0)
+        }
+    }
+}
+
+/// One call made: what was asked, what was predicted, what came back.
+#[derive(Clone, Copy)]
+pub struct Rec {
+    pub index: u64,
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub expect: Expect,
+    pub ret: u64,
+}
+
+impl fmt::Display for Rec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, params): (&str, &[&str]) = match self.nr {
+            nr::EXIT => ("exit", &["status"]),
+            nr::WRITE => ("write", &["fd", "buf", "len"]),
+            nr::READ => ("read", &["fd", "buf", "len"]),
+            nr::YIELD => ("yield", &[]),
+            nr::SLEEP => ("sleep", &["ns"]),
+            nr::SPAWN_THREAD => ("spawn_thread", &["entry", "stack_top", "arg"]),
+            nr::WAIT => ("wait", &["tid", "status"]),
+            nr::TIME => ("time", &[]),
+            nr::PIPE => ("pipe", &["fds"]),
+            nr::CLOSE => ("close", &["fd"]),
+            nr::GETTID => ("gettid", &[]),
+            _ => ("unknown", &["a0", "a1", "a2", "a3", "a4", "a5"]),
+        };
+        write!(f, "call={} nr={:#x} {name}(", self.index, self.nr)?;
+        for (i, p) in params.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{p}={:#x}", self.args[i])?;
+        }
+        write!(f, ") expected={} actual={}", self.expect, Shown(self.ret))
+    }
+}
+
+/// Why a call counts as failed.
+#[derive(Clone, Copy)]
+pub enum Why {
+    /// The result was not the one predicted.
+    Result,
+    /// A register other than rax, rcx and r11 changed.
+    Register(Clobber),
+    /// A byte of user memory is not what the call should have left there.
+    Memory { addr: u64, want: u8, got: u8 },
+    /// A new thread did not start with the documented registers (index
+    /// 16 is rflags).
+    Entry { reg: usize, want: u64, got: u64 },
+    /// Anything else, said in words.
+    Note(&'static str),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Why::Result => f.write_str("wrong result"),
+            Why::Register(c) => write!(
+                f,
+                "register {} changed by the call: {:#x} -> {:#x}",
+                NAMES[c.reg], c.before, c.after
+            ),
+            Why::Memory { addr, want, got } => write!(
+                f,
+                "user memory at {addr:#x} is {got:#04x}, should be {want:#04x}"
+            ),
+            Why::Entry { reg, want, got } => write!(
+                f,
+                "new thread started with {}={got:#x}, docs/abi.md says {want:#x}",
+                NAMES.get(reg).copied().unwrap_or("rflags")
+            ),
+            Why::Note(text) => f.write_str(text),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Failure {
+    /// The call that failed, or the last one made before the failure was
+    /// found (None if the thread had made none).
+    pub rec: Option<Rec>,
+    pub why: Why,
+}
+
+pub type Checked<T> = Result<T, Failure>;
+
+const HISTORY: usize = 8;
+
+/// Checks that fail on the current kernel, off unless named on the
+/// command line (README.md, "Fuzzer").
+#[derive(Clone, Copy, Default)]
+pub struct Switches {
+    /// spawn_thread(entry, stack_top = 0): [stack_top - 16, stack_top) is
+    /// not in the user half, so EFAULT; the kernel starts a thread with
+    /// rsp = 0, which faults and kills the program.
+    pub stack_zero: bool,
+    /// Not a check: print every call before it is made, to find the one
+    /// that never returns when a run hangs.
+    pub trace: bool,
+}
+
+pub struct Thread {
+    pub rng: Rng,
+    pub space: Space,
+    /// Writable memory only this thread uses: valid buffers come from here.
+    pub own: Region,
+    /// Whether the slack region is this thread's too (the main thread's).
+    pub slack: bool,
+    pub tid: u64,
+    pub calls: u64,
+    pub switches: Switches,
+    last_time: u64,
+    history: [Option<Rec>; HISTORY],
+}
+
+impl Thread {
+    pub fn new(rng: Rng, space: Space, own: Region, slack: bool, switches: Switches) -> Thread {
+        Thread {
+            rng,
+            space,
+            own,
+            slack,
+            tid: 0,
+            calls: 0,
+            switches,
+            last_time: 0,
+            history: [None; HISTORY],
+        }
+    }
+
+    /// Makes call `nr` with `used` as its first arguments (the rest random)
+    /// and checks the registers and the result against `expect`.
+    ///
+    /// # Safety
+    ///
+    /// As `check::syscall`: any memory the arguments let the kernel write
+    /// must be free of Rust borrows (the fuzzer only passes its raw statics,
+    /// the slack region, or addresses the kernel must refuse).
+    pub unsafe fn call(&mut self, nr: u64, used: &[u64], expect: Expect) -> Checked<u64> {
+        let mut args = [0u64; 6];
+        for a in args.iter_mut() {
+            *a = self.rng.next();
+        }
+        args[..used.len()].copy_from_slice(used);
+        if self.switches.trace {
+            let rec = Rec {
+                index: self.calls,
+                nr,
+                args,
+                expect,
+                ret: 0,
+            };
+            rt::println!("fuzz trace tid={} {rec}", self.tid);
+        }
+        // SAFETY: passed on to our caller.
+        let done = unsafe { check::syscall(nr, &args, &mut self.rng) };
+        let rec = Rec {
+            index: self.calls,
+            nr,
+            args,
+            expect,
+            ret: done.ret,
+        };
+        self.history[(self.calls % HISTORY as u64) as usize] = Some(rec);
+        self.calls += 1;
+        if let Some(c) = done.clobber {
+            return Err(Failure {
+                rec: Some(rec),
+                why: Why::Register(c),
+            });
+        }
+        if !expect.holds(done.ret) {
+            return Err(Failure {
+                rec: Some(rec),
+                why: Why::Result,
+            });
+        }
+        Ok(done.ret)
+    }
+
+    /// A failure of the call just made, for a reason found after it.
+    pub fn fail(&self, why: Why) -> Failure {
+        let rec = match self.calls {
+            0 => None,
+            n => self.history[((n - 1) % HISTORY as u64) as usize],
+        };
+        Failure { rec, why }
+    }
+
+    /// Prints `f` as `fuzz FAIL` lines; `again` is the CALLS argument with
+    /// which `fuzz SEED CALLS` makes the same calls up to the failure.
+    pub fn report(&self, seed: u64, who: &str, f: &Failure, again: Option<u64>) {
+        rt::println!("fuzz FAIL seed={seed} thread={who} tid={}", self.tid);
+        match f.rec {
+            Some(rec) => rt::println!("fuzz FAIL {who} {rec}"),
+            None => rt::println!("fuzz FAIL {who} before its first call"),
+        }
+        rt::println!("fuzz FAIL {who} why: {}", f.why);
+        for rec in self.history() {
+            rt::println!("fuzz FAIL   before: {rec}");
+        }
+        if let Some(calls) = again {
+            rt::println!("fuzz FAIL   again: run fuzz {seed} {calls}");
+        }
+    }
+
+    /// The calls before the last, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = Rec> + '_ {
+        let n = self.calls.min(HISTORY as u64);
+        (self.calls - n..self.calls.saturating_sub(1))
+            .filter_map(|i| self.history[(i % HISTORY as u64) as usize])
+    }
+
+    /// Learns this thread's id; later `gettid`s must repeat it.
+    pub fn learn_tid(&mut self) -> Checked<u64> {
+        // SAFETY: gettid takes no pointer.
+        self.tid = unsafe { self.call(nr::GETTID, &[], Expect::AnyTid)? };
+        Ok(self.tid)
+    }
+
+    /// How many bytes a read or write is asked for: mostly small, but every
+    /// boundary of the kernel's clamp (0, 4096, just past it, and lengths
+    /// that overflow a pointer or a 32-bit count) comes up.
+    pub fn gen_len(&mut self) -> u64 {
+        let r = &mut self.rng;
+        match r.below(100) {
+            0..=7 => 0,
+            8..=39 => r.range(1, 16),
+            40..=64 => r.range(17, 512),
+            65..=79 => r.range(513, MAX_IO - 1),
+            80..=84 => MAX_IO,
+            85..=89 => r.range(MAX_IO + 1, 2 * MAX_IO),
+            _ => {
+                let wide = r.range(1, 64);
+                r.pick(&[
+                    1 << 32,
+                    (1 << 32) + wide,
+                    1 << 40,
+                    1 << 63,
+                    u64::MAX,
+                    u64::MAX - MAX_IO,
+                    USER_END,
+                ])
+            }
+        }
+    }
+
+    /// A descriptor that is closed whatever any thread does.
+    pub fn never_open_fd(&mut self) -> u64 {
+        let r = &mut self.rng;
+        let wide = r.range(MAX_FDS, u64::MAX);
+        let narrow = r.range(MAX_FDS, 4 * MAX_FDS);
+        // Above 32 bits: a kernel that truncated the number would find
+        // fd 0, 1 or 2 instead.
+        let high = (r.range(1, u64::from(u32::MAX)) << 32) | r.below(3);
+        r.pick(&[
+            MAX_FDS,
+            narrow,
+            1000,
+            u64::from(u32::MAX),
+            1 << 32,
+            high,
+            u64::MAX,
+            wide,
+        ])
+    }
+
+    /// A pointer for `len` bytes, and whether the kernel must accept it.
+    pub fn gen_ptr(&mut self, len: u64, dir: Dir) -> (u64, bool) {
+        let ptr = self
+            .space
+            .pointer(&mut self.rng, len, dir, self.own, self.slack);
+        (ptr, self.predict(ptr, len, dir))
+    }
+
+    pub fn predict(&self, ptr: u64, len: u64, dir: Dir) -> bool {
+        // Every generator aims at memory the model knows, so None means
+        // the fuzzer itself is broken; refusing is then the safe guess
+        // and any wrong guess shows up as a failure.
+        self.space.predict(ptr, len, dir).unwrap_or(false)
+    }
+
+    /// One call that no other thread can influence. Sleeps are rare: each
+    /// costs up to a timer tick.
+    pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
+        match self.rng.below(13) {
+            0 => self.gettid(),
+            1 => {
+                // SAFETY: yield takes no pointer.
+                unsafe { self.call(nr::YIELD, &[], Expect::Ret(0))? };
+                Ok(())
+            }
+            2 => self.time().map(drop),
+            3 if self.rng.chance(1, 8) => self.sleep(),
+            4 => self.unknown(),
+            5 | 6 => self.io_on_closed_fd(),
+            7 => self.close_closed_fd(),
+            8 => self.pipe_bad_pointer(),
+            9 | 10 => self.wait_hostile(),
+            _ => self.spawn_hostile(spawn),
+        }
+    }
+
+    pub fn gettid(&mut self) -> Checked<()> {
+        // SAFETY: gettid takes no pointer.
+        unsafe { self.call(nr::GETTID, &[], Expect::Ret(self.tid))? };
+        Ok(())
+    }
+
+    pub fn time(&mut self) -> Checked<u64> {
+        // SAFETY: time takes no pointer.
+        let now = unsafe { self.call(nr::TIME, &[], Expect::AtLeast(self.last_time))? };
+        self.last_time = now;
+        Ok(now)
+    }
+
+    /// A short sleep, and time must have moved on by at least its length.
+    pub fn sleep(&mut self) -> Checked<()> {
+        let ns = match self.rng.below(4) {
+            0 => 0,
+            1 => 1,
+            _ => self.rng.range(0, MAX_SLEEP_NS),
+        };
+        let before = self.time()?;
+        // SAFETY: sleep takes no pointer.
+        unsafe { self.call(nr::SLEEP, &[ns], Expect::Ret(0))? };
+        // SAFETY: time takes no pointer.
+        let after = unsafe { self.call(nr::TIME, &[], Expect::AtLeast(before + ns))? };
+        self.last_time = after;
+        Ok(())
+    }
+
+    /// Numbers past the last call, including ones whose low 32 bits name
+    /// a real call (a kernel that truncated would run exit or write).
+    pub fn unknown(&mut self) -> Checked<()> {
+        let r = &mut self.rng;
+        let low = r.below(nr::COUNT);
+        let call = match r.below(6) {
+            0 => nr::COUNT,
+            1 => r.range(nr::COUNT, 1024),
+            2 => (r.range(1, u64::from(u32::MAX)) << 32) | low,
+            3 => (1 << 63) | low,
+            4 => u64::MAX - r.below(16),
+            _ => r.range(nr::COUNT, u64::MAX),
+        };
+        // SAFETY: no such call, so the kernel must touch nothing; the
+        // random arguments point nowhere we care about should it not.
+        unsafe { self.call(call, &[], Expect::Err(Errno::ENOSYS))? };
+        Ok(())
+    }
+
+    /// read or write on a descriptor that is never open: EFAULT if the
+    /// buffer is bad (checked first), else EBADF.
+    fn io_on_closed_fd(&mut self) -> Checked<()> {
+        let fd = self.never_open_fd();
+        let len = self.gen_len();
+        let eff = len.min(MAX_IO);
+        let (call, dir) = if self.rng.chance(1, 2) {
+            (nr::WRITE, Dir::KernelReads)
+        } else {
+            (nr::READ, Dir::KernelWrites)
+        };
+        let (ptr, ok) = self.gen_ptr(eff, dir);
+        let expect = if ok { Errno::EBADF } else { Errno::EFAULT };
+        // SAFETY: the descriptor is never open, so nothing is transferred;
+        // a valid buffer is in our own region all the same.
+        unsafe { self.call(call, &[fd, ptr, len], Expect::Err(expect))? };
+        Ok(())
+    }
+
+    fn close_closed_fd(&mut self) -> Checked<()> {
+        let fd = self.never_open_fd();
+        // SAFETY: close takes no pointer.
+        unsafe { self.call(nr::CLOSE, &[fd], Expect::Err(Errno::EBADF))? };
+        Ok(())
+    }
+
+    /// pipe() with a buffer the kernel must refuse: no descriptor appears
+    /// (the main thread's model would see it in the next pipe's numbers).
+    fn pipe_bad_pointer(&mut self) -> Checked<()> {
+        let ptr = loop {
+            let p = self.space.hostile(&mut self.rng, 8);
+            if !self.predict(p, 8, Dir::KernelWrites) {
+                break p;
+            }
+        };
+        // SAFETY: the kernel must refuse the pointer and write nothing.
+        unsafe { self.call(nr::PIPE, &[ptr], Expect::Err(Errno::EFAULT))? };
+        Ok(())
+    }
+
+    /// wait() on tids it can never succeed for: ourselves (EINVAL), the
+    /// kernel's tasks (ECHILD), tids that never exist (ESRCH); a bad
+    /// status pointer is EFAULT before any of that.
+    pub fn wait_hostile(&mut self) -> Checked<()> {
+        let (tid, err) = match self.rng.below(4) {
+            0 => (self.tid, Errno::EINVAL),
+            1 => (self.rng.pick(&KERNEL_TIDS), Errno::ECHILD),
+            2 => (
+                self.rng.range(NO_SUCH_TID, u64::from(u32::MAX)),
+                Errno::ESRCH,
+            ),
+            _ => (self.rng.range(1 << 32, u64::MAX), Errno::ESRCH),
+        };
+        self.wait_for_error(tid, err)
+    }
+
+    /// wait(tid, status) where `tid` must fail with `err`.
+    pub fn wait_for_error(&mut self, tid: u64, err: Errno) -> Checked<()> {
+        let (ptr, ok) = self.gen_status_ptr();
+        // The pointer is checked first, whatever the tid (docs/abi.md).
+        let expect = if ok { err } else { Errno::EFAULT };
+        // SAFETY: the call must fail, so the kernel writes nothing; a valid
+        // status pointer is in our own region or the slack all the same.
+        unsafe { self.call(nr::WAIT, &[tid, ptr], Expect::Err(expect))? };
+        Ok(())
+    }
+
+    /// A status pointer for wait: null a quarter of the time, else any
+    /// pointer. Null means "status not wanted" however it was chosen.
+    pub fn gen_status_ptr(&mut self) -> (u64, bool) {
+        if self.rng.chance(1, 4) {
+            return (0, true);
+        }
+        let (ptr, ok) = self.gen_ptr(8, Dir::KernelWrites);
+        (ptr, ok || ptr == 0)
+    }
+
+    /// spawn_thread with an entry or stack the kernel must refuse.
+    pub fn spawn_hostile(&mut self, spawn: &Spawner) -> Checked<()> {
+        let r = &mut self.rng;
+        let kernel_or_odd = |r: &mut Rng| match r.below(4) {
+            0 => USER_END + r.below(1 << 40),
+            1 => 0xffff_8000_0000_0000 + r.below(1 << 32),
+            2 => 0xffff_ffff_8000_0000 + (r.below(1 << 20) & !15),
+            _ => u64::MAX - r.below(PAGE),
+        };
+        let (entry, stack, err) = match r.below(4) {
+            0 => (kernel_or_odd(r), spawn.stack_top, Errno::EFAULT),
+            1 => (spawn.entry, kernel_or_odd(r), Errno::EFAULT),
+            // Unaligned, in the user half: EINVAL. Pointed at unmapped
+            // memory, so a kernel that started the thread anyway would
+            // have it fault at once rather than run on a stack in use.
+            2 => {
+                let at = self.space.unmapped_mid(r) | r.range(1, 15);
+                (spawn.entry, at, Errno::EINVAL)
+            }
+            // The last bytes below USER_END: in the user half, unaligned.
+            _ => (spawn.entry, USER_END - r.range(1, 15), Errno::EINVAL),
+        };
+        let arg = self.rng.next();
+        // SAFETY: the kernel must refuse, so no thread starts.
+        unsafe { self.call(nr::SPAWN_THREAD, &[entry, stack, arg], Expect::Err(err))? };
+        Ok(())
+    }
+}
+
+/// What a thread needs to ask for new threads: the entry point, and a
+/// stack top that a thread the kernel wrongly started could use harmlessly.
+pub struct Spawner {
+    pub entry: u64,
+    pub stack_top: u64,
+}
