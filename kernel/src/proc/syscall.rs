@@ -160,7 +160,11 @@ impl<M: Machine> System<M> {
         if stack_top >= abi::USER_END {
             return Err(Errno::EFAULT);
         }
-        uaccess::check_user_range(stack_top.saturating_sub(16), 16)?;
+        // [stack_top - 16, stack_top) must be user memory; below 16 it
+        // would wrap, and a saturating subtraction would turn that into
+        // [0, 16) and start a thread with rsp = 0 (found by the fuzzer).
+        let below = stack_top.checked_sub(16).ok_or(Errno::EFAULT)?;
+        uaccess::check_user_range(below, 16)?;
         if !stack_top.is_multiple_of(16) {
             return Err(Errno::EINVAL);
         }

@@ -160,7 +160,7 @@ struct Fuzz {
 }
 
 fn usage() -> i64 {
-    println!("fuzz: usage: fuzz SEED CALLS [stack-zero] [trace]  (CALLS 0: until killed)");
+    println!("fuzz: usage: fuzz SEED CALLS [trace]  (CALLS 0: until killed)");
     2
 }
 
@@ -181,7 +181,6 @@ fn main(args: Args) -> i64 {
     let mut switches = Switches::default();
     for word in args.iter().skip(2) {
         match word {
-            "stack-zero" => switches.stack_zero = true,
             "trace" => switches.trace = true,
             _ => return usage(),
         }
@@ -475,7 +474,7 @@ impl Fuzz {
 
     fn spawn(&mut self) -> Checked<()> {
         if self.t.rng.chance(3, 10) {
-            if self.t.switches.stack_zero && self.t.rng.chance(1, 8) {
+            if self.t.rng.chance(1, 8) {
                 return self.spawn_stack_zero();
             }
             return self.t.spawn_hostile(&helper::spawner());
@@ -587,15 +586,20 @@ impl Fuzz {
         Ok(())
     }
 
+    /// spawn_thread(entry, stack_top < 16): [stack_top - 16, stack_top)
+    /// wraps below 0, so EFAULT (the pointer before the alignment). The
+    /// kernel once started a thread with rsp = 0 here, which faulted and
+    /// killed the program.
     fn spawn_stack_zero(&mut self) -> Checked<()> {
         let arg = self.t.rng.next();
         let entry = helper::spawner().entry;
+        let stack_top = self.t.rng.below(16);
         // SAFETY: the kernel must refuse; were it to start the thread, it
-        // would fault at once (rsp = 0).
+        // would fault at once (rsp below 16).
         unsafe {
             self.t.call(
                 nr::SPAWN_THREAD,
-                &[entry, 0, arg],
+                &[entry, stack_top, arg],
                 Expect::Err(Errno::EFAULT),
             )?
         };

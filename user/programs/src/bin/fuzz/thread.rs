@@ -169,10 +169,6 @@ const HISTORY: usize = 8;
 /// command line (README.md, "Fuzzer").
 #[derive(Clone, Copy, Default)]
 pub struct Switches {
-    /// spawn_thread(entry, stack_top = 0): [stack_top - 16, stack_top) is
-    /// not in the user half, so EFAULT; the kernel starts a thread with
-    /// rsp = 0, which faults and kills the program.
-    pub stack_zero: bool,
     /// Not a check: print every call before it is made, to find the one
     /// that never returns when a run hangs.
     pub trace: bool,
