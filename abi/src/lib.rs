@@ -1,40 +1,138 @@
 //! Faultline's system-call ABI, shared by the kernel and user programs.
 //!
-//! Calling convention (the same registers as Linux on x86_64): the call
-//! number in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the result in
-//! `rax`. `syscall` itself clobbers `rcx` and `r11`. A result in
-//! `-4095..=-1` is a negated [`Errno`]; anything else is success.
-//! docs/abi.md describes every call.
+//! It is Linux's x86_64 ABI for every call Linux has: the same numbers,
+//! flags, structures and errno values, so that one static program runs on
+//! both kernels. Calls Linux lacks take numbers from 1000 up.
+//!
+//! Calling convention: the call number in `rax`, arguments in `rdi, rsi,
+//! rdx, r10, r8, r9`, the result in `rax`. `syscall` itself clobbers `rcx`
+//! and `r11`. A result in `-4095..=-1` is a negated [`Errno`]; anything
+//! else is success. docs/abi.md describes every call.
 #![no_std]
 
-/// System-call numbers.
+/// System-call numbers: Linux's where Linux has the call.
 pub mod nr {
-    /// `exit(status: i64) -> !`: ends the calling thread. From the main
-    /// thread (tid == group id) it ends the whole group: the other threads
-    /// are killed and the group's status is `status`.
-    pub const EXIT: u64 = 0;
-    /// `write(fd, buf: *const u8, len) -> bytes written`. fd 1 and 2 are the console.
+    /// `read(fd, buf, count) -> bytes read` (0 = end of file).
+    pub const READ: u64 = 0;
+    /// `write(fd, buf, count) -> bytes written`. fds 1 and 2 are the console.
     pub const WRITE: u64 = 1;
-    /// `read(fd, buf: *mut u8, len) -> bytes read` (0 = end of file). Blocks until data arrives.
-    pub const READ: u64 = 2;
-    /// `yield() -> 0`: gives up the CPU to another ready task.
-    pub const YIELD: u64 = 3;
-    /// `sleep(ns) -> 0`: blocks for at least `ns` nanoseconds.
-    pub const SLEEP: u64 = 4;
-    /// `spawn_thread(entry, stack_top, arg) -> tid`: a new thread in the caller's group.
-    pub const SPAWN_THREAD: u64 = 5;
-    /// `wait(tid, status: *mut i64) -> tid`: waits for a thread of the caller's group to exit.
-    pub const WAIT: u64 = 6;
-    /// `time() -> ns` since boot.
-    pub const TIME: u64 = 7;
-    /// `pipe(fds: *mut [u32; 2]) -> 0`: fds[0] reads, fds[1] writes.
-    pub const PIPE: u64 = 8;
     /// `close(fd) -> 0`.
-    pub const CLOSE: u64 = 9;
+    pub const CLOSE: u64 = 3;
+    /// `pipe(fds: *mut [i32; 2]) -> 0`: fds[0] reads, fds[1] writes.
+    pub const PIPE: u64 = 22;
+    /// `sched_yield() -> 0`.
+    pub const SCHED_YIELD: u64 = 24;
+    /// `nanosleep(req: *const timespec, rem: *mut timespec) -> 0`.
+    pub const NANOSLEEP: u64 = 35;
+    /// `getpid() -> pid`: the process (thread group) id.
+    pub const GETPID: u64 = 39;
+    /// `exit(status) -> !`: ends the calling thread; the last thread's end
+    /// ends the process.
+    pub const EXIT: u64 = 60;
+    /// `getppid() -> pid` of the parent.
+    pub const GETPPID: u64 = 110;
     /// `gettid() -> tid`.
-    pub const GETTID: u64 = 10;
-    /// One past the highest number.
-    pub const COUNT: u64 = 11;
+    pub const GETTID: u64 = 186;
+    /// `clock_gettime(clock, tp: *mut timespec) -> 0`.
+    pub const CLOCK_GETTIME: u64 = 228;
+    /// `clock_nanosleep(clock, flags, req, rem) -> 0`.
+    pub const CLOCK_NANOSLEEP: u64 = 230;
+    /// `exit_group(status) -> !`: ends every thread of the process.
+    pub const EXIT_GROUP: u64 = 231;
+
+    /// The first number of the calls Linux lacks.
+    pub const FAULTLINE_BASE: u64 = 1000;
+    /// `spawn_thread(entry, stack_top, arg) -> tid`: a new thread in the
+    /// caller's process (Faultline's, until `clone` threads arrive).
+    pub const SPAWN_THREAD: u64 = 1000;
+    /// `wait_thread(tid, status: *mut i64) -> tid`: waits for a thread of
+    /// the caller's process to exit and reaps it (Faultline's, until
+    /// `CLONE_CHILD_CLEARTID` and futexes arrive).
+    pub const WAIT_THREAD: u64 = 1001;
+
+    /// Every number the kernel implements, for tests and fuzzers.
+    pub const ALL: [u64; 15] = [
+        READ,
+        WRITE,
+        CLOSE,
+        PIPE,
+        SCHED_YIELD,
+        NANOSLEEP,
+        GETPID,
+        EXIT,
+        GETPPID,
+        GETTID,
+        CLOCK_GETTIME,
+        CLOCK_NANOSLEEP,
+        EXIT_GROUP,
+        SPAWN_THREAD,
+        WAIT_THREAD,
+    ];
+}
+
+/// Clocks for `clock_gettime` and `clock_nanosleep` (Linux's ids; the
+/// argument is a C `int`).
+pub mod clock {
+    pub const REALTIME: i32 = 0;
+    pub const MONOTONIC: i32 = 1;
+    pub const PROCESS_CPUTIME_ID: i32 = 2;
+    pub const THREAD_CPUTIME_ID: i32 = 3;
+    pub const MONOTONIC_RAW: i32 = 4;
+    pub const REALTIME_COARSE: i32 = 5;
+    pub const MONOTONIC_COARSE: i32 = 6;
+    pub const BOOTTIME: i32 = 7;
+    pub const REALTIME_ALARM: i32 = 8;
+    pub const BOOTTIME_ALARM: i32 = 9;
+    pub const TAI: i32 = 11;
+    /// `clock_nanosleep` flag: `req` is an absolute time.
+    pub const TIMER_ABSTIME: i32 = 1;
+}
+
+/// Linux's `struct timespec` on x86_64: two 64-bit words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+impl Timespec {
+    pub const SIZE: usize = 16;
+    pub const NSEC_PER_SEC: i64 = 1_000_000_000;
+
+    pub fn from_bytes(b: [u8; 16]) -> Timespec {
+        let (sec, nsec) = b.split_at(8);
+        Timespec {
+            sec: i64::from_le_bytes(sec.try_into().unwrap_or([0; 8])),
+            nsec: i64::from_le_bytes(nsec.try_into().unwrap_or([0; 8])),
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..8].copy_from_slice(&self.sec.to_le_bytes());
+        b[8..].copy_from_slice(&self.nsec.to_le_bytes());
+        b
+    }
+
+    /// Nanoseconds, if the value is one Linux accepts for a sleep
+    /// (`0 <= nsec < 1e9`, `sec >= 0`); saturating at u64::MAX.
+    pub fn to_ns(self) -> Option<u64> {
+        if self.sec < 0 || !(0..Self::NSEC_PER_SEC).contains(&self.nsec) {
+            return None;
+        }
+        Some(
+            (self.sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(self.nsec as u64),
+        )
+    }
+
+    pub fn from_ns(ns: u64) -> Timespec {
+        Timespec {
+            sec: (ns / 1_000_000_000) as i64,
+            nsec: (ns % 1_000_000_000) as i64,
+        }
+    }
 }
 
 /// Error numbers; a failed call returns `-(errno as i64)`. The values are
@@ -57,11 +155,13 @@ pub enum Errno {
     EMFILE = 24,
     EPIPE = 32,
     ENOSYS = 38,
+    EOPNOTSUPP = 95,
+    ETIMEDOUT = 110,
 }
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 15] = [
+    pub const ALL: [Errno; 17] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -77,6 +177,8 @@ impl Errno {
         Errno::EMFILE,
         Errno::EPIPE,
         Errno::ENOSYS,
+        Errno::EOPNOTSUPP,
+        Errno::ETIMEDOUT,
     ];
 
     /// The symbolic name, e.g. "EFAULT".
@@ -97,6 +199,8 @@ impl Errno {
             Errno::EMFILE => "EMFILE",
             Errno::EPIPE => "EPIPE",
             Errno::ENOSYS => "ENOSYS",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
+            Errno::ETIMEDOUT => "ETIMEDOUT",
         }
     }
 
@@ -124,7 +228,7 @@ pub fn decode(raw: u64) -> Result<u64, Errno> {
     }
 }
 
-/// The console's file descriptors, open in every task group.
+/// The console's file descriptors, open in every process.
 pub const STDOUT: u32 = 1;
 pub const STDERR: u32 = 2;
 
@@ -155,6 +259,40 @@ mod tests {
         for v in [0, 1, 42, u64::MAX - 4096, 1 << 62] {
             assert_eq!(decode(encode(Ok(v))), Ok(v));
         }
+    }
+
+    #[test]
+    fn timespecs_round_trip_and_bad_ones_are_refused() {
+        let t = Timespec { sec: 3, nsec: 5 };
+        assert_eq!(Timespec::from_bytes(t.to_bytes()), t);
+        assert_eq!(t.to_ns(), Some(3_000_000_005));
+        assert_eq!(Timespec::from_ns(3_000_000_005), t);
+        for bad in [(-1, 0), (0, -1), (0, 1_000_000_000)] {
+            assert_eq!(
+                Timespec {
+                    sec: bad.0,
+                    nsec: bad.1
+                }
+                .to_ns(),
+                None
+            );
+        }
+        assert_eq!(
+            Timespec {
+                sec: i64::MAX,
+                nsec: 0
+            }
+            .to_ns(),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn numbers_are_distinct_and_linux_lacks_only_ours() {
+        for (i, a) in nr::ALL.iter().enumerate() {
+            assert!(!nr::ALL[i + 1..].contains(a));
+        }
+        assert_eq!((nr::EXIT, nr::EXIT_GROUP, nr::GETTID), (60, 231, 186));
     }
 
     #[test]

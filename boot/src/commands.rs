@@ -169,7 +169,7 @@ const INTERRUPTED_STATUS: i64 = 128 + 2;
 /// the console yet).
 fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = start_program(args)?;
-    while !crate::task::system().main_exited(tid) {
+    while !crate::task::system().process_ended(tid) {
         if arch::serial::try_read_byte() == Some(INTERRUPT) {
             let _ = crate::task::system().kill_process(tid, INTERRUPTED_STATUS);
             writeln!(out, "^C")?;

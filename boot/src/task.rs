@@ -162,6 +162,10 @@ impl Machine for BootMachine {
         arch::timer::uptime_ns()
     }
 
+    fn tick_ns(&self) -> u64 {
+        TICK_NS
+    }
+
     fn console_write(&self, bytes: &[u8]) {
         arch::serial::write_raw(bytes);
     }

@@ -59,6 +59,8 @@ pub trait Machine: Sync + Sized + 'static {
     fn kernel_root(&self) -> Pfn;
     /// Nanoseconds since boot.
     fn now_ns(&self) -> u64;
+    /// Nanoseconds per timer tick (the scheduler charges CPU time in ticks).
+    fn tick_ns(&self) -> u64;
     fn console_write(&self, bytes: &[u8]);
 
     /// A context that begins as `start` says, in address space `root`

@@ -74,6 +74,8 @@ pub const TIME_SLICE_TICKS: u64 = 2;
 /// A process: the tasks of one group share its memory and descriptors.
 pub struct Process<M: Machine> {
     pid: Pid,
+    /// Who started it (the console's thread for programs run from it).
+    parent: Pid,
     space: UserSpace<'static, M::Pte, M::Mem>,
     fds: FdTable,
 }
@@ -81,6 +83,10 @@ pub struct Process<M: Machine> {
 impl<M: Machine> Process<M> {
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    pub fn parent(&self) -> Pid {
+        self.parent
     }
 
     pub fn space(&self) -> &UserSpace<'static, M::Pte, M::Mem> {
@@ -429,6 +435,7 @@ impl<M: Machine> System<M> {
         ctx: M::Context,
         space: UserSpace<'static, M::Pte, M::Mem>,
     ) -> Result<Pid, (SpawnError, UserSpace<'static, M::Pte, M::Mem>)> {
+        let parent = self.current_pid();
         let mut procs = self.procs.lock();
         if procs.try_reserve(1).is_err() {
             return Err((SpawnError::Load(Errno::ENOMEM), space));
@@ -444,7 +451,12 @@ impl<M: Machine> System<M> {
         let mut fds = FdTable::new();
         fds.open_at(abi::STDOUT, File::Console);
         fds.open_at(abi::STDERR, File::Console);
-        procs.push(Process { pid, space, fds });
+        procs.push(Process {
+            pid,
+            parent,
+            space,
+            fds,
+        });
         Ok(pid)
     }
 
@@ -478,9 +490,9 @@ impl<M: Machine> System<M> {
         Ok(entry)
     }
 
-    /// Ends the current task's whole process (main-thread exit, fault,
-    /// kill): the other threads are asked to exit, the current one exits
-    /// with `status`.
+    /// Ends the current task's whole process (`exit_group`, a fault, a
+    /// kill): the other threads are asked to exit with `status`, the
+    /// current one exits with it.
     pub fn exit_process(&self, status: i64) -> ! {
         let _off = IrqOff::new();
         let (me, pid) = {
@@ -492,21 +504,16 @@ impl<M: Machine> System<M> {
         self.exit_current(status)
     }
 
-    /// The current thread exits; from the main thread the whole process ends.
+    /// Linux's `exit`: only the calling thread ends. The process ends when
+    /// its last thread has, and its status is then the main thread's.
     pub fn exit_thread(&self, status: i64) -> ! {
-        let me = self.current();
-        if me == self.current_pid() {
-            self.exit_process(status)
-        }
         self.exit_current(status)
     }
 
-    /// Whether process `pid`'s main thread has exited (or does not exist).
-    pub fn main_exited(&self, pid: Pid) -> bool {
-        !matches!(
-            self.sched.lock().task(pid).map(|t| t.state),
-            Some(state) if !matches!(state, State::Exited(_))
-        )
+    /// Whether every thread of process `pid` has exited (or it does not
+    /// exist): the process has ended and can be collected.
+    pub fn process_ended(&self, pid: Pid) -> bool {
+        self.sched.lock().live_in_group(pid) == 0
     }
 
     /// Whether `pid` names a live or uncollected process.
@@ -523,24 +530,27 @@ impl<M: Machine> System<M> {
         Ok(())
     }
 
-    /// Waits for process `pid`'s main thread, then reaps every thread of
-    /// it, closes its files and frees its address space. Returns the main
-    /// thread's exit status.
+    /// Waits for process `pid` to end (its last thread to exit), then
+    /// reaps every thread of it, closes its files and frees its address
+    /// space. Returns the main thread's exit status, as Linux's `wait4`
+    /// reports the thread-group leader's.
     pub fn join_process(&self, pid: Pid, tick_ns: u64) -> Result<i64, Errno> {
         if !self.is_process(pid) {
             return Err(Errno::ESRCH);
         }
-        while !self.main_exited(pid) {
+        while !self.process_ended(pid) {
             self.sleep_ns(tick_ns);
         }
+        // The leader is never reaped before the process (wait_thread
+        // refuses it), so its record holds the status.
         let status = match self.sched.lock().task(pid).map(|t| t.state) {
             Some(State::Exited(status)) => status,
             _ => return Err(Errno::ESRCH),
         };
+        // No live thread is left, so none can appear: collecting needs no
+        // kill. It loops only while a thread killed while current is still
+        // leaving its CPU.
         let process = loop {
-            // Threads still alive were asked to exit by the main thread's
-            // end; they do so at their next boundary.
-            self.kill_others(pid, Tid::MAX, status);
             match self.collect(pid) {
                 Some(p) => break p,
                 None => self.sleep_ns(tick_ns),
@@ -621,7 +631,7 @@ impl<M: Machine> System<M> {
     /// after its system call has unwound and released what it held.
     pub fn return_to_user(&self) {
         if let Some(status) = self.kill_pending() {
-            self.exit_thread(status)
+            self.exit_current(status)
         }
     }
 

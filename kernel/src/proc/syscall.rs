@@ -7,7 +7,7 @@
 //! No handler allocates from the heap: transfers go through small buffers
 //! on the kernel stack.
 
-use abi::{Errno, nr};
+use abi::{Errno, Timespec, clock, nr};
 
 use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System};
 use crate::sync::IrqOff;
@@ -20,31 +20,145 @@ const MAX_IO: usize = 4096;
 
 type SysResult = Result<u64, Errno>;
 
+/// An `unsigned int fd` argument: Linux keeps the low 32 bits of the
+/// register, so `close(1 << 32 | 3)` closes descriptor 3 there too.
+fn fd(reg: u64) -> u64 {
+    u64::from(reg as u32)
+}
+
+/// An `int` argument (a clock id, flags, an exit status): the low 32 bits,
+/// sign-extended, as Linux reads it.
+fn int(reg: u64) -> i32 {
+    reg as i32
+}
+
 impl<M: Machine> System<M> {
     /// Runs system call `number` with arguments `a` (rdi, rsi, rdx, r10,
     /// r8, r9) for the current task; returns what goes back in rax.
     pub fn syscall(&self, number: u64, a: [u64; 6]) -> u64 {
         let result = match number {
-            nr::EXIT => self.exit_thread(a[0] as i64),
-            nr::WRITE => self.sys_write(a[0], a[1], a[2]),
-            nr::READ => self.sys_read(a[0], a[1], a[2]),
-            nr::YIELD => {
+            nr::READ => self.sys_read(fd(a[0]), a[1], a[2]),
+            nr::WRITE => self.sys_write(fd(a[0]), a[1], a[2]),
+            nr::CLOSE => self.sys_close(fd(a[0])),
+            nr::PIPE => self.sys_pipe(a[0]),
+            nr::SCHED_YIELD => {
                 self.yield_now();
                 Ok(0)
             }
-            nr::SLEEP => {
-                self.sleep_ns(a[0]);
-                Ok(0)
-            }
+            nr::NANOSLEEP => self.sys_nanosleep(a[0], a[1]),
+            nr::GETPID => Ok(self.current_pid().into()),
+            nr::EXIT => self.exit_thread(int(a[0]).into()),
+            nr::GETPPID => self.with_current_process(|p| Ok(p.parent.into())),
+            nr::GETTID => Ok(self.current().into()),
+            nr::CLOCK_GETTIME => self.sys_clock_gettime(int(a[0]), a[1]),
+            nr::CLOCK_NANOSLEEP => self.sys_clock_nanosleep(int(a[0]), int(a[1]), a[2], a[3]),
+            nr::EXIT_GROUP => self.exit_process(int(a[0]).into()),
             nr::SPAWN_THREAD => self.sys_spawn_thread(a[0], a[1], a[2]),
-            nr::WAIT => self.sys_wait(a[0], a[1]),
-            nr::TIME => Ok(self.m.now_ns()),
-            nr::PIPE => self.sys_pipe(a[0]),
-            nr::CLOSE => self.sys_close(a[0]),
-            nr::GETTID => Ok(self.current() as u64),
+            nr::WAIT_THREAD => self.sys_wait(a[0], a[1]),
             _ => Err(Errno::ENOSYS),
         };
         abi::encode(result)
+    }
+
+    /// A clock Linux knows; `EINVAL` for any other id, checked before the
+    /// pointer as Linux does.
+    fn clock_now(&self, clock: i32) -> Result<u64, Errno> {
+        match clock {
+            // No clock hardware is read: real time counts from boot.
+            clock::REALTIME
+            | clock::MONOTONIC
+            | clock::MONOTONIC_RAW
+            | clock::REALTIME_COARSE
+            | clock::MONOTONIC_COARSE
+            | clock::BOOTTIME
+            | clock::REALTIME_ALARM
+            | clock::BOOTTIME_ALARM
+            | clock::TAI => Ok(self.m.now_ns()),
+            clock::PROCESS_CPUTIME_ID | clock::THREAD_CPUTIME_ID => Ok(self.cpu_time_ns(clock)),
+            // Negative ids name another process's or thread's CPU clock;
+            // Faultline has none of those yet.
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// CPU time charged to the calling thread, or to its whole process,
+    /// at the resolution the scheduler counts it: timer ticks.
+    fn cpu_time_ns(&self, clock: i32) -> u64 {
+        let me = self.current();
+        let pid = self.current_pid();
+        let ticks: u64 = self.with_sched(|s| {
+            s.tasks()
+                .filter(|t| match clock {
+                    clock::THREAD_CPUTIME_ID => t.tid == me,
+                    _ => t.group == pid,
+                })
+                .map(|t| t.cpu_ticks)
+                .sum()
+        });
+        ticks.saturating_mul(self.m.tick_ns())
+    }
+
+    fn sys_clock_gettime(&self, clock: i32, tp: u64) -> SysResult {
+        let now = self.clock_now(clock)?;
+        self.copy_to_user(tp, &Timespec::from_ns(now).to_bytes())?;
+        Ok(0)
+    }
+
+    /// Reads a timespec a sleep was given: `EFAULT` if unreadable, `EINVAL`
+    /// if out of range.
+    fn read_timespec(&self, va: u64) -> Result<u64, Errno> {
+        let mut bytes = [0u8; Timespec::SIZE];
+        self.copy_from_user(va, &mut bytes)?;
+        Timespec::from_bytes(bytes).to_ns().ok_or(Errno::EINVAL)
+    }
+
+    fn sys_nanosleep(&self, req: u64, rem: u64) -> SysResult {
+        let ns = self.read_timespec(req)?;
+        let until = self.m.now_ns().saturating_add(ns);
+        self.sleep_until(until, rem)
+    }
+
+    fn sys_clock_nanosleep(&self, clock: i32, flags: i32, req: u64, rem: u64) -> SysResult {
+        match clock {
+            clock::REALTIME
+            | clock::MONOTONIC
+            | clock::BOOTTIME
+            | clock::REALTIME_ALARM
+            | clock::BOOTTIME_ALARM
+            | clock::TAI => {}
+            // Clocks that exist but cannot be slept on.
+            clock::MONOTONIC_RAW
+            | clock::REALTIME_COARSE
+            | clock::MONOTONIC_COARSE
+            | clock::PROCESS_CPUTIME_ID
+            | clock::THREAD_CPUTIME_ID => return Err(Errno::EOPNOTSUPP),
+            _ => return Err(Errno::EINVAL),
+        }
+        let ns = self.read_timespec(req)?;
+        // Linux ignores flag bits other than TIMER_ABSTIME.
+        if flags & clock::TIMER_ABSTIME != 0 {
+            // An absolute sleep is not restarted with a remainder.
+            return self.sleep_until(ns, 0);
+        }
+        let until = self.m.now_ns().saturating_add(ns);
+        self.sleep_until(until, rem)
+    }
+
+    /// Sleeps until `until`; a kill ends the sleep early with `EINTR` and
+    /// the time left stored at `rem` (unless null).
+    fn sleep_until(&self, until: u64, rem: u64) -> SysResult {
+        let now = self.m.now_ns();
+        if until > now {
+            self.sleep_ns(until - now);
+        }
+        if self.kill_pending().is_none() {
+            return Ok(0);
+        }
+        if rem != 0 {
+            let left = until.saturating_sub(self.m.now_ns());
+            self.copy_to_user(rem, &Timespec::from_ns(left).to_bytes())?;
+        }
+        Err(Errno::EINTR)
     }
 
     /// Checks `[va, va + len)` is user memory mapped with the rights needed.
@@ -210,6 +324,11 @@ impl<M: Machine> System<M> {
             self.check_user(status_ptr, 8, true)?;
         }
         let tid = u32::try_from(tid).map_err(|_| Errno::ESRCH)?;
+        // The main thread's record carries the process's status until the
+        // process is collected: no thread may reap it.
+        if tid == self.current_pid() && tid != self.current() {
+            return Err(Errno::ECHILD);
+        }
         loop {
             let _off = IrqOff::new();
             let result = self.sched.lock().wait_for(tid);

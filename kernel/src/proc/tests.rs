@@ -152,10 +152,17 @@ impl HostMachine {
                     let status = entry(arg);
                     sys.exit_current(status)
                 }
-                (Start::User { arg0, .. }, Some(program)) => {
+                (Start::User { arg0, rsp, .. }, Some(program)) => {
                     let user = User { sys, arg: arg0 };
                     let status = program(&user);
-                    user.call(nr::EXIT, &[status as u64]);
+                    // As rt does: the main function's end ends the program,
+                    // a thread's end only the thread.
+                    let end = if rsp == abi::USER_STACK_TOP {
+                        nr::EXIT_GROUP
+                    } else {
+                        nr::EXIT
+                    };
+                    user.call(end, &[status as u64]);
                     unreachable!("exit returned")
                 }
                 (Start::None, _) => idle(sys, &baton),
@@ -204,6 +211,10 @@ impl Machine for HostMachine {
 
     fn now_ns(&self) -> u64 {
         self.clock.load(Ordering::SeqCst)
+    }
+
+    fn tick_ns(&self) -> u64 {
+        TICK_NS
     }
 
     fn console_write(&self, bytes: &[u8]) {
@@ -270,6 +281,13 @@ impl User {
         self.sys
             .with_current_process(|p| Ok(p.space.root()))
             .expect("a user task")
+    }
+
+    /// nanosleep for `ns`, with the timespec in the data area.
+    fn sleep(&self, ns: u64) -> i64 {
+        let at = DATA + DATA_LEN - 0x100;
+        self.poke(at, &abi::Timespec::from_ns(ns).to_bytes());
+        self.call(nr::NANOSLEEP, &[at, 0])
     }
 
     /// A pipe: (read fd, write fd).
@@ -455,8 +473,11 @@ fn pointers_are_checked_before_anything_else() {
         assert_eq!(u.call(nr::READ, &[0, 0xffff_8000_0000_0000, 1]), EFAULT);
         assert_eq!(u.call(nr::PIPE, &[TEXT]), EFAULT, "read-only page");
         // The status pointer before the tid, however bad the tid.
-        assert_eq!(u.call(nr::WAIT, &[1 << 32, 0xffff_8000_0000_0000]), EFAULT);
-        assert_eq!(u.call(nr::WAIT, &[1 << 32, 0]), ESRCH);
+        assert_eq!(
+            u.call(nr::WAIT_THREAD, &[1 << 32, 0xffff_8000_0000_0000]),
+            EFAULT
+        );
+        assert_eq!(u.call(nr::WAIT_THREAD, &[1 << 32, 0]), ESRCH);
         assert_eq!(u.call(nr::CLOSE, &[7]), EBADF);
         assert_eq!(u.call(999, &[]), -(Errno::ENOSYS as i64));
         0
@@ -479,10 +500,10 @@ fn pipe_between_threads_blocks_and_wakes() {
         let t = u.spawn_thread(reader, r);
         assert!(t > 0, "spawn_thread: {t}");
         // Let the reader block first.
-        u.call(nr::SLEEP, &[5 * TICK_NS]);
+        u.sleep(5 * TICK_NS);
         u.poke(DATA + 0x200, b"ping");
         assert_eq!(u.call(nr::WRITE, &[wr, DATA + 0x200, 4]), 4);
-        assert_eq!(u.call(nr::WAIT, &[t as u64, DATA + 0x300]), t);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA + 0x300]), t);
         let status = i64::from_le_bytes(u.peek(DATA + 0x300, 8).try_into().unwrap());
         assert_eq!(status, 4);
         assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
@@ -551,7 +572,7 @@ fn threads_spawned_while_the_program_ends_never_outlive_it() {
         let entry = *me.get().expect("entry");
         loop {
             u.spawn_thread(entry, 0);
-            u.call(nr::YIELD, &[]);
+            u.call(nr::SCHED_YIELD, &[]);
         }
     });
     spawner.set(entry).unwrap();
@@ -562,7 +583,7 @@ fn threads_spawned_while_the_program_ends_never_outlive_it() {
             }
             // Let the threads multiply, then end the program under them.
             for _ in 0..round {
-                u.call(nr::YIELD, &[]);
+                u.call(nr::SCHED_YIELD, &[]);
             }
             7
         });
@@ -596,7 +617,7 @@ fn out_of_memory_is_an_error_code_never_a_panic() {
     let w = World::new();
     let frames = w.free_frames();
     let entry = w.thread(|u| {
-        u.call(nr::SLEEP, &[u64::MAX]);
+        u.sleep(u64::MAX);
         0
     });
     let status = w.run_to_end(move |u| {
@@ -642,7 +663,7 @@ fn a_reader_whose_pipe_is_closed_under_it_never_reads_the_next_pipe_in_its_slot(
     let status = w.run_to_end(move |u| {
         let (r, wr) = u.pipe();
         let t = u.spawn_thread(reader, r);
-        u.call(nr::SLEEP, &[5 * TICK_NS]);
+        u.sleep(5 * TICK_NS);
         // Both ends closed while the reader is blocked: the pipe is freed
         // and the reader woken, but it runs only after a new pipe has
         // taken the same slot and holds data.
@@ -651,9 +672,105 @@ fn a_reader_whose_pipe_is_closed_under_it_never_reads_the_next_pipe_in_its_slot(
         let (_r2, w2) = u.pipe();
         u.poke(DATA, b"not yours");
         assert_eq!(u.call(nr::WRITE, &[w2, DATA, 9]), 9);
-        assert_eq!(u.call(nr::WAIT, &[t as u64, DATA + 0x200]), t);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA + 0x200]), t);
         i64::from_le_bytes(u.peek(DATA + 0x200, 8).try_into().unwrap())
     });
     assert_eq!(status, EBADF);
+    w.assert_quiet();
+}
+
+#[test]
+fn exit_ends_only_the_thread_and_the_process_ends_with_its_last() {
+    let w = World::new();
+    let late = w.thread(|u| {
+        // Runs on after the main thread's exit.
+        u.sleep(5 * TICK_NS);
+        u.poke(DATA + 0x400, b"late\n");
+        u.call(nr::WRITE, &[1, DATA + 0x400, 5]);
+        // Its own status is not the process's: the leader's is.
+        99
+    });
+    let pid = w.run(move |u| {
+        assert!(u.spawn_thread(late, 0) > 0);
+        u.call(nr::EXIT, &[3]);
+        unreachable!("exit returned")
+    });
+    w.sys.sleep_ns(2 * TICK_NS);
+    assert!(
+        !w.sys.process_ended(pid),
+        "the main thread's exit ended the process"
+    );
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(3));
+    assert_eq!(w.console(), "late\n");
+    w.assert_quiet();
+}
+
+#[test]
+fn exit_group_from_any_thread_ends_them_all_with_its_status() {
+    let w = World::new();
+    let ender = w.thread(|u| {
+        u.call(nr::EXIT_GROUP, &[0x1_0000_0005]);
+        unreachable!("exit_group returned")
+    });
+    let status = w.run_to_end(move |u| {
+        assert!(u.spawn_thread(ender, 0) > 0);
+        loop {
+            u.sleep(TICK_NS);
+        }
+    });
+    // An int: the register's low 32 bits.
+    assert_eq!(status, 5);
+    w.assert_quiet();
+}
+
+#[test]
+fn ids_clocks_and_sleeps_follow_linux() {
+    let w = World::new();
+    let peer = w.thread(|u| u.call(nr::GETPID, &[]));
+    let pid = w.run(move |u| {
+        let pid = u.call(nr::GETPID, &[]);
+        assert_eq!(pid, u.call(nr::GETTID, &[]), "the leader's tid is the pid");
+        assert_eq!(
+            u.call(nr::GETPPID, &[]),
+            1,
+            "started by the console's thread"
+        );
+        let t = u.spawn_thread(peer, 0);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        assert_eq!(i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap()), pid);
+        let einval = -(Errno::EINVAL as i64);
+        // The clock before the pointer.
+        assert_eq!(u.call(nr::CLOCK_GETTIME, &[10, 0]), einval);
+        assert_eq!(u.call(nr::CLOCK_GETTIME, &[1, 0]), EFAULT);
+        // clock ids are ints: the high half of the register is ignored.
+        assert_eq!(u.call(nr::CLOCK_GETTIME, &[1 << 32 | 1, DATA]), 0);
+        let ts = abi::Timespec::from_bytes(u.peek(DATA, 16).try_into().unwrap());
+        assert!(ts.nsec < 1_000_000_000 && ts.sec >= 0);
+        // Sleeps: bad ranges are EINVAL, unsleepable clocks EOPNOTSUPP.
+        u.poke(
+            DATA,
+            &abi::Timespec {
+                sec: 0,
+                nsec: 1_000_000_000,
+            }
+            .to_bytes(),
+        );
+        assert_eq!(u.call(nr::NANOSLEEP, &[DATA, 0]), einval);
+        u.poke(DATA, &abi::Timespec { sec: -1, nsec: 0 }.to_bytes());
+        assert_eq!(u.call(nr::NANOSLEEP, &[DATA, 0]), einval);
+        assert_eq!(u.call(nr::NANOSLEEP, &[0, 0]), EFAULT);
+        let eopnotsupp = -(Errno::EOPNOTSUPP as i64);
+        assert_eq!(u.call(nr::CLOCK_NANOSLEEP, &[4, 0, DATA, 0]), eopnotsupp);
+        assert_eq!(u.call(nr::CLOCK_NANOSLEEP, &[10, 0, DATA, 0]), einval);
+        // An absolute time already past returns at once.
+        u.poke(DATA, &abi::Timespec { sec: 0, nsec: 1 }.to_bytes());
+        assert_eq!(u.call(nr::CLOCK_NANOSLEEP, &[1, 1, DATA, 0]), 0);
+        // Descriptors are unsigned ints: the high half is ignored.
+        let (r, _w) = u.pipe();
+        assert_eq!(u.call(nr::CLOSE, &[1 << 32 | r]), 0);
+        assert_eq!(u.call(nr::CLOSE, &[r]), EBADF);
+        0
+    });
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(0));
     w.assert_quiet();
 }

@@ -30,6 +30,7 @@ pub use panic::PANIC_STATUS;
 #[doc(hidden)]
 pub use print::{_print, _print_to};
 pub use sys::{
-    close, exit, gettid, pipe, read, sleep, spawn_thread, time_ns, wait, write, yield_now,
+    close, exit, exit_thread, getpid, gettid, pipe, read, sleep, spawn_thread, time_ns, wait,
+    write, yield_now,
 };
 pub use thread::{Stack, StackPool, spawn};

@@ -8,8 +8,20 @@ use abi::{Errno, decode, nr};
 
 use crate::raw;
 
-/// Ends the calling thread with `status`; the last thread ends the program.
+/// Ends the program (every thread) with `status`, as C's `exit` does
+/// through `exit_group`. Linux keeps the low 32 bits (and a parent sees
+/// the low 8).
 pub fn exit(status: i64) -> ! {
+    // SAFETY: exit_group takes no pointers.
+    unsafe { raw::syscall1(nr::EXIT_GROUP, status as u64) };
+    // exit never returns. If a broken kernel did return, fault right here
+    // (the kernel reports the #UD) rather than run on past the end.
+    // SAFETY: ud2 only raises an exception.
+    unsafe { asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+/// Ends only the calling thread; the program ends with its last thread.
+pub fn exit_thread(status: i64) -> ! {
     // SAFETY: exit takes no pointers.
     unsafe { raw::syscall1(nr::EXIT, status as u64) };
     // exit never returns. If a broken kernel did return, fault right here
@@ -44,14 +56,16 @@ pub fn read(fd: u32, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// Lets another ready thread run. It cannot fail.
 pub fn yield_now() {
-    // SAFETY: yield takes no pointers.
-    unsafe { raw::syscall0(nr::YIELD) };
+    // SAFETY: sched_yield takes no pointers.
+    unsafe { raw::syscall0(nr::SCHED_YIELD) };
 }
 
-/// Blocks for at least `ns` nanoseconds. It cannot fail.
+/// Blocks for at least `ns` nanoseconds (`nanosleep`). It cannot fail.
 pub fn sleep(ns: u64) {
-    // SAFETY: sleep takes no pointers.
-    unsafe { raw::syscall1(nr::SLEEP, ns) };
+    let req = abi::Timespec::from_ns(ns).to_bytes();
+    // SAFETY: the kernel reads 16 bytes at `req`, which we borrow; `rem`
+    // is null.
+    unsafe { raw::syscall2(nr::NANOSLEEP, req.as_ptr() as u64, 0) };
 }
 
 /// Starts a thread in this program at `entry` with `rdi = arg` and
@@ -83,14 +97,30 @@ pub unsafe fn spawn_thread(
 pub fn wait(tid: u32) -> Result<i64, Errno> {
     let mut status: i64 = 0;
     // SAFETY: the kernel writes one i64 to `status`, which we borrow mutably.
-    let ret = unsafe { raw::syscall2(nr::WAIT, tid.into(), &raw mut status as u64) };
+    let ret = unsafe { raw::syscall2(nr::WAIT_THREAD, tid.into(), &raw mut status as u64) };
     decode(ret).map(|_tid| status)
 }
 
-/// Nanoseconds since boot. It cannot fail.
+/// Nanoseconds on the monotonic clock (since boot on Faultline). It
+/// cannot fail.
 pub fn time_ns() -> u64 {
-    // SAFETY: time takes no pointers.
-    unsafe { raw::syscall0(nr::TIME) }
+    let mut ts = [0u8; abi::Timespec::SIZE];
+    // SAFETY: the kernel writes 16 bytes to `ts`, which we borrow mutably.
+    unsafe {
+        raw::syscall2(
+            nr::CLOCK_GETTIME,
+            abi::clock::MONOTONIC as u64,
+            ts.as_mut_ptr() as u64,
+        )
+    };
+    abi::Timespec::from_bytes(ts).to_ns().unwrap_or(0)
+}
+
+/// The process id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid takes no pointers.
+    let ret = unsafe { raw::syscall0(nr::GETPID) };
+    ret as u32
 }
 
 /// Creates a pipe; returns `(read_end, write_end)`.

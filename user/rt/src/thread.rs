@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use abi::Errno;
 
-use crate::sys::{exit, spawn_thread};
+use crate::sys::{exit_thread, spawn_thread};
 
 /// Stack space left below the start record; less is surely a mistake.
 const MIN_STACK: usize = 1024;
@@ -147,5 +147,5 @@ extern "C" fn thread_main(start: *const Start) -> ! {
     // SAFETY: `spawn` wrote a `Start` here, above this thread's stack, and
     // nothing else touches it.
     let Start { f, arg } = unsafe { start.read() };
-    exit(f(arg))
+    exit_thread(f(arg))
 }

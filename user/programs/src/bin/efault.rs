@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use rt::abi::{Errno, STDOUT, USER_END, decode, nr};
+use rt::abi::{Errno, STDOUT, USER_END, clock, decode, nr};
 use rt::{Args, Stack, println, raw};
 
 rt::entry!(main);
@@ -42,7 +42,7 @@ struct Ctx {
 /// "none" for it, and how to make it with a given pointer.
 type Call = (&'static str, bool, fn(&Ctx, u64) -> u64);
 
-const CALLS: [Call; 4] = [
+const CALLS: [Call; 7] = [
     ("write", false, |_, ptr| {
         // SAFETY: the kernel only reads at `ptr`; nothing of ours lives at
         // any of the bad addresses.
@@ -62,11 +62,23 @@ const CALLS: [Call; 4] = [
         // The kernel checks the status pointer before blocking and does not
         // reap the thread when it is bad, so the final wait still finds it.
         // SAFETY: as for read.
-        unsafe { raw::syscall2(nr::WAIT, ctx.thread.into(), ptr) }
+        unsafe { raw::syscall2(nr::WAIT_THREAD, ctx.thread.into(), ptr) }
     }),
     ("pipe", false, |_, ptr| {
         // SAFETY: as for read.
         unsafe { raw::syscall1(nr::PIPE, ptr) }
+    }),
+    ("nanosleep", false, |_, ptr| {
+        // SAFETY: the kernel only reads the timespec at `ptr`.
+        unsafe { raw::syscall2(nr::NANOSLEEP, ptr, 0) }
+    }),
+    ("clock_gettime", false, |_, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall2(nr::CLOCK_GETTIME, clock::MONOTONIC as u64, ptr) }
+    }),
+    ("clock_nanosleep", false, |_, ptr| {
+        // SAFETY: the kernel only reads the timespec at `ptr`.
+        unsafe { raw::syscall4(nr::CLOCK_NANOSLEEP, clock::MONOTONIC as u64, 0, ptr, 0) }
     }),
 ];
 

@@ -36,8 +36,14 @@ const STACK_BYTES: usize = 8192;
 const CANARY: [u8; 64] = [0xa5; 64];
 pub const DATA_BYTES: usize = 4096;
 /// Status of a helper that found a failure (its report says which): one
-/// no job is ever given.
-pub const FAILED: i64 = i64::MIN + 0xbad;
+/// no job is ever given, and one an `int` status keeps as it is.
+pub const FAILED: i64 = i32::MIN as i64 + 0xbad;
+
+/// The status a thread's `exit(status)` leaves for `wait_thread`: an
+/// `int`, so the low 32 bits, sign-extended, as Linux reads it.
+pub fn exit_status(status: i64) -> i64 {
+    i64::from(status as i32)
+}
 
 #[derive(Clone, Copy)]
 pub enum Job {
@@ -221,7 +227,7 @@ extern "C" fn helper_main(entry: *const [u64; 18]) -> ! {
         // refused could get here; the main thread's prediction failed.
         FAILED
     };
-    rt::exit(status)
+    rt::exit_thread(status)
 }
 
 fn run(s: &mut Slot) -> i64 {
@@ -314,7 +320,7 @@ fn run(s: &mut Slot) -> i64 {
                 }
                 let ptr = s.scratch.as_mut_ptr() as u64;
                 // SAFETY: eight bytes into our scratch buffer.
-                unsafe { t.call(nr::WAIT, &[tid, ptr], Expect::Ret(tid))? };
+                unsafe { t.call(nr::WAIT_THREAD, &[tid, ptr], Expect::Ret(tid))? };
                 let want = status.to_le_bytes();
                 if s.scratch[..8] == FAILED.to_le_bytes() {
                     return Err(t.fail(Why::Note(
@@ -340,9 +346,15 @@ fn run(s: &mut Slot) -> i64 {
                 Err(t.fail(Why::Note("a read of an empty pipe returned")))
             }
             Job::SleepForever => {
-                // SAFETY: sleep takes no pointer.
-                unsafe { t.call(nr::SLEEP, &[u64::MAX], Expect::Ret(0))? };
-                Err(t.fail(Why::Note("sleep(u64::MAX) returned")))
+                let forever = rt::abi::Timespec {
+                    sec: i64::MAX,
+                    nsec: 0,
+                }
+                .to_bytes();
+                // SAFETY: the kernel reads the 16 bytes of `forever`.
+                let req = forever.as_ptr() as u64;
+                unsafe { t.call(nr::NANOSLEEP, &[req, 0], Expect::Ret(0))? };
+                Err(t.fail(Why::Note("a sleep of i64::MAX seconds returned")))
             }
         }
     })();
@@ -400,11 +412,11 @@ pub fn spawn_args(i: usize, arg: u64) -> [u64; 3] {
 /// job ends with.
 pub fn expected_status(job: Job) -> i64 {
     match job {
-        Job::Plain { status, .. } => status,
+        Job::Plain { status, .. } => exit_status(status),
         Job::Write { len, .. } | Job::Read { len, .. } => len.into(),
         Job::EofRead { .. } => 0,
         Job::EpipeWrite { .. } => -(Errno::EPIPE as i64),
-        Job::Reap { exit, .. } => exit,
+        Job::Reap { exit, .. } => exit_status(exit),
         // Never reaped: they run until the program ends.
         Job::Linger | Job::BlockRead { .. } | Job::SleepForever => FAILED,
     }

@@ -213,7 +213,14 @@ fn main(args: Args) -> i64 {
 
 impl Fuzz {
     fn run(&mut self, calls: u64) -> Checked<u64> {
-        self.t.learn_tid()?;
+        let tid = self.t.learn_tid()?;
+        // The main thread's tid is the pid; the parent is whoever started
+        // us. Every later getpid and getppid, in any thread, must agree.
+        // SAFETY: neither takes a pointer.
+        let pid = unsafe { self.t.call(nr::GETPID, &[], Expect::Ret(tid))? };
+        // SAFETY: as above.
+        let ppid = unsafe { self.t.call(nr::GETPPID, &[], Expect::AtLeast(0))? };
+        thread::set_ids(pid, ppid);
         let start = self.t.time()?;
         self.paint_slack();
         let mut phase = 0;
@@ -242,8 +249,8 @@ impl Fuzz {
             5 => self.wait(reaped),
             6 => self.t.gettid(),
             7 => {
-                // SAFETY: yield takes no pointer.
-                unsafe { self.t.call(nr::YIELD, &[], Expect::Ret(0))? };
+                // SAFETY: sched_yield takes no pointer.
+                unsafe { self.t.call(nr::SCHED_YIELD, &[], Expect::Ret(0))? };
                 Ok(())
             }
             8 => self.t.time().map(drop),
@@ -615,7 +622,11 @@ impl Fuzz {
             2 => r.pick(&[i64::MIN, i64::MAX, -1, 0, 1 << 32]),
             _ => r.next() as i64,
         };
-        if s == FAILED { 0 } else { s }
+        if helper::exit_status(s) == FAILED {
+            0
+        } else {
+            s
+        }
     }
 
     /// spawn_thread with valid arguments: a new helper doing `job`, or
@@ -786,7 +797,7 @@ impl Fuzz {
         let salt = self.t.rng.next();
         self.paint(ptr, 8, salt);
         // SAFETY: BUF, the slack, null, or refused.
-        unsafe { self.t.call(nr::WAIT, &[h.tid, ptr], expect)? };
+        unsafe { self.t.call(nr::WAIT_THREAD, &[h.tid, ptr], expect)? };
         if !ok {
             self.stats.efault += 1;
             return self.verify(ptr, 8, 0, salt, &|_| 0);

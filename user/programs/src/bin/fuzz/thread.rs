@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use rt::abi::{Errno, USER_END, decode, encode, nr};
+use rt::abi::{Errno, Timespec, USER_END, clock, decode, encode, nr};
 
 use crate::check::{self, Clobber, NAMES};
 use crate::rng::Rng;
@@ -31,7 +31,7 @@ const MAX_SLEEP_NS: u64 = 2_000_000;
 pub enum Expect {
     Ret(u64),
     Err(Errno),
-    /// `time`: never less than the last value seen.
+    /// A value at least this large (kept for results that only grow).
     AtLeast(u64),
     /// `spawn_thread`: a thread id (the kernel picks which).
     NewTid,
@@ -93,13 +93,17 @@ impl fmt::Display for Rec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (name, params): (&str, &[&str]) = match self.nr {
             nr::EXIT => ("exit", &["status"]),
+            nr::EXIT_GROUP => ("exit_group", &["status"]),
             nr::WRITE => ("write", &["fd", "buf", "len"]),
             nr::READ => ("read", &["fd", "buf", "len"]),
-            nr::YIELD => ("yield", &[]),
-            nr::SLEEP => ("sleep", &["ns"]),
+            nr::SCHED_YIELD => ("sched_yield", &[]),
+            nr::NANOSLEEP => ("nanosleep", &["req", "rem"]),
+            nr::CLOCK_GETTIME => ("clock_gettime", &["clock", "tp"]),
+            nr::CLOCK_NANOSLEEP => ("clock_nanosleep", &["clock", "flags", "req", "rem"]),
+            nr::GETPID => ("getpid", &[]),
+            nr::GETPPID => ("getppid", &[]),
             nr::SPAWN_THREAD => ("spawn_thread", &["entry", "stack_top", "arg"]),
-            nr::WAIT => ("wait", &["tid", "status"]),
-            nr::TIME => ("time", &[]),
+            nr::WAIT_THREAD => ("wait_thread", &["tid", "status"]),
             nr::PIPE => ("pipe", &["fds"]),
             nr::CLOSE => ("close", &["fd"]),
             nr::GETTID => ("gettid", &[]),
@@ -323,21 +327,17 @@ impl Thread {
     /// A descriptor that is closed whatever any thread does.
     pub fn never_open_fd(&mut self) -> u64 {
         let r = &mut self.rng;
-        let wide = r.range(MAX_FDS, u64::MAX);
-        let narrow = r.range(MAX_FDS, 4 * MAX_FDS);
-        // Above 32 bits: a kernel that truncated the number would find
-        // fd 0, 1 or 2 instead.
-        let high = (r.range(1, u64::from(u32::MAX)) << 32) | r.below(3);
-        r.pick(&[
-            MAX_FDS,
-            narrow,
-            1000,
-            u64::from(u32::MAX),
-            1 << 32,
-            high,
-            u64::MAX,
-            wide,
-        ])
+        // Descriptors are unsigned ints: the kernel drops the high half (as
+        // Linux does), so only the low half decides; it is always >= 64
+        // here, and the high half is noise the kernel must ignore.
+        let (narrow, wide) = (r.range(MAX_FDS, 4 * MAX_FDS), r.range(MAX_FDS, 1 << 32));
+        let low = r.pick(&[MAX_FDS, narrow, 1000, u64::from(u32::MAX), wide]);
+        let high = match r.below(3) {
+            0 => 0,
+            1 => r.range(1, 1 << 32) << 32,
+            _ => u64::MAX << 32,
+        };
+        high | low
     }
 
     /// A pointer for `len` bytes, and whether the kernel must accept it.
@@ -358,11 +358,11 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(13) {
+        match self.rng.below(16) {
             0 => self.gettid(),
             1 => {
-                // SAFETY: yield takes no pointer.
-                unsafe { self.call(nr::YIELD, &[], Expect::Ret(0))? };
+                // SAFETY: sched_yield takes no pointer.
+                unsafe { self.call(nr::SCHED_YIELD, &[], Expect::Ret(0))? };
                 Ok(())
             }
             2 => self.time().map(drop),
@@ -372,8 +372,118 @@ impl Thread {
             7 => self.close_closed_fd(),
             8 => self.pipe_bad_pointer(),
             9 | 10 => self.wait_hostile(),
+            11 => self.ids(),
+            12 => self.clock_hostile(),
+            13 => self.sleep_hostile(),
             _ => self.spawn_hostile(spawn),
         }
+    }
+
+    /// getpid and getppid: the same answers every time, in every thread
+    /// (learned from the main thread's first calls).
+    pub fn ids(&mut self) -> Checked<()> {
+        let (pid, ppid) = (ids().0, ids().1);
+        // SAFETY: neither takes a pointer.
+        unsafe { self.call(nr::GETPID, &[], Expect::Ret(pid))? };
+        // SAFETY: as above.
+        unsafe { self.call(nr::GETPPID, &[], Expect::Ret(ppid))? };
+        Ok(())
+    }
+
+    /// clock_gettime with a clock Linux does not have (EINVAL, judged
+    /// before the pointer) or a good clock and a pointer that may be bad.
+    fn clock_hostile(&mut self) -> Checked<()> {
+        let (tp, ok) = self.gen_ptr(Timespec::SIZE as u64, Dir::KernelWrites);
+        let (id, expect) = if self.rng.chance(1, 2) {
+            (self.bad_clock(), Expect::Err(Errno::EINVAL))
+        } else {
+            let good = self.good_clock();
+            (
+                good,
+                if ok {
+                    Expect::Ret(0)
+                } else {
+                    Expect::Err(Errno::EFAULT)
+                },
+            )
+        };
+        if expect == Expect::Ret(0) {
+            // A valid write into memory another thread may use: skip.
+            return Ok(());
+        }
+        // SAFETY: the call must fail, so the kernel writes nothing.
+        unsafe { self.call(nr::CLOCK_GETTIME, &[id, tp], expect)? };
+        Ok(())
+    }
+
+    /// A clock id no Linux has, possibly with high bits that an `int`
+    /// argument drops (they must not turn it into a good one).
+    fn bad_clock(&mut self) -> u64 {
+        let r = &mut self.rng;
+        let low = r.pick(&[10, 12, 13, 100, i32::MAX as u64, (-7i32) as u32 as u64]);
+        r.below(4) << 32 | low
+    }
+
+    /// A clock id that exists, with random high bits the kernel must drop.
+    fn good_clock(&mut self) -> u64 {
+        let r = &mut self.rng;
+        let low = r.pick(&[0, 1, 4, 5, 6, 7]);
+        (r.next() << 32) | low
+    }
+
+    /// nanosleep and clock_nanosleep refused: a bad pointer (EFAULT), a
+    /// time out of range (EINVAL), a clock that cannot sleep (EOPNOTSUPP)
+    /// or does not exist (EINVAL, before the pointer).
+    fn sleep_hostile(&mut self) -> Checked<()> {
+        let r = &mut self.rng;
+        let bad = r.pick(&[
+            Timespec { sec: -1, nsec: 0 },
+            Timespec { sec: 0, nsec: -1 },
+            Timespec {
+                sec: 0,
+                nsec: 1_000_000_000,
+            },
+            Timespec {
+                sec: i64::MIN,
+                nsec: i64::MAX,
+            },
+        ]);
+        let req = bad.to_bytes();
+        let good_req = Timespec { sec: 0, nsec: 1 }.to_bytes();
+        let (ptr, ok) = self.gen_ptr(Timespec::SIZE as u64, Dir::KernelReads);
+        match self.rng.below(5) {
+            0 => {
+                // SAFETY: the kernel only reads `req`, which we own.
+                let req = req.as_ptr() as u64;
+                unsafe { self.call(nr::NANOSLEEP, &[req, 0], Expect::Err(Errno::EINVAL))? };
+            }
+            1 if !ok => {
+                // SAFETY: the kernel must refuse the pointer and read nothing.
+                unsafe { self.call(nr::NANOSLEEP, &[ptr, 0], Expect::Err(Errno::EFAULT))? };
+            }
+            2 => {
+                let id = self.bad_clock();
+                // SAFETY: the clock is refused before anything is read.
+                let req = good_req.as_ptr() as u64;
+                let e = Expect::Err(Errno::EINVAL);
+                unsafe { self.call(nr::CLOCK_NANOSLEEP, &[id, 0, req, 0], e)? };
+            }
+            3 => {
+                let id = self.rng.pick(&[2, 3, 4, 5, 6]);
+                let req = good_req.as_ptr() as u64;
+                let e = Expect::Err(Errno::EOPNOTSUPP);
+                // SAFETY: as above: refused before anything is read.
+                unsafe { self.call(nr::CLOCK_NANOSLEEP, &[id, 0, req, 0], e)? };
+            }
+            _ => {
+                // An absolute time long past: returns at once.
+                let req = good_req.as_ptr() as u64;
+                let abs = clock::TIMER_ABSTIME as u64;
+                // SAFETY: the kernel only reads `req`, which we own.
+                unsafe { self.call(nr::CLOCK_NANOSLEEP, &[1, abs, req, 0], Expect::Ret(0))? };
+            }
+        }
+        Ok(())
     }
 
     pub fn gettid(&mut self) -> Checked<()> {
@@ -382,9 +492,20 @@ impl Thread {
         Ok(())
     }
 
+    /// The monotonic clock, which must never go back.
     pub fn time(&mut self) -> Checked<u64> {
-        // SAFETY: time takes no pointer.
-        let now = unsafe { self.call(nr::TIME, &[], Expect::AtLeast(self.last_time))? };
+        let mut ts = [0u8; Timespec::SIZE];
+        let ptr = ts.as_mut_ptr() as u64;
+        let mono = clock::MONOTONIC as u64;
+        // SAFETY: the kernel writes the 16 bytes of `ts`, which nothing
+        // borrows while the call runs.
+        unsafe { self.call(nr::CLOCK_GETTIME, &[mono, ptr], Expect::Ret(0))? };
+        let Some(now) = Timespec::from_bytes(ts).to_ns() else {
+            return Err(self.fail(Why::Note("clock_gettime wrote a timespec out of range")));
+        };
+        if now < self.last_time {
+            return Err(self.fail(Why::Note("the monotonic clock went backwards")));
+        }
         self.last_time = now;
         Ok(now)
     }
@@ -397,26 +518,34 @@ impl Thread {
             _ => self.rng.range(0, MAX_SLEEP_NS),
         };
         let before = self.time()?;
-        // SAFETY: sleep takes no pointer.
-        unsafe { self.call(nr::SLEEP, &[ns], Expect::Ret(0))? };
-        // SAFETY: time takes no pointer.
-        let after = unsafe { self.call(nr::TIME, &[], Expect::AtLeast(before + ns))? };
-        self.last_time = after;
+        let req = Timespec::from_ns(ns).to_bytes();
+        // SAFETY: the kernel reads the 16 bytes of `req`; `rem` is null.
+        unsafe { self.call(nr::NANOSLEEP, &[req.as_ptr() as u64, 0], Expect::Ret(0))? };
+        let after = self.time()?;
+        if after < before + ns {
+            return Err(self.fail(Why::Note("nanosleep returned before its time")));
+        }
         Ok(())
     }
 
-    /// Numbers past the last call, including ones whose low 32 bits name
-    /// a real call (a kernel that truncated would run exit or write).
+    /// Numbers no call has, including ones whose low 32 bits name a real
+    /// call (a kernel that truncated the number would run exit or write).
     pub fn unknown(&mut self) -> Checked<()> {
         let r = &mut self.rng;
-        let low = r.below(nr::COUNT);
+        let low = r.pick(&nr::ALL);
         let call = match r.below(6) {
-            0 => nr::COUNT,
-            1 => r.range(nr::COUNT, 1024),
+            // Small numbers in the gaps between real ones (Linux has calls
+            // there that Faultline does not, yet: all ENOSYS today).
+            0 | 1 => loop {
+                let n = r.below(nr::FAULTLINE_BASE + 16);
+                if !nr::ALL.contains(&n) {
+                    break n;
+                }
+            },
             2 => (r.range(1, u64::from(u32::MAX)) << 32) | low,
             3 => (1 << 63) | low,
             4 => u64::MAX - r.below(16),
-            _ => r.range(nr::COUNT, u64::MAX),
+            _ => r.range(nr::FAULTLINE_BASE + 16, u64::MAX),
         };
         // SAFETY: no such call, so the kernel must touch nothing; the
         // random arguments point nowhere we care about should it not.
@@ -487,7 +616,7 @@ impl Thread {
         let expect = if ok { err } else { Errno::EFAULT };
         // SAFETY: the call must fail, so the kernel writes nothing; a valid
         // status pointer is in our own region or the slack all the same.
-        unsafe { self.call(nr::WAIT, &[tid, ptr], Expect::Err(expect))? };
+        unsafe { self.call(nr::WAIT_THREAD, &[tid, ptr], Expect::Err(expect))? };
         Ok(())
     }
 
@@ -535,4 +664,22 @@ impl Thread {
 pub struct Spawner {
     pub entry: u64,
     pub stack_top: u64,
+}
+
+/// (pid, ppid) of this program, learned once by the main thread.
+static IDS: [core::sync::atomic::AtomicU64; 2] = [
+    core::sync::atomic::AtomicU64::new(0),
+    core::sync::atomic::AtomicU64::new(0),
+];
+
+pub fn set_ids(pid: u64, ppid: u64) {
+    IDS[0].store(pid, core::sync::atomic::Ordering::Relaxed);
+    IDS[1].store(ppid, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn ids() -> (u64, u64) {
+    (
+        IDS[0].load(core::sync::atomic::Ordering::Relaxed),
+        IDS[1].load(core::sync::atomic::Ordering::Relaxed),
+    )
 }
