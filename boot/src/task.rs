@@ -189,9 +189,7 @@ impl Machine for BootMachine {
         // A fresh area is a clean state, for a program's first thread and
         // for spawn_thread's alike (they start at an entry, not as a copy).
         let fpu = match start {
-            Start::User { .. } => Some(UnsafeCell::new(
-                FpuArea::new().map_err(|_| Errno::ENOMEM)?,
-            )),
+            Start::User { .. } => Some(UnsafeCell::new(FpuArea::new().map_err(|_| Errno::ENOMEM)?)),
             Start::Kernel { .. } | Start::None => None,
         };
         let stack = KernelStack::new()?;

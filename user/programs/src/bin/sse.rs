@@ -17,6 +17,12 @@
 //! if AVX is enabled (a kernel that enables it must not pass on SSE
 //! alone). Prints what it saw: `sse: mode=... seen=... elapsed_ms=...`.
 //!
+//! `sse mf` divides by zero in x87 with the exception unmasked: the kernel
+//! must end the program with status 128 + 16 (`#MF`, as CR0.NE makes it).
+//! Should it live on, it prints `sse: survived` and exits 0. (The SSE
+//! counterpart, `#XM`, is not here: QEMU 7.2's TCG sets MXCSR's flag but
+//! never raises it.)
+//!
 //! The registers are used only from inline assembly: the target is
 //! soft-float, so compiled code never allocates a vector register, which
 //! is also why the assembly need not declare them clobbered.
@@ -273,7 +279,14 @@ fn compare(t: u64, what: &str, got: &Regs, want: &Regs, words: usize, with_st0: 
 /// One thread's whole check; 0 if everything held.
 fn check(t: u64, avx: bool) -> i64 {
     let words = if avx { 4 } else { 2 };
-    let start_ok = compare(t, "at start", &read_state(avx), &Regs::clean(), words, false);
+    let start_ok = compare(
+        t,
+        "at start",
+        &read_state(avx),
+        &Regs::clean(),
+        words,
+        false,
+    );
     let want = Regs::pattern(t);
     let (got, seen) = hold(t, &want, avx);
     let held = compare(t, "after preemption", &got, &want, words, true);
@@ -292,7 +305,32 @@ fn worker(avx: u64) -> i64 {
     check(2, avx != 0)
 }
 
+/// x87 division by zero with the zero-divide exception unmasked; the
+/// `fwait` after it reports the pending exception.
+fn x87_exception() {
+    let fcw: u16 = 0x37f & !(1 << 2);
+    // SAFETY: raises #MF, which ends the program; should it not, the x87
+    // stack is left balanced (fdivp pops what fldz pushed, fstp the rest).
+    unsafe {
+        asm!(
+            "fldcw word ptr [{c}]",
+            "fld1",
+            "fldz",
+            "fdivp st(1), st",
+            "fwait",
+            "fstp st(0)",
+            c = in(reg) &fcw,
+            options(nostack)
+        )
+    }
+}
+
 fn main(args: Args) -> i64 {
+    if args.get(0) == Some("mf") {
+        x87_exception();
+        println!("sse: survived");
+        return 0;
+    }
     let avx = avx_enabled();
     if args.get(0) == Some("avx") && !avx {
         println!("sse: AVX was asked for, but the kernel has not enabled it");
