@@ -33,6 +33,7 @@ pub struct Features {
 }
 
 impl Features {
+    /// Whether the YMM registers' upper halves are enabled and saved.
     pub fn avx(&self) -> bool {
         self.xcr0 & XCr0Flags::AVX.bits() != 0
     }
@@ -40,14 +41,14 @@ impl Features {
 
 static FEATURES: Once<Features> = Once::new();
 
-/// Image every new area starts as, `size` bytes: the state Linux gives a
-/// new thread. FCW 0x37f (every exception masked, 64-bit precision, round
-/// to nearest) and MXCSR 0x1f80 (the same for SSE); everything else zero,
-/// which in FXSAVE's abridged tag word means every x87 register is empty.
-/// An XSAVE header of zeros (XSTATE_BV = 0) tells XRSTOR that every
-/// component is in its initial configuration, which is the same clean
-/// state (registers zero, upper YMM halves zero); MXCSR is the exception,
-/// XRSTOR always loads it from the legacy region, so it is set there.
+// Every new area starts as the state Linux gives a new thread: FCW 0x37f
+// (every x87 exception masked, extended precision, round to nearest) and
+// MXCSR 0x1f80 (the same for SSE); everything else zero, which in FXSAVE's
+// abridged tag word means every x87 register is empty. An XSAVE header of
+// zeros (XSTATE_BV = 0) tells XRSTOR that every component is in its
+// initial configuration, the same clean state (registers zero, upper YMM
+// halves zero); MXCSR is the exception, XRSTOR loads it from the legacy
+// region regardless, so it is set there too.
 const FCW_OFFSET: usize = 0;
 const MXCSR_OFFSET: usize = 24;
 const CLEAN_FCW: u16 = 0x37f;
@@ -155,6 +156,8 @@ impl FpuArea {
         };
         let n = f.size.div_ceil(64);
         let mut blocks = Vec::new();
+        // Exactly `n`: the boxed slice below then needs no reallocation,
+        // which could not fail gracefully.
         blocks.try_reserve_exact(n).map_err(|_| NoMemory)?;
         blocks.resize(n, Block([0; 64]));
         let legacy = &mut blocks[0].0;
@@ -171,10 +174,11 @@ impl FpuArea {
         let f = self.features;
         let ptr = self.blocks.as_mut_ptr();
         if f.xsave {
-            // SAFETY: the area is 64-byte aligned and `size` bytes long,
-            // which CPUID reported for exactly the components in `xcr0`
-            // (the mask in EDX:EAX); XSAVE writes nothing else, and CR4.
-            // OSXSAVE is set. The 64-bit form records 64-bit x87 pointers.
+            // SAFETY: the area is 64-byte aligned and at least `size`
+            // bytes long, which CPUID reported for exactly the components
+            // in `xcr0` (the mask in EDX:EAX), so XSAVE writes inside it;
+            // CR4.OSXSAVE is set. The 64-bit form keeps 64-bit x87
+            // instruction and operand pointers.
             unsafe {
                 asm!(
                     "xsave64 [{}]",

@@ -254,7 +254,7 @@ impl Machine for BootMachine {
     }
 }
 
-// SAFETY: a SwitchPoint's pointer is only used by the CPU that performs
+// SAFETY: a SwitchPoint's pointers are only used by the CPU that performs
 // the switch, with interrupts off; nothing shares it across threads.
 unsafe impl Send for SwitchPoint {}
 
