@@ -5,7 +5,10 @@
 //! outgoing task's slot, loads the incoming task's RSP and pops the same
 //! registers back. Everything else (caller-saved registers, the user
 //! registers in a trap frame) is already on the stack by the time any code
-//! calls `switch`, because it is an ordinary function call.
+//! calls `switch`, because it is an ordinary function call. A user
+//! thread's x87/SSE/AVX registers are the exception: the soft-float kernel
+//! never spills them, so the caller saves and restores them around this
+//! switch ([`crate::fpu`]).
 
 use core::arch::asm;
 

@@ -12,6 +12,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(clippy::missing_safety_doc)]
 
+extern crate alloc;
+
 pub mod layout;
 pub mod pte;
 
@@ -21,6 +23,8 @@ pub mod context;
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod exit;
+#[cfg(target_os = "none")]
+pub mod fpu;
 #[cfg(target_os = "none")]
 pub mod gdt;
 #[cfg(target_os = "none")]

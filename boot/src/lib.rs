@@ -4,7 +4,9 @@
 //! Order of `boot_rust_entry`: serial and logging first (so everything
 //! after can report), descriptors and traps (so faults are reported, not
 //! silent), the boot information, the frame allocator, the kernel's own page
-//! tables, the heap, the timer; then the binary's `faultline_main`.
+//! tables, the heap, the timer, the x87/SSE/AVX registers for user mode (the
+//! size of a user thread's save area must be known before the first task is
+//! made); then the binary's `faultline_main`.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -94,6 +96,13 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
         fatal_boot_error(format_args!("heap setup failed: {e:?}"));
     }
     arch::timer::init();
+    let fpu = arch::fpu::init();
+    log::info!(
+        "user FPU state: {} xcr0={:#x} area={} bytes",
+        if fpu.xsave { "xsave" } else { "fxsave" },
+        fpu.xcr0,
+        fpu.size
+    );
     task::init();
     arch::cpu::enable_interrupts();
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });

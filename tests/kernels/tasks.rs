@@ -28,6 +28,7 @@ fn main(booted: &'static Booted) -> ! {
             killing_blocked_threads_frees_everything,
             threads_made_while_a_program_ends_never_outlive_it,
             running_out_of_memory_is_an_error_code_then_hello_runs,
+            vector_registers_are_per_thread_and_their_faults_end_the_program,
         ],
     )
 }
@@ -327,4 +328,32 @@ fn running_out_of_memory_is_an_error_code_then_hello_runs(_: &'static Booted) {
     }
     assert_eq!(run("hello", "after-exhaustion"), 42);
     assert_eq!(unowned_frames(), before, "frames leaked");
+}
+
+/// `sse` checks in two threads that each starts with clean x87/SSE state
+/// and that its own patterns in every vector register (all of YMM when
+/// AVX is on), MXCSR, the x87 control word and st0 survive dozens of
+/// preemptions by the other; it exits 0 only if all held and it was
+/// preempted enough. Asking for `avx` when the kernel enabled it keeps
+/// the run from passing on the SSE halves alone. An unmasked x87
+/// exception in ring 3 ends only that program, with #MF's status.
+fn vector_registers_are_per_thread_and_their_faults_end_the_program(_: &'static Booted) {
+    let fpu = arch::fpu::features().expect("boot set up the FPU");
+    let (cr0, cr4): (u64, u64);
+    // SAFETY: reading control registers in ring 0 changes nothing.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", "mov {}, cr4", out(reg) cr0, out(reg) cr4,
+                         options(nomem, nostack, preserves_flags))
+    };
+    // EM clear, MP and NE set, TS clear.
+    assert_eq!(cr0 & 0b10_1110, 0b10_0010, "cr0={cr0:#x}");
+    // OSFXSR and OSXMMEXCPT: QEMU never raises #XM, so this is the only
+    // check that an unmasked SSE exception would be #XM and not #UD.
+    assert_eq!(cr4 & 0x600, 0x600, "cr4={cr4:#x}");
+    assert_eq!(cr4 & (1 << 18) != 0, fpu.xsave, "cr4.osxsave, cr4={cr4:#x}");
+    let args = if fpu.avx() { "avx" } else { "" };
+    assert_eq!(run("sse", args), 0, "sse {args}");
+    assert_eq!(run("sse", "mf"), abi::killed_status(16), "sse mf");
+    // The faults left nothing behind: the registers still work per thread.
+    assert_eq!(run("sse", args), 0, "sse {args} again");
 }

@@ -1,0 +1,226 @@
+//! The x87, SSE and AVX state of user threads.
+//!
+//! The kernel is built soft-float (`x86_64-unknown-none`), so kernel code
+//! never touches these registers: whatever ring 3 left in them is still
+//! there when the kernel switches tasks. Each user thread therefore owns an
+//! [`FpuArea`], which the switch saves the outgoing thread's registers into
+//! and loads the incoming thread's from (eagerly, at every switch: no
+//! `#NM` trap, no owner tracking). Kernel threads have no area and cost
+//! nothing.
+//!
+//! [`init`] enables the registers for ring 3 and decides the save format:
+//! XSAVE for the features enabled in XCR0 (x87, SSE, and AVX when the CPU
+//! has it), with the area size CPUID reports for exactly those, or
+//! FXSAVE's 512 bytes on a CPU without XSAVE.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::arch::asm;
+use core::arch::x86_64::CpuidResult;
+use spin::Once;
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
+use x86_64::registers::xcontrol::{XCr0, XCr0Flags};
+
+/// What [`init`] enabled.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// XSAVE/XRSTOR with the XCR0 below; false: FXSAVE/FXRSTOR.
+    pub xsave: bool,
+    /// The state components saved and restored (XCR0; x87|SSE without XSAVE).
+    pub xcr0: u64,
+    /// Bytes of one save area.
+    pub size: usize,
+}
+
+impl Features {
+    /// Whether the YMM registers' upper halves are enabled and saved.
+    pub fn avx(&self) -> bool {
+        self.xcr0 & XCr0Flags::AVX.bits() != 0
+    }
+}
+
+static FEATURES: Once<Features> = Once::new();
+
+// Every new area starts as the state Linux gives a new thread: FCW 0x37f
+// (every x87 exception masked, extended precision, round to nearest) and
+// MXCSR 0x1f80 (the same for SSE); everything else zero, which in FXSAVE's
+// abridged tag word means every x87 register is empty. An XSAVE header of
+// zeros (XSTATE_BV = 0) tells XRSTOR that every component is in its
+// initial configuration, the same clean state (registers zero, upper YMM
+// halves zero); MXCSR is the exception, XRSTOR loads it from the legacy
+// region regardless, so it is set there too.
+const FCW_OFFSET: usize = 0;
+const MXCSR_OFFSET: usize = 24;
+const CLEAN_FCW: u16 = 0x37f;
+const CLEAN_MXCSR: u32 = 0x1f80;
+
+/// FXSAVE's area: the legacy region XSAVE's layout also begins with.
+const FXSAVE_SIZE: usize = 512;
+
+fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
+    core::arch::x86_64::__cpuid_count(leaf, sub)
+}
+
+/// Enables the x87, SSE and (when present) AVX registers for user mode and
+/// picks the save format. Call once at boot, before the first user
+/// context is made.
+pub fn init() -> &'static Features {
+    FEATURES.call_once(|| {
+        // EM clear: x87 instructions run instead of trapping to an
+        // emulator. MP with TS: WAIT traps like the rest when TS is set
+        // (it never is, saving is eager). NE: x87 errors are #MF in the
+        // faulting thread, not an external interrupt the kernel would
+        // have to route.
+        // SAFETY: only the FPU-related bits change; paging, protection
+        // and write-protect stay as boot set them.
+        unsafe {
+            Cr0::update(|f| {
+                f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+                f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+            })
+        };
+        let leaf1 = cpuid(1, 0);
+        let has_xsave = leaf1.ecx & (1 << 26) != 0;
+        let has_avx = leaf1.ecx & (1 << 28) != 0;
+        // OSFXSR: SSE instructions run and FXSAVE saves the XMM registers.
+        // OSXMMEXCPT: an unmasked SSE exception is #XM, not #UD.
+        let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
+        if has_xsave {
+            cr4 |= Cr4Flags::OSXSAVE;
+        }
+        // SAFETY: every x86_64 CPU has FXSR and SSE, and OSXSAVE is set
+        // only when CPUID reports XSAVE; the other CR4 bits are kept.
+        unsafe { Cr4::update(|f| f.insert(cr4)) };
+        if !has_xsave {
+            return Features {
+                xsave: false,
+                xcr0: (XCr0Flags::X87 | XCr0Flags::SSE).bits(),
+                size: FXSAVE_SIZE,
+            };
+        }
+        let supported = {
+            let d = cpuid(0xd, 0);
+            (d.edx as u64) << 32 | d.eax as u64
+        };
+        let mut xcr0 = XCr0Flags::X87 | XCr0Flags::SSE;
+        if has_avx && supported & XCr0Flags::AVX.bits() != 0 {
+            xcr0 |= XCr0Flags::AVX;
+        }
+        // SAFETY: CR4.OSXSAVE is set, and x87|SSE(|AVX when both CPUID
+        // leaves report it) is a combination the CPU accepts.
+        unsafe { XCr0::write(xcr0) };
+        // Leaf 0xD's EBX is the area size for what XCR0 now enables.
+        let size = cpuid(0xd, 0).ebx as usize;
+        Features {
+            xsave: true,
+            xcr0: xcr0.bits(),
+            // XSAVE always writes the legacy region and the header, so an
+            // area is never smaller, whatever a hypervisor's CPUID says.
+            size: size.max(FXSAVE_SIZE + 64),
+        }
+    })
+}
+
+/// What [`init`] enabled; None before it ran.
+pub fn features() -> Option<&'static Features> {
+    FEATURES.get()
+}
+
+/// 64 bytes aligned as XSAVE requires, so that a slice of them is a
+/// correctly aligned area without raw allocation.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Block([u8; 64]);
+
+/// One user thread's saved x87/SSE/AVX registers. Its bytes are private:
+/// only [`FpuArea::new`] and the CPU's own save write them, so what
+/// [`FpuArea::restore`] loads is always an image the CPU accepts.
+pub struct FpuArea {
+    blocks: Box<[Block]>,
+    features: &'static Features,
+}
+
+/// No memory for a save area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoMemory;
+
+impl FpuArea {
+    /// An area holding the clean state of a new thread. Fails instead of
+    /// panicking when the heap is short, so making a thread can be
+    /// refused with ENOMEM.
+    ///
+    /// Panics if [`init`] has not run: a boot-order bug.
+    pub fn new() -> Result<FpuArea, NoMemory> {
+        let Some(f) = features() else {
+            panic!("FpuArea::new before fpu::init");
+        };
+        let n = f.size.div_ceil(64);
+        let mut blocks = Vec::new();
+        // Exactly `n`: the boxed slice below then needs no reallocation,
+        // which could not fail gracefully.
+        blocks.try_reserve_exact(n).map_err(|_| NoMemory)?;
+        blocks.resize(n, Block([0; 64]));
+        let legacy = &mut blocks[0].0;
+        legacy[FCW_OFFSET..FCW_OFFSET + 2].copy_from_slice(&CLEAN_FCW.to_le_bytes());
+        legacy[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&CLEAN_MXCSR.to_le_bytes());
+        Ok(FpuArea {
+            blocks: blocks.into_boxed_slice(),
+            features: f,
+        })
+    }
+
+    /// Stores the registers into the area.
+    pub fn save(&mut self) {
+        let f = self.features;
+        let ptr = self.blocks.as_mut_ptr();
+        if f.xsave {
+            // SAFETY: the area is 64-byte aligned and at least `size`
+            // bytes long, which CPUID reported for exactly the components
+            // in `xcr0` (the mask in EDX:EAX), so XSAVE writes inside it;
+            // CR4.OSXSAVE is set. The 64-bit form keeps 64-bit x87
+            // instruction and operand pointers.
+            unsafe {
+                asm!(
+                    "xsave64 [{}]",
+                    in(reg) ptr,
+                    in("eax") f.xcr0 as u32,
+                    in("edx") (f.xcr0 >> 32) as u32,
+                    options(nostack, preserves_flags)
+                )
+            }
+        } else {
+            // SAFETY: 512 bytes, 16-byte aligned (64 here), CR4.OSFXSR set.
+            unsafe { asm!("fxsave64 [{}]", in(reg) ptr, options(nostack, preserves_flags)) }
+        }
+    }
+
+    /// Loads the registers from the area.
+    pub fn restore(&self) {
+        let f = self.features;
+        let ptr = self.blocks.as_ptr();
+        if f.xsave {
+            // SAFETY: aligned and sized as in `save`; the image was made by
+            // `new` (header zero, MXCSR valid) or by XSAVE with the same
+            // mask, and nothing else can write it, so XRSTOR accepts it.
+            unsafe {
+                asm!(
+                    "xrstor64 [{}]",
+                    in(reg) ptr,
+                    in("eax") f.xcr0 as u32,
+                    in("edx") (f.xcr0 >> 32) as u32,
+                    options(nostack, preserves_flags, readonly)
+                )
+            }
+        } else {
+            // SAFETY: as above, for FXSAVE's image; MXCSR's reserved bits
+            // are clear in every image `new` or FXSAVE wrote.
+            unsafe {
+                asm!(
+                    "fxrstor64 [{}]",
+                    in(reg) ptr,
+                    options(nostack, preserves_flags, readonly)
+                )
+            }
+        }
+    }
+}
