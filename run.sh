@@ -924,8 +924,9 @@ program_tests() {
         ./run.sh --program "$dir/clash/hello" --program "$dir/clash/hello" --script tests/programs/good.fl
     run_sh_test cli_missing_program 1 "no such program file: $dir/nonexistent" \
         ./run.sh --program "$dir/nonexistent"
-    run_sh_test cli_program_with_test 2 "'test' takes no --script or --program" \
-        ./run.sh test --program "$dir/hello_c"
+    # bench, not test: were the check broken, test would run itself again.
+    run_sh_test cli_program_with_bench 2 "'bench' takes no --script or --program" \
+        ./run.sh bench --program "$dir/hello_c"
 }
 
 # lint_test NAME DIR COMMAND...: one named test, passing only if COMMAND
