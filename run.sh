@@ -275,16 +275,16 @@ MODULE_ARGS=()
 make_boot_module() {
     local script=$1
     shift
+    if [ -n "$script" ] && [ ! -f "$script" ]; then
+        say "run.sh: no such script file: $script"
+        return 1
+    fi
     if [ $# = 0 ]; then
         BOOT_MODULE=$script
         [ -z "$script" ] || MODULE_ARGS=(-initrd "$script")
         return 0
     fi
     check_program_files "$@" || return 1
-    if [ -n "$script" ] && [ ! -f "$script" ]; then
-        say "run.sh: no such script file: $script"
-        return 1
-    fi
     mkdir -p target
     BOOT_MODULE=$(mktemp target/boot-module-XXXXXX.cpio)
     trap 'rm -f "$BOOT_MODULE"' EXIT
