@@ -5,6 +5,8 @@
 #   ./run.sh test            host unit tests, then every in-QEMU test
 #   ./run.sh --script FILE   boot, run the console commands in FILE, power off;
 #                            exit 0 only if every command and expect held
+#   ./run.sh --program PATH  (repeatable; with the console, --script or debug)
+#                            the static ELF at PATH is program `basename PATH`
 #   ./run.sh debug           QEMU waiting for gdb; prints the gdb command line
 #   ./run.sh bench           benchmark figures under -icount shift=0
 #   ./run.sh fuzz [--calls N] [--seed S]   a long system-call fuzzer run
@@ -145,21 +147,23 @@ run_script() {
     return 1
 }
 
+# interactive [QEMU ARGS...]
 interactive() {
     local args
     mapfile -t args < <(qemu_args "$KERNEL")
     say "run.sh: booting Faultline; type 'help', 'halt' to power off, Ctrl-A X to quit QEMU."
     local status=0
-    "$QEMU" "${args[@]}" -serial mon:stdio || status=$?
+    "$QEMU" "${args[@]}" -serial mon:stdio "$@" || status=$?
     [ "$status" = "$QEMU_SUCCESS" ]
 }
 
+# debug [QEMU ARGS...]
 debug() {
     local args
     mapfile -t args < <(qemu_args "$KERNEL")
     say "run.sh: QEMU is waiting for gdb on localhost:1234. In another terminal:"
     say "    gdb $KERNEL -ex 'target remote localhost:1234'"
-    "$QEMU" "${args[@]}" -serial mon:stdio -s -S
+    "$QEMU" "${args[@]}" -serial mon:stdio -s -S "$@"
 }
 
 bench() {
@@ -177,6 +181,116 @@ bench() {
     fi
     grep -Eo '^[a-z0-9_]+_(instructions|cycles)=[0-9]+' "$out"
     rm -f "$out"
+}
+
+# --- programs from outside the image (--program) -----------------------------
+
+# QEMU's PVH loader passes one module, the -initrd file. To bring programs
+# along, run.sh packs the console script and the programs into one cpio
+# "newc" archive (the format of Linux's initramfs): script.fl, a directory
+# bin and bin/NAME for each program, NAME its file's base name. The kernel
+# tells it from a plain script by its magic number (kernel/src/initrd/).
+
+# ensure_command COMMAND PACKAGE...: COMMAND, installed with apt-get (as
+# root on Debian) when missing, or a message that says what to install.
+ensure_command() {
+    local cmd=$1
+    shift
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "run.sh: installing $* with apt-get"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; then
+            command -v "$cmd" >/dev/null 2>&1 && return 0
+        fi
+    fi
+    say "run.sh: $cmd is missing and could not be installed automatically."
+    say "        Install it by hand, e.g. on Debian/Ubuntu:"
+    say "            sudo apt-get update && sudo apt-get install -y $*"
+    return 1
+}
+
+# pack_archive OUT SCRIPT [PROGRAM...]: writes the archive to OUT; SCRIPT
+# may be "" (no script.fl: the console is then interactive). Fields are
+# fixed (uid 0, mtime 0) so the same inputs give the same bytes.
+pack_archive() {
+    ensure_command python3 python3 || return 1
+    python3 - "$@" <<'PYTHON'
+import os, sys
+
+out, script, programs = sys.argv[1], sys.argv[2], sys.argv[3:]
+entries = []
+if script:
+    with open(script, "rb") as f:
+        entries.append(("script.fl", 0o100644, f.read()))
+if programs:
+    entries.append(("bin", 0o040755, b""))
+for path in programs:
+    with open(path, "rb") as f:
+        entries.append(("bin/" + os.path.basename(path), 0o100755, f.read()))
+entries.append(("TRAILER!!!", 0, b""))
+
+archive = bytearray()
+def pad():
+    archive.extend(b"\0" * (-len(archive) % 4))
+for ino, (name, mode, data) in enumerate(entries, 1):
+    name = name.encode() + b"\0"
+    # ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor
+    # rdevminor namesize check
+    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name), 0)
+    archive += b"070701" + b"".join(b"%08X" % v for v in fields) + name
+    pad()
+    archive += data
+    pad()
+with open(out, "wb") as f:
+    f.write(archive)
+PYTHON
+}
+
+# check_program_files PATH...: each an existing file, no two with the same
+# base name (the kernel would refuse the whole archive; better said here).
+check_program_files() {
+    local path name
+    local -A seen=()
+    for path in "$@"; do
+        if [ ! -f "$path" ]; then
+            say "run.sh: no such program file: $path"
+            return 1
+        fi
+        name=$(basename "$path")
+        if [ -n "${seen[$name]:-}" ]; then
+            say "run.sh: --program ${seen[$name]} and --program $path are both named '$name'"
+            return 1
+        fi
+        seen[$name]=$path
+    done
+}
+
+# make_boot_module SCRIPT [PROGRAM...]: sets BOOT_MODULE to what QEMU is
+# to pass as module 0: SCRIPT itself when there are no programs (a plain
+# --script run stays what it always was), otherwise an archive of SCRIPT
+# (if not "") and the programs, removed when run.sh exits. MODULE_ARGS
+# are the QEMU flags that pass it (none when there is nothing to pass).
+BOOT_MODULE=""
+MODULE_ARGS=()
+make_boot_module() {
+    local script=$1
+    shift
+    if [ -n "$script" ] && [ ! -f "$script" ]; then
+        say "run.sh: no such script file: $script"
+        return 1
+    fi
+    if [ $# = 0 ]; then
+        BOOT_MODULE=$script
+        [ -z "$script" ] || MODULE_ARGS=(-initrd "$script")
+        return 0
+    fi
+    check_program_files "$@" || return 1
+    mkdir -p target
+    BOOT_MODULE=$(mktemp target/boot-module-XXXXXX.cpio)
+    trap 'rm -f "$BOOT_MODULE"' EXIT
+    MODULE_ARGS=(-initrd "$BOOT_MODULE")
+    pack_archive "$BOOT_MODULE" "$script" "$@"
 }
 
 # --- tests ------------------------------------------------------------------
@@ -675,6 +789,147 @@ module_tests() {
     rm -f "$bin" "$out"
 }
 
+# Programs from outside the image. build_test_programs DIR builds the C
+# programs of tests/programs/ into DIR, and the bad modules made from them.
+# The good one makes one system call, exit, whose number is read from
+# abi/src/lib.rs: the test follows the ABI as its numbering changes.
+TEST_PROGRAMS=target/test-programs
+build_test_programs() {
+    local dir=$1 src=tests/programs nr
+    nr=$(sed -n 's/^ *pub const EXIT: u64 = \([0-9][0-9]*\);.*/\1/p' abi/src/lib.rs)
+    if [ -z "$nr" ]; then
+        say "run.sh: no line 'pub const EXIT: u64 = N;' in abi/src/lib.rs"
+        return 1
+    fi
+    # libc6-dev: the dynamic test program links the C library.
+    ensure_command gcc gcc libc6-dev || return 1
+    rm -rf "$dir"
+    mkdir -p "$dir/clash"
+    gcc -static -nostdlib -ffreestanding -fno-pie -no-pie -fno-stack-protector -O2 \
+        -Wall -Wextra -Werror -DNR_EXIT="$nr" -Wl,--build-id=none \
+        -o "$dir/hello_c" "$src/start.S" "$src/hello_c.c" || return 1
+    # Plain gcc makes a position-independent ET_DYN; -no-pie an ET_EXEC
+    # that still asks for the dynamic linker. Both need PT_INTERP.
+    gcc -O2 -o "$dir/dynamic" "$src/dynamic.c" || return 1
+    gcc -O2 -no-pie -o "$dir/dynamic-nopie" "$src/dynamic.c" || return 1
+    cp "$src/hello_c.c" "$dir/notelf"
+    cp "$dir/hello_c" "$dir/wrongmach"
+    # e_machine, two bytes at offset 18: 183, EM_AARCH64.
+    printf '\267\000' | dd of="$dir/wrongmach" bs=1 seek=18 conv=notrunc status=none
+    # Ends inside the program-header table.
+    head -c 200 "$dir/hello_c" >"$dir/truncated"
+    : >"$dir/empty"
+    # A module with a built-in program's name.
+    cp "$dir/hello_c" "$dir/clash/hello"
+}
+
+# archive_script_test NAME SCRIPT PROGRAM...: boots an archive of SCRIPT
+# and the programs; the script's "# expect-result: LINE" names the closing
+# line (and so whether the run must succeed), each "# expect-output: TEXT"
+# a fixed string the output must contain.
+archive_script_test() {
+    local name=$1 script=$2 archive out status=0 result text missing="" want
+    shift 2
+    archive=$TEST_PROGRAMS/$name.cpio
+    out=$(mktemp)
+    if ! pack_archive "$archive" "$script" "$@"; then
+        fail "programs:$name" "packing the archive failed"
+        rm -f "$out"
+        return
+    fi
+    result=$(sed -n 's/^# expect-result: *//p' "$script")
+    run_script "$archive" >"$out" 2>&1 || status=$?
+    want=1
+    [[ $result == *"result=ok" ]] && want=0
+    [ "$status" = "$want" ] || missing+=" exit status $want (got $status)"
+    grep -qxF -- "$result" <(tr -d '\r' <"$out") || missing+=" '$result'"
+    while IFS= read -r text; do
+        grep -qF -- "$text" "$out" || missing+=" '$text'"
+    done < <(sed -n 's/^# expect-output: *//p' "$script")
+    if [ -z "$result" ]; then
+        fail "programs:$name" "$script has no '# expect-result: LINE'"
+    elif [ -z "$missing" ]; then
+        pass "programs:$name"
+    else
+        sed 's/^/    /' "$out"
+        fail "programs:$name" "the run lacks$missing"
+    fi
+    rm -f "$out"
+}
+
+# run_sh_test NAME WANT_STATUS TEXT ./run.sh ARGS...: this very script, run
+# with ARGS and no terminal, must exit WANT_STATUS and print TEXT.
+run_sh_test() {
+    local name=$1 want=$2 text=$3 out status=0
+    shift 3
+    out=$(mktemp)
+    "$@" </dev/null >"$out" 2>&1 || status=$?
+    if [ "$status" = "$want" ] && grep -qF -- "$text" "$out"; then
+        pass "programs:$name"
+    else
+        sed 's/^/    /' "$out"
+        fail "programs:$name" "status $status (wanted $want), output should contain '$text'"
+    fi
+    rm -f "$out"
+}
+
+program_tests() {
+    local dir=$TEST_PROGRAMS out status=0
+    if ! build_test_programs "$dir"; then
+        fail "programs:build" "building tests/programs/ into $dir failed, see above"
+        return
+    fi
+    archive_script_test module_programs_run tests/programs/good.fl "$dir/hello_c" "$dir/clash/hello"
+    archive_script_test bad_modules_refused_at_run tests/programs/bad.fl "$dir/notelf" \
+        "$dir/wrongmach" "$dir/dynamic" "$dir/dynamic-nopie" "$dir/truncated" \
+        "$dir/empty" "$dir/hello_c"
+    # Cut in the middle of hello_c's data (the last entry before the
+    # 124-byte trailer): refused whole, nothing run, and the kernel powers
+    # off with the failure status rather than wait at a console.
+    out=$(mktemp)
+    pack_archive "$dir/whole.cpio" tests/programs/good.fl "$dir/hello_c"
+    head -c $(($(stat -c %s "$dir/whole.cpio") - 400)) "$dir/whole.cpio" >"$dir/cut.cpio"
+    boot_qemu "$KERNEL" "$TEST_TIMEOUT" -initrd "$dir/cut.cpio" </dev/null >"$out" 2>&1 || status=$?
+    if [ "$status" = "$QEMU_FAILURE" ] && grep -qF "error: boot module 0 is a malformed cpio archive, refused: truncated: entry 'bin/hello_c'" "$out" &&
+        ! grep -q '^script commands=' "$out"; then
+        pass "programs:malformed_archive_refused_whole"
+    else
+        sed 's/^/    /' "$out"
+        fail "programs:malformed_archive_refused_whole" "status $status"
+    fi
+    rm -f "$out"
+    # An archive without script.fl: the interactive console, with the
+    # program there (what ./run.sh --program PATH gives on a terminal).
+    out=$(mktemp)
+    status=0
+    pack_archive "$dir/noscript.cpio" "" "$dir/hello_c"
+    # spawn and wait, not run: run drops the keys typed while it waits.
+    printf '\nprograms\nspawn hello_c 9\nwait $tid\nexpect exit_status == 9\nhalt\n' |
+        boot_qemu "$KERNEL" "$TEST_TIMEOUT" -initrd "$dir/noscript.cpio" >"$out" 2>&1 || status=$?
+    if [ "$status" = "$QEMU_SUCCESS" ] && grep -q 'boot archive: script=no programs=1' "$out" &&
+        grep -q 'faultline> ' "$out" && grep -q 'hello_c module size=' "$out" &&
+        grep -q 'expect exit_status == 9: ok' "$out"; then
+        pass "programs:interactive_console_with_module_program"
+    else
+        sed 's/^/    /' "$out"
+        fail "programs:interactive_console_with_module_program" "status $status"
+    fi
+    rm -f "$out"
+    # The command line: --program with --script, with the demo, and the
+    # mistakes run.sh catches before booting.
+    run_sh_test cli_program_with_script 0 'result=ok' \
+        ./run.sh --program "$dir/hello_c" --script tests/programs/good.fl
+    run_sh_test cli_program_with_demo 0 'boot archive: script=yes programs=1 skipped=0' \
+        ./run.sh --program "$dir/hello_c"
+    run_sh_test cli_same_name_twice 1 "are both named 'hello'" \
+        ./run.sh --program "$dir/clash/hello" --program "$dir/clash/hello" --script tests/programs/good.fl
+    run_sh_test cli_missing_program 1 "no such program file: $dir/nonexistent" \
+        ./run.sh --program "$dir/nonexistent"
+    # bench, not test: were the check broken, test would run itself again.
+    run_sh_test cli_program_with_bench 2 "'bench' takes no --script or --program" \
+        ./run.sh bench --program "$dir/hello_c"
+}
+
 # lint_test NAME DIR COMMAND...: one named test, passing only if COMMAND
 # (run in DIR) succeeds; its output is shown when it does not.
 lint_test() {
@@ -742,6 +997,8 @@ run_tests() {
     script_tests
     script_selftest "$(grep -m1 '/page_fault-[0-9a-f]*$' <<<"$kernels" || true)"
     module_tests
+    echo "== programs from outside the image"
+    program_tests
     finish_selftest_kernel
     echo "== done in $((SECONDS - begin))s"
     if [ "$FAILED" -gt 0 ]; then
@@ -833,26 +1090,66 @@ FL
 
 # --- main -------------------------------------------------------------------
 
-case ${1:-} in
+# A command word, and the options: --script FILE once, --program PATH any
+# number of times; both go with the console and debug only.
+COMMAND=""
+SCRIPT=""
+PROGRAMS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --script)
+            [ $# -ge 2 ] || { say "usage: ./run.sh --script FILE"; exit 2; }
+            [ -z "$SCRIPT" ] || { say "run.sh: only one --script"; exit 2; }
+            SCRIPT=$2
+            shift 2
+            ;;
+        --program)
+            [ $# -ge 2 ] || { say "usage: ./run.sh --program PATH (one PATH each time)"; exit 2; }
+            PROGRAMS+=("$2")
+            shift 2
+            ;;
+        test | debug | bench | -h | --help | help)
+            [ -z "$COMMAND" ] || { say "run.sh: '$COMMAND' and '$1' do not go together"; exit 2; }
+            COMMAND=$1
+            shift
+            ;;
+        *)
+            say "run.sh: unknown command '$1' (try ./run.sh help)"
+            exit 2
+            ;;
+    esac
+done
+case $COMMAND in
+    "" | debug) ;;
+    *)
+        if [ -n "$SCRIPT" ] || [ "${#PROGRAMS[@]}" != 0 ]; then
+            say "run.sh: '$COMMAND' takes no --script or --program"
+            exit 2
+        fi
+        ;;
+esac
+
+case $COMMAND in
     "")
         ensure_tools
         build_kernel
-        if [ -t 0 ]; then interactive; else run_script scripts/demo.fl; fi
+        if [ -n "$SCRIPT" ] || [ ! -t 0 ]; then
+            make_boot_module "${SCRIPT:-scripts/demo.fl}" "${PROGRAMS[@]}"
+            run_script "$BOOT_MODULE"
+        else
+            make_boot_module "" "${PROGRAMS[@]}"
+            interactive "${MODULE_ARGS[@]}"
+        fi
         ;;
     test)
         ensure_tools
         run_tests
         ;;
-    --script)
-        [ $# -ge 2 ] || { say "usage: ./run.sh --script FILE"; exit 2; }
-        ensure_tools
-        build_kernel
-        run_script "$2"
-        ;;
     debug)
         ensure_tools
         build_kernel
-        debug
+        make_boot_module "$SCRIPT" "${PROGRAMS[@]}"
+        debug "${MODULE_ARGS[@]}"
         ;;
     bench)
         ensure_tools
@@ -866,7 +1163,7 @@ case ${1:-} in
         fuzz "$@"
         ;;
     -h | --help | help)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         say "run.sh: unknown command '$1' (try ./run.sh help)"

@@ -128,9 +128,12 @@ fn ps(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     Ok(())
 }
 
+/// One line a program, `NAME builtin|module size=BYTES`: whether the
+/// image is in the kernel or came in the boot archive. Contents are not
+/// judged here; `run` says why a module cannot be loaded.
 fn programs(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
-    for name in crate::programs::names() {
-        writeln!(out, "{name}")?;
+    for p in crate::programs::all() {
+        writeln!(out, "{} {} size={}", p.name, p.origin.name(), p.image.len())?;
     }
     Ok(())
 }
@@ -139,12 +142,17 @@ fn start_program(args: &[&str]) -> Result<u32, CmdError> {
     let Some((name, rest)) = args.split_first() else {
         return Err(CmdError::Usage);
     };
-    let image = crate::programs::find(name)
+    let program = crate::programs::lookup(name)
         .ok_or_else(|| CmdError::Failed(alloc::format!("no program '{name}' (try programs)")))?;
     let joined = rest.join(" ");
     crate::task::system()
-        .spawn_program(name, image, &joined)
-        .map_err(|e| CmdError::Failed(alloc::format!("{name}: {e}")))
+        .spawn_program(name, program.image, &joined)
+        .map_err(|e| {
+            CmdError::Failed(alloc::format!(
+                "{name} ({} program): {e}",
+                program.origin.name()
+            ))
+        })
 }
 
 fn parse_tid(text: &str) -> Result<u32, CmdError> {
@@ -293,7 +301,7 @@ pub fn register(shell: &mut Shell) {
         Command {
             name: "programs",
             usage: "",
-            help: "list the user programs built into the kernel",
+            help: "list the user programs: built in, or from the boot archive",
             min_args: 0,
             max_args: 0,
             run: programs,

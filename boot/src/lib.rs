@@ -35,7 +35,8 @@ pub struct Booted {
 }
 
 impl Booted {
-    /// The bytes of boot module `index` (module 0 is the console script).
+    /// The bytes of boot module `index` (module 0 is the console script or
+    /// the boot archive, see `kernel::initrd`).
     pub fn module(&self, index: usize) -> Option<&'static [u8]> {
         let m = self.info.modules().get(index)?;
         memory::phys_slice(m.start, m.len)

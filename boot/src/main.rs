@@ -1,13 +1,15 @@
-//! The Faultline kernel: boots, then runs the console. With a boot module it
-//! runs that module as a console script and powers off with a status that
-//! says whether every command and `expect` held; without one it is an
-//! interactive shell on the serial port.
+//! The Faultline kernel: boots, then runs the console. Boot module 0 is a
+//! console script, or a cpio archive holding one (`script.fl`) and user
+//! programs (`bin/NAME`), see `kernel::initrd`. With a script it runs it and
+//! powers off with a status that says whether every command and `expect`
+//! held; without one it is an interactive shell on the serial port.
 #![no_std]
 #![no_main]
 
 use boot::Booted;
 use boot::commands;
 use kernel::console::{LineEditor, PROMPT, Shell};
+use kernel::initrd;
 
 boot::entry!(kernel_main);
 
@@ -15,27 +17,46 @@ fn kernel_main(booted: &'static Booted) -> ! {
     let mut shell = Shell::new();
     commands::register(&mut shell);
     let mut serial = arch::serial::Serial;
-    match booted.info.modules().len() {
-        0 => interactive(&mut shell, &mut serial),
-        _ => run_script(&mut shell, &mut serial, booted.module(0)),
+    if booted.info.modules().is_empty() {
+        interactive(&mut shell, &mut serial);
+    }
+    match read_module(booted) {
+        Some(text) => run_script(&mut shell, &mut serial, text),
+        None => interactive(&mut shell, &mut serial),
     }
 }
 
-fn run_script(shell: &mut Shell, serial: &mut arch::serial::Serial, module: Option<&[u8]>) -> ! {
-    let text = match module.map(core::str::from_utf8) {
-        Some(Ok(text)) => text,
-        Some(Err(e)) => {
-            arch::println!(
-                "error: boot module 0 is not a text script (invalid UTF-8 at byte {})",
-                e.valid_up_to()
-            );
-            boot::power_off(false)
-        }
-        None => {
-            arch::println!("error: boot module 0 lies outside the direct map");
+/// Reads boot module 0, installs its programs and returns its script, if
+/// it has one. A module that cannot be used at all ends the run with a
+/// failure, since what it meant to test cannot be tested.
+fn read_module(booted: &'static Booted) -> Option<&'static str> {
+    let Some(bytes) = booted.module(0) else {
+        arch::println!("error: boot module 0 lies outside the direct map");
+        boot::power_off(false)
+    };
+    let module = match initrd::read(bytes, &boot::programs::is_builtin) {
+        Ok(module) => module,
+        Err(e) => {
+            arch::println!("error: {e}");
             boot::power_off(false)
         }
     };
+    for skipped in &module.skipped {
+        arch::println!("warning: boot archive: {skipped}");
+    }
+    if module.archive {
+        arch::println!(
+            "boot archive: script={} programs={} skipped={}",
+            if module.script.is_some() { "yes" } else { "no" },
+            module.programs.len(),
+            module.skipped.len()
+        );
+    }
+    boot::programs::install_modules(module.programs);
+    module.script
+}
+
+fn run_script(shell: &mut Shell, serial: &mut arch::serial::Serial, text: &str) -> ! {
     commands::mark_console_ready();
     let summary = shell.run_script(serial, text);
     arch::println!(

@@ -230,6 +230,11 @@ impl<'m, F: PteFormat, M: PhysMem> SimMmu<'m, F, M> {
     /// Translates one access to `va` and returns the physical address,
     /// setting accessed/dirty bits and filling the TLB as the access would.
     pub fn access(&self, root: Pfn, va: u64, kind: AccessKind, mode: Mode) -> Result<u64, Fault> {
+        // The TLB's memory is the simulated CPU's, never the kernel heap's.
+        crate::mm::phys::as_hardware(|| self.access_inner(root, va, kind, mode))
+    }
+
+    fn access_inner(&self, root: Pfn, va: u64, kind: AccessKind, mode: Mode) -> Result<u64, Fault> {
         let fault = |why| Fault {
             va,
             access: kind,

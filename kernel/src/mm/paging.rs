@@ -738,7 +738,9 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
                 continue;
             };
             self.prune_below(child, level - 1, at, range, unlinked);
-            if self.is_empty(child) {
+            // With no room to remember it, an empty table stays linked:
+            // harmless, and freed by a later prune or with the tree.
+            if self.is_empty(child) && unlinked.try_reserve(1).is_ok() {
                 self.mem.write_u64(pa, 0);
                 unlinked.push(child);
             }

@@ -118,17 +118,33 @@ impl Inner {
 
     /// Stores `new` at `pa`, returning the old value.
     fn store(&mut self, pa: u64, new: u64) -> u64 {
-        let (pfn, index) = split(pa);
-        let frame = self
-            .frames
-            .entry(pfn)
-            .or_insert_with(|| Box::new([0; WORDS]));
-        let old = core::mem::replace(&mut frame[index], new);
-        self.writes += 1;
-        if let Some(history) = &mut self.history {
-            history.push(WriteRecord { pa, old, new });
-        }
-        old
+        as_hardware(|| {
+            let (pfn, index) = split(pa);
+            let frame = self
+                .frames
+                .entry(pfn)
+                .or_insert_with(|| Box::new([0; WORDS]));
+            let old = core::mem::replace(&mut frame[index], new);
+            self.writes += 1;
+            if let Some(history) = &mut self.history {
+                history.push(WriteRecord { pa, old, new });
+            }
+            old
+        })
+    }
+}
+
+/// Runs `f` as hardware: the simulation's own allocations (a frame of
+/// simulated RAM appearing on first write) are not the kernel's, so host
+/// tests that make the kernel's heap fail must not fail these.
+pub(crate) fn as_hardware<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    {
+        crate::testutil::alloc::normal(f)
+    }
+    #[cfg(not(test))]
+    {
+        f()
     }
 }
 
@@ -225,10 +241,10 @@ impl PhysMem for SimMemory {
         let mut inner = self.inner.lock();
         inner.reads += 1;
         inner.writes += 1;
-        match inner.frames.get(&src.0).cloned() {
+        as_hardware(|| match inner.frames.get(&src.0).cloned() {
             Some(frame) => inner.frames.insert(dst.0, frame),
             None => inner.frames.remove(&dst.0),
-        };
+        });
     }
 }
 

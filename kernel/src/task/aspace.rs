@@ -47,7 +47,6 @@ use crate::mm::pte::{LEVEL_BITS, LeafFlags, PteFormat};
 use crate::mm::tlb::{FlushBatch, TlbFlush};
 use crate::mm::{PAGE_SHIFT, PAGE_SIZE, Pfn};
 use abi::{Errno, USER_END};
-use alloc::vec::Vec;
 
 /// The flags a caller may ask for; `USER` is always added. `GLOBAL` in
 /// particular is refused: a global user page would survive the switch to
@@ -177,25 +176,46 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
         if va == end {
             return 0;
         }
-        // Collected first: the walk borrows the tables that unmap edits.
-        let mut inside = Vec::new();
-        self.pt.for_each_leaf(va, end, &mut |start, _, size, _| {
-            if start >= va && start + size.bytes() <= end {
-                inside.push(start);
+        // In batches of a fixed size, so that tearing a range down (also on
+        // the failure path of a map, when memory is short) never needs the
+        // heap. Each batch is found by a walk that borrows the tables, then
+        // unmapped, flushed once, and its frames given back.
+        const BATCH: usize = 32;
+        let mut freed = 0;
+        let mut cursor = va;
+        loop {
+            let mut found = [0u64; BATCH];
+            let mut n = 0;
+            self.pt
+                .for_each_leaf(cursor, end, &mut |start, _, size, _| {
+                    if n < BATCH && start >= cursor && start + size.bytes() <= end {
+                        found[n] = start;
+                        n += 1;
+                    }
+                });
+            if n == 0 {
+                break;
             }
-        });
-        let (mut batch, mut gone) = (FlushBatch::new(), Vec::with_capacity(inside.len()));
-        for start in inside {
-            if let Ok((pfn, size, _, flush)) = self.pt.unmap(start) {
-                batch.add(flush);
-                gone.push((pfn, size));
+            let mut batch = FlushBatch::new();
+            let mut gone = [(Pfn(0), PageSize::Size4K); BATCH];
+            let mut unmapped = 0;
+            for &start in &found[..n] {
+                if let Ok((pfn, size, _, flush)) = self.pt.unmap(start) {
+                    batch.add(flush);
+                    gone[unmapped] = (pfn, size);
+                    unmapped += 1;
+                    cursor = start + size.bytes();
+                }
+            }
+            batch.flush(self.tlb);
+            freed += gone[..unmapped]
+                .iter()
+                .map(|&(pfn, size)| release(frames, pfn, size))
+                .sum::<u64>();
+            if unmapped == 0 {
+                break;
             }
         }
-        batch.flush(self.tlb);
-        let freed = gone
-            .iter()
-            .map(|&(pfn, size)| release(frames, pfn, size))
-            .sum();
         self.pt.prune(va, end).flush_and_free(self.tlb, tables);
         freed
     }

@@ -34,7 +34,6 @@ use core::fmt;
 use core::mem::size_of;
 
 use abi::{Errno, USER_END};
-use alloc::vec;
 use alloc::vec::Vec;
 use xmas_elf::ElfFile;
 use xmas_elf::header::{self, Machine};
@@ -71,6 +70,8 @@ pub enum ElfError {
     Truncated,
     /// No ELF magic number.
     NotElf,
+    /// No memory to read it with (the kernel's heap is exhausted).
+    NoMemory,
     Not64Bit,
     NotLittleEndian,
     /// `e_machine` is not x86_64 (62).
@@ -137,6 +138,7 @@ impl fmt::Display for ElfError {
                 write!(f, "program needs more than {mib} MiB of memory")
             }
             ElfError::Malformed(why) => write!(f, "malformed ELF: {why}"),
+            ElfError::NoMemory => f.write_str("no memory to read the program"),
         }
     }
 }
@@ -196,7 +198,7 @@ pub struct Program {
 /// Touches nothing and never panics, whatever `bytes` holds.
 pub fn parse(bytes: &[u8]) -> Result<Program, ElfError> {
     check_ident(bytes)?;
-    let image = Aligned::new(bytes);
+    let image = Aligned::new(bytes)?;
     let file = ElfFile::new(image.bytes()).map_err(ElfError::Malformed)?;
     check_file_header(&file, bytes)?;
     let count = check_program_header_table(&file, bytes.len())?;
@@ -208,7 +210,12 @@ pub fn parse(bytes: &[u8]) -> Result<Program, ElfError> {
             Err(why) => return Err(ElfError::Malformed(why)),
         };
         match ph.get_type() {
-            Ok(program::Type::Load) => segments.extend(segment_of(ph, bytes.len())?),
+            Ok(program::Type::Load) => {
+                if let Some(seg) = segment_of(ph, bytes.len())? {
+                    segments.try_reserve(1).map_err(|_| ElfError::NoMemory)?;
+                    segments.push(seg);
+                }
+            }
             Ok(program::Type::Interp) => {
                 return Err(ElfError::Malformed("needs a dynamic linker (PT_INTERP)"));
             }
@@ -246,7 +253,9 @@ pub fn load<F: PteFormat, M: PhysMem>(
     tables: &dyn TableAlloc,
 ) -> Result<u64, Errno> {
     // Everything that needs no memory is judged before anything is mapped.
-    let mut plan = Vec::with_capacity(program.segments.len());
+    let mut plan = Vec::new();
+    plan.try_reserve_exact(program.segments.len())
+        .map_err(|_| Errno::ENOMEM)?;
     for seg in &program.segments {
         seg.pages().ok_or(Errno::EFAULT)?;
         plan.push((seg, seg.file_bytes(bytes).ok_or(Errno::EINVAL)?));
@@ -439,18 +448,23 @@ enum Aligned<'a> {
 }
 
 impl<'a> Aligned<'a> {
-    fn new(bytes: &'a [u8]) -> Aligned<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Aligned<'a>, ElfError> {
         if is_aligned(bytes) {
-            return Aligned::Borrowed(bytes);
+            return Ok(Aligned::Borrowed(bytes));
         }
-        let mut buf = vec![0; bytes.len() + ALIGN - 1];
+        // The copy is as large as the program: with memory short it must
+        // be a refusal, not a failed allocation.
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(bytes.len() + ALIGN - 1)
+            .map_err(|_| ElfError::NoMemory)?;
+        buf.resize(bytes.len() + ALIGN - 1, 0);
         let start = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
         buf[start..start + bytes.len()].copy_from_slice(bytes);
-        Aligned::Copied {
+        Ok(Aligned::Copied {
             buf,
             start,
             len: bytes.len(),
-        }
+        })
     }
 
     fn bytes(&self) -> &[u8] {

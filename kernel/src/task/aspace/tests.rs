@@ -152,6 +152,29 @@ fn map_zeroed_meets_a_non_leaf_entry_and_rolls_back() {
     space.destroy(&w.frames, &tables);
 }
 
+/// Frames and the heap exhausted at once, as a program that takes all
+/// memory leaves the kernel: the failure path (unmap what was mapped,
+/// prune tables) must not need the heap. Tables it cannot remember stay
+/// linked, empty, and go with the space.
+#[test]
+fn map_zeroed_with_no_heap_either_fails_cleanly() {
+    let (va, len) = (GIB - 0x2000, 0x5000);
+    for keep in 0..10 {
+        let w = World::new(64);
+        let start = w.stats();
+        let mut space = w.space();
+        let held = w.hog(keep);
+        let got = crate::testutil::alloc::failing(|| {
+            space.map_zeroed(va, len, RW, &w.frames, &w.tables())
+        });
+        assert_eq!(got, Err(Errno::ENOMEM), "keep {keep}");
+        assert_eq!(space.mapped_pages(), 0);
+        w.unhog(held);
+        space.destroy(&w.frames, &w.tables());
+        assert_eq!(w.stats(), start, "keep {keep}: leaked");
+    }
+}
+
 #[test]
 fn map_zeroed_out_of_memory_leaves_nothing_behind() {
     // 5 pages across a 1 GiB boundary: 5 frames plus new tables on both

@@ -577,7 +577,20 @@ fn kind(result: &Result<Program, ElfError>) -> &'static str {
         Err(ElfError::EntryOutside(_)) => "entry",
         Err(ElfError::TooLarge) => "too large",
         Err(ElfError::Malformed(_)) => "malformed",
+        Err(ElfError::NoMemory) => "no memory",
     }
+}
+
+/// With the heap exhausted, reading a program (from an address that needs
+/// the aligned copy) is a refusal, not an aborted kernel.
+#[test]
+fn no_memory_to_read_a_program_is_an_error() {
+    let img = valid_image();
+    let (buf, start) = misaligned_copy(&img);
+    let input = &buf[start..start + img.len()];
+    let result = crate::testutil::alloc::failing(|| parse(input));
+    assert_eq!(result, Err(ElfError::NoMemory));
+    assert!(parse(input).is_ok());
 }
 
 /// Random damage to a valid image never makes `parse` panic, whatever
