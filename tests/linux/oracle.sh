@@ -391,8 +391,13 @@ oracle_selftest() {
     grep -q '^test oracle:checkfail \.\.\. FAILED (Faultline did not run it' <<<"$out" ||
         { ok="" got+="a producer that failed not caught; "; }
     grep -qx 'counted 1 2' <<<"$out" || { ok="" got+="$(tail -n1 <<<"$out"); "; }
+    # The benchmark join: only figures both sides have, Faultline / Linux.
+    printf 'a=200\nb=100\n' >"$dir/linux.txt"
+    printf 'a=300\nc=5\n' >"$dir/faultline.txt"
+    out=$(oracle_bench_join "$dir/linux.txt" "$dir/faultline.txt")
+    [ "$out" = $'faultline_a=300\nratio_a=1.50' ] || { ok="" got+="bench join gave '$(tr '\n' ';' <<<"$out")'; "; }
     if [ -n "$ok" ]; then
-        pass "oracle_selftest (split, verdict and compare_with_faultline catch a failed check, a signal, a hang, silence, a changed line and a producer that failed)"
+        pass "oracle_selftest (split, verdict and compare_with_faultline catch a failed check, a signal, a hang, silence, a changed line and a producer that failed; the bench join)"
     else
         fail "oracle_selftest" "$got"
     fi
