@@ -116,7 +116,7 @@ oracle_fetch_kernel() {
         # The archive dropped the pinned build: take the current 6.1 one.
         local current
         current=$(apt-cache depends linux-image-amd64 2>/dev/null |
-            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1 || true)
         if [ -z "$current" ]; then
             ORACLE_WHY="$package is not in the archive, and linux-image-amd64 names no kernel to use instead"
             rm -rf "$tmp"
@@ -136,14 +136,16 @@ oracle_fetch_kernel() {
         fi
     fi
     local deb
-    deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1)
+    deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1 || true)
     if [ -z "$deb" ] || ! (cd "$tmp" && dpkg-deb --fsys-tarfile "$deb" | tar -x --wildcards './boot/vmlinuz-*'); then
         ORACLE_WHY="could not unpack the kernel from ${deb:-the download of $package}"
         rm -rf "$tmp"
         return 1
     fi
     mkdir -p "$ORACLE_CACHE/$package"
-    mv "$(ls "$tmp"/boot/vmlinuz-* | head -n1)" "$ORACLE_CACHE/$package/vmlinuz"
+    local image
+    image=$(ls "$tmp"/boot/vmlinuz-* | head -n1 || true)
+    mv "$image" "$ORACLE_CACHE/$package/vmlinuz"
     basename "$deb" >"$ORACLE_CACHE/$package/from"
     rm -rf "$tmp"
     ORACLE_VMLINUZ=$ORACLE_CACHE/$package/vmlinuz ORACLE_KERNEL_USED=$package
@@ -344,7 +346,7 @@ compare_with_faultline() {
             echo "    --- Faultline ($theirs)"
             sed 's/^/    /' "$theirs"
             echo "    --- diff -u Linux Faultline"
-            diff -u "$linux" "$theirs" | tail -n +3 | sed 's/^/    /'
+            { diff -u "$linux" "$theirs" || true; } | tail -n +3 | sed 's/^/    /'
             fail "oracle:$name" "Faultline's output differs from Linux's"
         fi
     done
@@ -481,7 +483,7 @@ linux_bench() {
         say "run.sh: the Linux benchmark failed (QEMU status $status${ORACLE_WHY:+, $ORACLE_WHY})"
         return 1
     fi
-    grep -E '^[a-z0-9_]+=[0-9]+$' "$ORACLE_BUILD/bench-out/bench.txt" | grep -v '^checks_failed=' >"$figures"
+    grep -E '^[a-z0-9_]+=[0-9]+$' "$ORACLE_BUILD/bench-out/bench.txt" | grep -v '^checks_failed=' >"$figures" || true
     sed 's/^/linux_/' "$figures"
     say "run.sh: linux_* figures from $ORACLE_KERNEL_USED"
     local enabled theirs=$ORACLE_BUILD/bench-faultline.txt
