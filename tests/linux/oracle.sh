@@ -15,8 +15,9 @@
 # (FAULTLINE_ORACLE, or the file tests/linux/oracle-programs).
 
 # The Linux that is the oracle: one pinned build, so figures stay comparable.
-ORACLE_KERNEL_PACKAGE=linux-image-6.1.0-48-amd64
-ORACLE_CACHE=${FAULTLINE_LINUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/faultline/linux}
+ORACLE_KERNEL_PACKAGE="linux-image-6.1.0-48-amd64"
+ORACLE_CACHE=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
+ORACLE_CACHE=${FAULTLINE_LINUX_CACHE:-${ORACLE_CACHE:-$PWD/target/cache}/faultline/linux}
 ORACLE_BUILD=target/linux
 ORACLE_OUT=target/linux-out
 ORACLE_FAULTLINE_OUT=target/faultline-out
@@ -408,7 +409,13 @@ oracle_selftest() {
 
 # linux_tests: the Linux half of the oracle, for ./run.sh test.
 linux_tests() {
+    local begin=$SECONDS
     echo "== Linux as the oracle (tests/linux/, docs/oracle.md)"
+    linux_tests_run
+    echo "== Linux as the oracle: $((SECONDS - begin))s"
+}
+
+linux_tests_run() {
     oracle_selftest
     local programs name enabled
     mapfile -t programs < <(oracle_programs)
