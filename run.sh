@@ -181,6 +181,7 @@ bench() {
     fi
     grep -Eo '^[a-z0-9_]+_(instructions|cycles)=[0-9]+' "$out"
     rm -f "$out"
+    linux_bench
 }
 
 # --- programs from outside the image (--program) -----------------------------
@@ -309,6 +310,10 @@ fail() {
     FAILED_NAMES+=("$1")
     printf 'test %s ... FAILED%s\n' "$1" "${2:+ ($2)}"
 }
+
+# Linux as the oracle: linux_tests, linux_bench, compare_with_faultline, skip.
+# shellcheck source=tests/linux/oracle.sh
+source tests/linux/oracle.sh
 
 # host_test_run CARGO_TEST_ARGS...: `cargo test --no-fail-fast` with those
 # arguments, judged from its whole output and its exit status. Sets
@@ -999,12 +1004,13 @@ run_tests() {
     module_tests
     echo "== programs from outside the image"
     program_tests
+    linux_tests
     finish_selftest_kernel
     echo "== done in $((SECONDS - begin))s"
     if [ "$FAILED" -gt 0 ]; then
         printf 'failed: %s\n' "${FAILED_NAMES[@]}"
     fi
-    echo "$PASSED passed, $FAILED failed"
+    echo "$PASSED passed, $FAILED failed$([ "$SKIPPED" = 0 ] || echo ", $SKIPPED skipped")"
     [ "$FAILED" = 0 ]
 }
 
