@@ -144,6 +144,7 @@ pub enum Errno {
     ENOENT = 2,
     ESRCH = 3,
     EINTR = 4,
+    E2BIG = 7,
     EBADF = 9,
     ECHILD = 10,
     EAGAIN = 11,
@@ -161,11 +162,12 @@ pub enum Errno {
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 17] = [
+    pub const ALL: [Errno; 18] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
         Errno::EINTR,
+        Errno::E2BIG,
         Errno::EBADF,
         Errno::ECHILD,
         Errno::EAGAIN,
@@ -188,6 +190,7 @@ impl Errno {
             Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
+            Errno::E2BIG => "E2BIG",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
@@ -237,9 +240,6 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 /// The main thread's stack: `USER_STACK_SIZE` bytes ending at this address.
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
-/// Where the argument string of a program is placed (one page), passed to
-/// `_start` as `(ptr, len)` in `rdi`, `rsi`.
-pub const USER_ARGS: u64 = 0x0000_7fff_fff0_0000;
 
 /// Exit status of a task killed for a fault: 128 + vector, as a shell would say it.
 pub const fn killed_status(vector: u64) -> i64 {

@@ -19,18 +19,19 @@ static int digit_value(char c)
     return -1;
 }
 
-long main(const char *args, unsigned long len)
+long main(long argc, const char **argv)
 {
     for (int i = 0; i < 64; i++)
         if (zeroed[i] != 0)
             return 99;
     if (loaded != 43)
         return 99;
-    if (len == 0)
+    if (argc < 2)
         return loaded;
+    const char *arg = argv[1];
     long n = 0;
-    for (unsigned long i = 0; i < len; i++) {
-        int d = digit_value(args[i]);
+    for (unsigned long i = 0; arg[i] != 0; i++) {
+        int d = digit_value(arg[i]);
         if (d < 0 || n > 100000)
             return 98;
         n = n * 10 + d;

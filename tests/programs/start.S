@@ -1,7 +1,7 @@
 /* The whole C runtime a Faultline program needs: the kernel enters _start
- * with rdi = the argument string, rsi = its length and rsp = a 16-byte
- * aligned stack top (docs/abi.md, "Program entry"), so main gets them as
- * its two parameters, and its result is the exit status.
+ * as Linux does, rsp pointing at argc with argv right above it
+ * (docs/abi.md, "Program entry"), so main gets them as its two
+ * parameters, and its result is the exit status.
  *
  * NR_EXIT comes from the command line (run.sh reads it from abi/src/lib.rs),
  * so the program follows the ABI's numbers as they change. */
@@ -9,6 +9,8 @@
     .text
 _start:
     xor %ebp, %ebp          /* ends the frame-pointer chain */
+    mov (%rsp), %rdi        /* argc */
+    lea 8(%rsp), %rsi       /* argv */
     and $-16, %rsp          /* the call below then leaves the SysV alignment */
     call main
     mov %rax, %rdi

@@ -41,6 +41,7 @@
 //! order: `procs`, then `pipes`, then `sched`. No lock is held across a
 //! context switch. See docs/locking.md.
 
+mod entry;
 mod fd;
 mod machine;
 mod pipes;
@@ -50,11 +51,10 @@ mod tests;
 
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use abi::Errno;
 
-use crate::mm::PAGE_SIZE;
 use crate::mm::fault::{Fault, Outcome};
 use crate::mm::pte::LeafFlags;
 use crate::sync::{IrqMutex, IrqOff, restore_irq_state, save_irq_state};
@@ -126,6 +126,8 @@ pub struct System<M: Machine> {
     /// lookup of the current task read it without taking the scheduler's
     /// lock (one CPU; the SMP issue makes it per CPU).
     current: AtomicU32,
+    /// The state of the generator behind `AT_RANDOM`.
+    random: AtomicU64,
     /// Kill requests whose task has not exited yet. Every return to user
     /// mode asks whether the current task must die; this keeps that
     /// question to one load while nobody is being killed.
@@ -158,6 +160,7 @@ impl<M: Machine> System<M> {
             )),
             kills_in_flight: AtomicUsize::new(0),
             current: AtomicU32::new(crate::task::sched::BOOT),
+            random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
     }
 
@@ -391,22 +394,47 @@ impl<M: Machine> System<M> {
     // ---- Processes ----
 
     /// Loads `image` into a fresh address space and starts its main thread
-    /// with `args` (at most one page). Returns the pid, which is also the
-    /// main thread's tid.
+    /// as `name ARGS...`, the words of `args` being its arguments (the
+    /// console's `run NAME a b`) and no environment. Returns the pid, which
+    /// is also the main thread's tid.
     pub fn spawn_program(&self, name: &str, image: &[u8], args: &str) -> Result<Pid, SpawnError> {
+        // The console's arguments: at most a line, so a small fixed list.
+        let mut argv = [""; 64];
+        argv[0] = name;
+        let mut argc = 1;
+        for word in args.split_ascii_whitespace() {
+            if argc == argv.len() {
+                return Err(SpawnError::Load(Errno::E2BIG));
+            }
+            argv[argc] = word;
+            argc += 1;
+        }
+        self.spawn_program_argv(name, image, &argv[..argc], &[])
+    }
+
+    /// Loads `image` into a fresh address space and starts its main thread
+    /// with `argv` and `envp` on its stack, as Linux starts a program.
+    pub fn spawn_program_argv(
+        &self,
+        name: &str,
+        image: &[u8],
+        argv: &[&str],
+        envp: &[&str],
+    ) -> Result<Pid, SpawnError> {
         let program = elf::parse(image).map_err(SpawnError::Elf)?;
         let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
         let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb())
             .map_err(SpawnError::Load)?;
         let started = self
-            .prepare(&program, image, args, &mut space)
+            .prepare(&program, image, argv, envp, &mut space)
             .map_err(SpawnError::Load)
-            .and_then(|entry| {
+            .and_then(|(entry, rsp)| {
+                // rsp points at argc; every other register starts at 0.
                 let start = Start::User {
                     rip: entry,
-                    rsp: abi::USER_STACK_TOP,
-                    arg0: abi::USER_ARGS,
-                    arg1: args.len().min(PAGE_SIZE as usize) as u64,
+                    rsp,
+                    arg0: 0,
+                    arg1: 0,
                 };
                 self.m
                     .new_context(start, Some(space.root()))
@@ -460,13 +488,17 @@ impl<M: Machine> System<M> {
         Ok(pid)
     }
 
+    /// Maps the program and its stack, and lays out the stack as the SysV
+    /// ABI says (`entry::build`). Returns the entry point and the stack
+    /// pointer.
     fn prepare(
         &self,
         program: &elf::Program,
         image: &[u8],
-        args: &str,
+        argv: &[&str],
+        envp: &[&str],
         space: &mut UserSpace<'static, M::Pte, M::Mem>,
-    ) -> Result<u64, Errno> {
+    ) -> Result<(u64, u64), Errno> {
         let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
         let entry = elf::load(program, image, space, mem, frames, tables)?;
         let stack = abi::USER_STACK_TOP - abi::USER_STACK_SIZE;
@@ -477,17 +509,34 @@ impl<M: Machine> System<M> {
             frames,
             tables,
         )?;
-        space.map_zeroed(
-            abi::USER_ARGS,
-            PAGE_SIZE,
-            LeafFlags::empty(),
-            frames,
-            tables,
-        )?;
-        // The argument page is read-only to the program.
-        let bytes = &args.as_bytes()[..args.len().min(PAGE_SIZE as usize)];
-        crate::task::uaccess::fill_user(space.page_table(), mem, abi::USER_ARGS, bytes)?;
-        Ok(entry)
+        let facts = entry::Image {
+            entry,
+            phdr: program.phdr,
+            phnum: program.phnum.into(),
+            clock_ticks: 1_000_000_000 / self.m.tick_ns().max(1),
+        };
+        let layout = entry::build(abi::USER_STACK_TOP, argv, envp, facts, self.random_bytes())?;
+        crate::task::uaccess::fill_user(space.page_table(), mem, layout.rsp, &layout.bytes)?;
+        Ok((entry, layout.rsp))
+    }
+
+    /// 16 bytes from the kernel's generator, for `AT_RANDOM`. Seeded the
+    /// same at every boot, so runs repeat exactly (a kernel for studying,
+    /// not for hiding secrets: say so where it matters).
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for half in out.chunks_mut(8) {
+            // splitmix64: one atomic step per word, no lock.
+            let x = self
+                .random
+                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+                .wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            half.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out
     }
 
     /// Ends the current task's whole process (`exit_group`, a fault, a

@@ -92,9 +92,11 @@ struct HostMachine {
     live_contexts: Arc<AtomicUsize>,
     /// The program the next main thread runs.
     next_main: Mutex<Option<Prog>>,
-    /// Thread entry `TEXT + 16 * i` runs `threads[i]`.
+    /// Thread entry `TEXT + 16 * (i + 1)` runs `threads[i]`.
     threads: Mutex<Vec<Prog>>,
     sys: OnceLock<&'static System<HostMachine>>,
+    /// Panics of program threads, reported by the test's own thread.
+    panics: Mutex<Vec<String>>,
 }
 
 struct HostCtx {
@@ -134,11 +136,10 @@ impl HostMachine {
     fn start_thread(&self, id: usize, start: Start) {
         let baton = self.baton.clone();
         let program = match start {
-            Start::User { rsp, .. } if rsp == abi::USER_STACK_TOP => {
-                self.next_main.lock().unwrap().take()
-            }
+            // The ELF entry is the main thread's; threads start in slots.
+            Start::User { rip: TEXT, .. } => self.next_main.lock().unwrap().take(),
             Start::User { rip, .. } => {
-                let slot = ((rip - TEXT) / 16) as usize;
+                let slot = ((rip - TEXT) / 16) as usize - 1;
                 self.threads.lock().unwrap().get(slot).cloned()
             }
             _ => None,
@@ -152,12 +153,31 @@ impl HostMachine {
                     let status = entry(arg);
                     sys.exit_current(status)
                 }
-                (Start::User { arg0, rsp, .. }, Some(program)) => {
-                    let user = User { sys, arg: arg0 };
-                    let status = program(&user);
+                (Start::User { arg0, rsp, rip, .. }, Some(program)) => {
+                    let user = User {
+                        sys,
+                        arg: arg0,
+                        rsp,
+                    };
+                    // A failed assertion in a program must fail the test,
+                    // not leave this thread dead with the baton in hand.
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program(&user)));
+                    let status = match run {
+                        Ok(status) => status,
+                        Err(why) => {
+                            let text = why
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            sys.m.panics.lock().unwrap().push(text);
+                            -1
+                        }
+                    };
                     // As rt does: the main function's end ends the program,
                     // a thread's end only the thread.
-                    let end = if rsp == abi::USER_STACK_TOP {
+                    let end = if rip == TEXT {
                         nr::EXIT_GROUP
                     } else {
                         nr::EXIT
@@ -247,6 +267,8 @@ impl Machine for HostMachine {
 struct User {
     sys: &'static System<HostMachine>,
     arg: u64,
+    /// The stack pointer the thread started with.
+    rsp: u64,
 }
 
 impl User {
@@ -342,6 +364,7 @@ impl World {
             next_main: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             sys: OnceLock::new(),
+            panics: Mutex::new(Vec::new()),
         };
         let idle = machine.context();
         let boot = machine.context();
@@ -357,21 +380,30 @@ impl World {
     fn thread(&self, f: impl Fn(&User) -> i64 + Send + Sync + 'static) -> u64 {
         let mut threads = self.sys.m.threads.lock().unwrap();
         threads.push(Arc::new(f));
-        TEXT + 16 * (threads.len() as u64 - 1)
+        TEXT + 16 * threads.len() as u64
     }
 
-    /// Starts a process running `main`; returns its pid.
+    /// Starts a process running `main` as `test a bb`; returns its pid.
     fn run(&self, main: impl Fn(&User) -> i64 + Send + Sync + 'static) -> Pid {
         *self.sys.m.next_main.lock().unwrap() = Some(Arc::new(main));
         self.sys
-            .spawn_program("test", &program_image(), "")
+            .spawn_program("test", &program_image(), "a bb")
             .expect("spawn")
     }
 
     /// Runs `main` to its end and collects the process.
     fn run_to_end(&self, main: impl Fn(&User) -> i64 + Send + Sync + 'static) -> i64 {
         let pid = self.run(main);
-        self.sys.join_process(pid, TICK_NS).expect("join")
+        let status = self.sys.join_process(pid, TICK_NS).expect("join");
+        self.check_panics();
+        status
+    }
+
+    /// Fails the test with the first panic of a program thread.
+    fn check_panics(&self) {
+        if let Some(why) = self.sys.m.panics.lock().unwrap().first() {
+            panic!("a program thread panicked: {why}");
+        }
     }
 
     fn console(&self) -> String {
@@ -385,6 +417,7 @@ impl World {
     /// Nothing of any process is left: no task but idle and boot, no
     /// process, no pipe, no context, no kill in flight.
     fn assert_quiet(&self) {
+        self.check_panics();
         let tasks: Vec<_> = self.sys.with_sched(|s| s.tasks().map(|t| t.tid).collect());
         assert_eq!(tasks, [0, 1], "tasks left");
         assert_eq!(self.sys.process_count(), 0);
@@ -769,6 +802,44 @@ fn ids_clocks_and_sleeps_follow_linux() {
         let (r, _w) = u.pipe();
         assert_eq!(u.call(nr::CLOSE, &[1 << 32 | r]), 0);
         assert_eq!(u.call(nr::CLOSE, &[r]), EBADF);
+        0
+    });
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(0));
+    w.assert_quiet();
+}
+
+#[test]
+fn a_program_starts_with_argv_envp_and_auxv_on_its_stack() {
+    let w = World::new();
+    let pid = w.run(|u| {
+        let word = |va: u64| u64::from_le_bytes(u.peek(va, 8).try_into().unwrap());
+        // Byte by byte: the last string ends just below the stack's top.
+        let string = |va: u64| {
+            let bytes: Vec<u8> = (va..)
+                .map(|at| u.peek(at, 1)[0])
+                .take_while(|&b| b != 0)
+                .collect();
+            String::from_utf8(bytes).unwrap()
+        };
+        assert_eq!(u.rsp % 16, 0, "rsp at argc is 16-byte aligned");
+        assert_eq!(word(u.rsp), 3, "argc");
+        let argv: Vec<String> = (0..3).map(|i| string(word(u.rsp + 8 + i * 8))).collect();
+        assert_eq!(argv, ["test", "a", "bb"]);
+        assert_eq!(word(u.rsp + 32), 0, "argv ends");
+        assert_eq!(word(u.rsp + 40), 0, "no environment");
+        let mut auxv = Vec::new();
+        let mut at = u.rsp + 48;
+        while word(at) != 0 {
+            auxv.push((word(at), word(at + 8)));
+            at += 16;
+        }
+        let get = |k| auxv.iter().find(|(key, _)| *key == k).map(|&(_, v)| v);
+        assert_eq!(get(entry::at::PAGESZ), Some(4096));
+        assert_eq!(get(entry::at::ENTRY), Some(TEXT));
+        assert_eq!(get(entry::at::PHNUM), Some(2));
+        assert_eq!(get(entry::at::CLKTCK), Some(100));
+        let random = get(entry::at::RANDOM).unwrap();
+        assert_eq!(u.peek(random, 16).len(), 16);
         0
     });
     assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(0));

@@ -192,6 +192,12 @@ impl Segment {
 pub struct Program {
     pub entry: u64,
     pub segments: Vec<Segment>,
+    /// Where the program headers are once loaded (for `AT_PHDR`): inside
+    /// the `PT_LOAD` segment whose file bytes hold them, as Linux finds
+    /// them; 0 if none does.
+    pub phdr: u64,
+    /// How many program headers there are (`AT_PHNUM`).
+    pub phnum: u16,
 }
 
 /// Reads and checks an executable (see the module doc for the rules).
@@ -232,7 +238,17 @@ pub fn parse(bytes: &[u8]) -> Result<Program, ElfError> {
     if !segments.iter().any(|s| s.executable && s.contains(entry)) {
         return Err(ElfError::EntryOutside(entry));
     }
-    Ok(Program { entry, segments })
+    let phoff = file.header.pt2.ph_offset();
+    let phdr = segments
+        .iter()
+        .find(|s| s.offset <= phoff && phoff - s.offset < s.file_size)
+        .map_or(0, |s| s.vaddr + (phoff - s.offset));
+    Ok(Program {
+        entry,
+        segments,
+        phdr,
+        phnum: count,
+    })
 }
 
 /// Maps `program`'s segments into `space` and fills them: file bytes

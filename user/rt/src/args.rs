@@ -1,59 +1,84 @@
-//! The program's argument string.
+//! The program's arguments, as the kernel left them on the initial stack
+//! (docs/abi.md, "Program entry"): `argc`, then `argv[0..argc]` and a
+//! null, each a NUL-terminated string.
 
+use core::ffi::CStr;
 use core::fmt;
-use core::str::SplitAsciiWhitespace;
 
-/// The most the kernel passes: the arguments live in one page at `USER_ARGS`.
-const MAX_LEN: usize = 4096;
-
-/// The arguments a program was started with: one string, words separated by
-/// spaces, without the program's name.
+/// The arguments a program was started with, without its name.
 #[derive(Clone, Copy, Debug)]
 pub struct Args {
-    raw: &'static str,
+    argc: usize,
+    argv: *const *const u8,
 }
 
+// SAFETY: the argument strings and pointers are written once by the
+// kernel before the program starts and never changed by rt.
+unsafe impl Sync for Args {}
+// SAFETY: as above: read-only memory for the life of the program.
+unsafe impl Send for Args {}
+
 impl Args {
-    /// Wraps the string the kernel passed to `_start`. Invalid UTF-8 is cut
-    /// off at the first bad byte rather than rejected: arguments are advisory.
+    /// Wraps the `argc` and `argv` the kernel passed to `_start`.
     ///
     /// # Safety
     ///
-    /// `len` bytes at `ptr` must stay readable and unchanged for the rest of
-    /// the program (or `ptr` is null / `len` is 0).
-    pub(crate) unsafe fn from_raw(ptr: *const u8, len: usize) -> Args {
-        if ptr.is_null() || len == 0 {
-            return Args { raw: "" };
+    /// `argv` must point at `argc` pointers to NUL-terminated strings that
+    /// stay readable and unchanged for the rest of the program.
+    pub(crate) unsafe fn from_raw(argc: usize, argv: *const *const u8) -> Args {
+        Args { argc, argv }
+    }
+
+    /// `argv[i]` as text; a string that is not UTF-8 is cut at the first
+    /// bad byte (arguments are advisory).
+    fn arg(&self, i: usize) -> Option<&'static str> {
+        if i >= self.argc {
+            return None;
         }
-        // SAFETY: the caller promises `len` readable bytes; clamping to one
-        // page only shortens that.
-        let bytes = unsafe { core::slice::from_raw_parts(ptr, len.min(MAX_LEN)) };
-        let raw = match core::str::from_utf8(bytes) {
+        // SAFETY: i < argc, and from_raw's contract makes argv[i] a valid
+        // NUL-terminated string for the life of the program.
+        let bytes = unsafe { CStr::from_ptr((*self.argv.add(i)).cast()) }.to_bytes();
+        Some(match core::str::from_utf8(bytes) {
             Ok(s) => s,
             // valid_up_to() marks a prefix that is valid by definition.
             Err(e) => core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
-        };
-        Args { raw }
+        })
     }
 
-    /// The whole string, as passed.
-    pub fn as_str(&self) -> &'static str {
-        self.raw
+    /// The name the program was started under (`argv[0]`).
+    pub fn program(&self) -> &'static str {
+        self.arg(0).unwrap_or("")
     }
 
-    /// The words, split at ASCII whitespace.
-    pub fn iter(&self) -> SplitAsciiWhitespace<'static> {
-        self.raw.split_ascii_whitespace()
+    /// How many arguments follow the name.
+    pub fn len(&self) -> usize {
+        self.argc.saturating_sub(1)
     }
 
-    /// Word `n`, counting from 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The arguments after the name.
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        (1..self.argc).filter_map(|i| self.arg(i))
+    }
+
+    /// Argument `n` after the name, counting from 0.
     pub fn get(&self, n: usize) -> Option<&'static str> {
-        self.iter().nth(n)
+        self.arg(n + 1)
     }
 }
 
 impl fmt::Display for Args {
+    /// The arguments after the name, separated by spaces.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.raw)
+        for (i, arg) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(arg)?;
+        }
+        Ok(())
     }
 }

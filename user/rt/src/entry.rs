@@ -1,7 +1,8 @@
 //! `_start` and `entry!`.
 //!
-//! The kernel enters `_start` with `rdi` = pointer to the argument string,
-//! `rsi` = its length and `rsp` = a 16-byte aligned stack top (docs/abi.md).
+//! The kernel enters `_start` as Linux does (the SysV x86_64 ABI): `rsp`
+//! points at `argc`, followed by `argv`, a null, `envp`, a null and the
+//! auxiliary vector (docs/abi.md, "Program entry").
 
 use core::arch::naked_asm;
 
@@ -34,20 +35,22 @@ unsafe extern "C" fn _start() -> ! {
     naked_asm!(
         // A zero frame pointer ends the chain for anyone walking frames.
         "xor ebp, ebp",
-        // Do not trust the alignment we were given; the call then leaves
-        // rsp = 8 (mod 16) in `start_rust`, as the SysV ABI wants.
+        // The initial stack, for start_rust to read argc and argv from.
+        "mov rdi, rsp",
+        // The ABI gives rsp 16-byte aligned here; the call then leaves it
+        // 8 (mod 16) in `start_rust`, as a call should.
         "and rsp, -16",
-        // rdi and rsi still hold the argument string: start_rust's parameters.
         "call {start}",
         "ud2",
         start = sym start_rust,
     )
 }
 
-extern "C" fn start_rust(args: *const u8, len: usize) -> ! {
-    // SAFETY: the kernel maps the argument string read-only for the life of
-    // the program and never changes it (docs/abi.md, "Program entry").
-    let args = unsafe { Args::from_raw(args, len) };
+extern "C" fn start_rust(sp: *const u64) -> ! {
+    // SAFETY: the kernel put argc at sp and argv's pointers right above it,
+    // in stack memory no one frees or reuses while the program runs (rt
+    // never returns into this frame's callers); docs/abi.md.
+    let args = unsafe { Args::from_raw(*sp as usize, sp.add(1).cast()) };
     // SAFETY: `entry!` defines this symbol with exactly this signature.
     let status = unsafe { __faultline_main(args) };
     crate::exit(status)

@@ -187,8 +187,24 @@ fn valid_program_parses() {
             seg(RODATA, 0x100, payload as u64 + 0x1800, 0x100, false, false),
             seg(DATA, 0x3000, payload as u64 + 0x1900, 0x20, true, false),
         ],
+        // No segment's file bytes hold the headers here.
+        phdr: 0,
+        phnum: 4,
     };
     assert_eq!(parse(&img), Ok(want));
+}
+
+/// As linkers lay a program out, the first segment maps the file from
+/// offset 0, headers included: AT_PHDR is then their address in memory.
+#[test]
+fn program_headers_inside_a_segment_give_their_address() {
+    let spec = valid();
+    let mut img = spec.build();
+    let ph = spec.ph(0);
+    put64(&mut img, ph + P_OFFSET, 0);
+    let program = parse(&img).expect("parse");
+    assert_eq!(program.phdr, TEXT + spec.phoff() as u64);
+    assert_eq!(program.phnum, 4);
 }
 
 #[test]

@@ -35,6 +35,8 @@ fn main(args: Args) -> i64 {
     println!("hello from ring 3");
     println!("args={args}");
     let mut checks = Checks { run: 0, failed: 0 };
+    // argv[0] is the name the console ran us under (docs/abi.md).
+    checks.report("argv0", args.program(), args.program() == "hello");
 
     // The low two bits of CS are the privilege level we actually run at.
     let cs: u16;

@@ -7,7 +7,7 @@
 //! known to be unmapped or outside the user half. `predict` returns None
 //! for anything else, which the generators never produce.
 
-use rt::abi::{USER_ARGS, USER_END, USER_STACK_SIZE, USER_STACK_TOP};
+use rt::abi::{USER_END, USER_STACK_SIZE, USER_STACK_TOP};
 
 use crate::rng::Rng;
 
@@ -67,7 +67,6 @@ pub struct Space {
     /// which follows text, was found to start past it.
     pub text: Option<Region>,
     pub ro: Region,
-    pub args: Region,
     pub stack: Region,
     pub stack_bottom: Region,
     /// The fuzzer's own writable statics (main's buffer, the helper slots).
@@ -82,12 +81,10 @@ impl Space {
     pub fn new(ro: Region, owned: [Region; 2], bss_end: u64) -> Space {
         let data_end = bss_end.next_multiple_of(PAGE);
         let stack = Region::new(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP);
-        let args = Region::new(USER_ARGS, USER_ARGS + PAGE);
         Space {
             text: (ro.start >= LOAD_BASE + PAGE)
                 .then_some(Region::new(LOAD_BASE, LOAD_BASE + PAGE)),
             ro,
-            args,
             stack,
             stack_bottom: Region::new(stack.start, stack.start + STACK_BOTTOM_BYTES),
             owned,
@@ -95,27 +92,26 @@ impl Space {
             unmapped: [
                 Region::new(0, LOAD_BASE),
                 // Nothing is mapped between the last segment and the
-                // argument page, between it and the stack (the guard
-                // included), or above the stack.
-                Region::new(data_end, USER_ARGS),
-                Region::new(args.end, stack.start),
+                // stack (the guard included), or above the stack. (The
+                // gap is split in two, so both halves keep a region.)
+                Region::new(data_end, data_end + (stack.start - data_end) / 2),
+                Region::new(data_end + (stack.start - data_end) / 2, stack.start),
                 Region::new(USER_STACK_TOP, USER_END),
             ],
         }
     }
 
     /// An address in the big unmapped gap between the program and the
-    /// argument page.
+    /// stack.
     pub fn unmapped_mid(&self, rng: &mut Rng) -> u64 {
         let gap = self.unmapped[1];
         rng.range(gap.start, gap.end - 1)
     }
 
-    fn mapped(&self) -> [(Option<Region>, bool); 7] {
+    fn mapped(&self) -> [(Option<Region>, bool); 6] {
         [
             (self.text, false),
             (Some(self.ro), false),
-            (Some(self.args), false),
             (Some(self.stack), true),
             (Some(self.owned[0]), true),
             (Some(self.owned[1]), true),
@@ -154,7 +150,7 @@ impl Space {
             8 if slack && self.slack.len() >= len => self.slack.place(rng, len),
             // Read-only memory: fine to read from, EFAULT to read into.
             9 if self.ro.len() >= len => self.ro.place(rng, len),
-            10 => self.args.place(rng, len),
+            10 if self.ro.len() >= len => self.ro.place(rng, len),
             11 => match self.text {
                 Some(text) => text.place(rng, len),
                 None => own.place(rng, len),
@@ -200,7 +196,6 @@ impl Space {
             _ if len < 2 => USER_END,
             _ => {
                 let edges = [
-                    self.args.end,
                     LOAD_BASE,
                     self.stack.start,
                     USER_STACK_TOP,
