@@ -935,6 +935,34 @@ program_tests() {
         ./run.sh bench --program "$dir/hello_c"
 }
 
+# faultline_program_output NAME ELF OUT: the oracle's Faultline side
+# (docs/oracle.md): ELF run as `NAME a b` with ORACLE=1 in its environment,
+# as tests/linux/init.c runs it on Linux; OUT gets the program's key=value
+# lines and the status line. Non-zero only when Faultline could not run it.
+faultline_program_output() {
+    local name=$1 elf=$2 out=$3 dir status=0 code
+    dir=$(mktemp -d target/oracle-faultline-XXXXXX)
+    cp "$elf" "$dir/$name"
+    printf 'env ORACLE=1\nrun %s a b\n' "$name" >"$dir/script.fl"
+    pack_archive "$dir/module.cpio" "$dir/script.fl" "$dir/$name" || status=1
+    if [ "$status" = 0 ]; then
+        boot_qemu "$KERNEL" "$TEST_TIMEOUT" -initrd "$dir/module.cpio" </dev/null \
+            >"$dir/serial.log" 2>&1 || status=$?
+    fi
+    tr -d '\r' <"$dir/serial.log" >"$dir/log" 2>/dev/null || true
+    code=$(sed -n 's/^task [0-9]* exited exit_status=\(-\{0,1\}[0-9]*\)$/\1/p' "$dir/log" | tail -1)
+    grep -E '^[A-Za-z0-9_.]+=' "$dir/log" >"$out" || true
+    if [ -z "$code" ]; then
+        sed 's/^/    /' "$dir/log" >&2
+        rm -rf "$dir"
+        return 1
+    fi
+    oracle_status_line "$name" "$code" >>"$out"
+    rm -rf "$dir"
+    # QEMU's status is the script's verdict (a failed `run` is in the log).
+    [ "$status" = "$QEMU_SUCCESS" ] || [ "$status" = "$QEMU_FAILURE" ]
+}
+
 # lint_test NAME DIR COMMAND...: one named test, passing only if COMMAND
 # (run in DIR) succeeds; its output is shown when it does not.
 lint_test() {

@@ -138,15 +138,44 @@ fn programs(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     Ok(())
 }
 
+/// The environment programs started from the console get (`env`).
+static ENV: spin::Mutex<Vec<alloc::string::String>> = spin::Mutex::new(Vec::new());
+
+/// `env` prints the environment programs get; `env NAME=VALUE...` adds to
+/// it (replacing a NAME already there); `env -` empties it.
+fn env(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
+    let mut vars = ENV.lock();
+    for &arg in args {
+        if arg == "-" {
+            vars.clear();
+            continue;
+        }
+        let Some((name, _)) = arg.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+            return Err(CmdError::Failed(alloc::format!(
+                "env: '{arg}' is not NAME=VALUE"
+            )));
+        };
+        vars.retain(|v| v.split_once('=').map(|(n, _)| n) != Some(name));
+        vars.push(arg.into());
+    }
+    if args.is_empty() {
+        for v in vars.iter() {
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(())
+}
+
 fn start_program(args: &[&str]) -> Result<u32, CmdError> {
-    let Some((name, rest)) = args.split_first() else {
+    let Some(&name) = args.first() else {
         return Err(CmdError::Usage);
     };
     let program = crate::programs::lookup(name)
         .ok_or_else(|| CmdError::Failed(alloc::format!("no program '{name}' (try programs)")))?;
-    let joined = rest.join(" ");
+    let vars = ENV.lock().clone();
+    let envp: Vec<&str> = vars.iter().map(|v| v.as_str()).collect();
     crate::task::system()
-        .spawn_program(name, program.image, &joined)
+        .spawn_program_argv(name, program.image, args, &envp)
         .map_err(|e| {
             CmdError::Failed(alloc::format!(
                 "{name} ({} program): {e}",
@@ -265,6 +294,14 @@ pub fn register(shell: &mut Shell) {
             min_args: 0,
             max_args: 0,
             run: uptime,
+        },
+        Command {
+            name: "env",
+            usage: "[NAME=VALUE... | -]",
+            help: "the environment of programs started later (- empties it)",
+            min_args: 0,
+            max_args: 16,
+            run: env,
         },
         Command {
             name: "halt",
