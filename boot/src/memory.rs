@@ -113,6 +113,31 @@ pub fn boot_map_frames() -> u64 {
     BOOT_MAP_FRAMES.get().copied().unwrap_or(0)
 }
 
+/// Tables made for the kernel half after boot (new heap or stack-slot
+/// regions), which stay for good: leak checks count them as owned.
+static KERNEL_TABLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Kernel-half table frames made after boot.
+pub fn kernel_table_frames() -> u64 {
+    KERNEL_TABLES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Tables for `map_kernel_page`: from the frame allocator, counted.
+struct KernelTables;
+
+impl TableAlloc for KernelTables {
+    fn alloc_table(&self) -> Result<Pfn, MapError> {
+        let pfn = FrameTables.alloc_table()?;
+        KERNEL_TABLES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        Ok(pfn)
+    }
+
+    fn free_table(&self, pfn: Pfn) {
+        KERNEL_TABLES.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        FrameTables.free_table(pfn)
+    }
+}
+
 /// Page-table frames come from the frame allocator.
 pub struct FrameTables;
 
@@ -334,7 +359,7 @@ pub fn map_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<(), MapErr
     let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
     let _guard = KERNEL_PT_LOCK.lock();
     let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
-    pt.map(va, pfn, PageSize::Size4K, flags, &FrameTables)
+    pt.map(va, pfn, PageSize::Size4K, flags, &KernelTables)
 }
 
 /// Unmaps one 4 KiB kernel page and flushes it; returns its frame, which
