@@ -1138,9 +1138,10 @@ impl<X> Scheduler<X> {
     /// Linux's futex requeue: of the tasks on `from` whose tag has `key`,
     /// longest waiting first, wakes (Woken) the first `wake`, then moves
     /// the next `requeue` to `to` with their key changed to `new_key`
-    /// (their bits and deadlines stay). A task moved to another queue goes
-    /// to its tail; on the same queue it keeps its place. Returns how many
-    /// were woken or moved.
+    /// (their bits and deadlines stay). A moved task goes to the tail of
+    /// `to`, behind every task already there, unless neither its queue nor
+    /// its key changes (a requeue onto itself). Returns how many were woken
+    /// or moved.
     pub fn requeue_tagged(
         &mut self,
         from: QueueId,
@@ -1168,7 +1169,9 @@ impl<X> Scheduler<X> {
                 woken += 1;
                 continue;
             }
-            if from != to {
+            if from != to || key != new_key {
+                // On the same queue the walk meets it again at the tail,
+                // under its new key, and passes it by.
                 if let Some(list) = self.queues.get_mut(from) {
                     self.tasks.unlink(list, tid, Chain::Queue);
                 }

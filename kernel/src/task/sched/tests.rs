@@ -348,9 +348,15 @@ fn requeue_wakes_then_moves_keeping_bits_and_timers() {
     // A wake for key 9 now finds both, in their order on r.
     assert_eq!(s.wake_tagged(r, [9, 0], 1, 1), 1);
     assert_eq!(s.run_tids(N), [BOOT, tids[0]]);
-    // Requeue onto the same queue changes the key in place; nothing to
-    // wake or move is 0, and a freed queue is an error.
-    assert_eq!(s.requeue_tagged(q, [1, 0], q, [7, 0], 0, 5), Ok(1));
+    // Requeue onto the same queue under a new key goes to the tail; under
+    // the same key it changes nothing. Nothing to wake or move is 0, and a
+    // freed queue is an error.
+    block_tagged(&mut s, q, 1, 1); // t3, behind t2
+    assert_eq!(s.requeue_tagged(q, [1, 0], q, [1, 0], 0, 9), Ok(2));
+    assert_eq!(s.queue_tids(q), [tids[2], tids[3]]);
+    assert_eq!(s.requeue_tagged(q, [1, 0], q, [7, 0], 0, 1), Ok(1));
+    assert_eq!(s.queue_tids(q), [tids[3], tids[2]]);
+    assert_eq!(s.wake_tagged(q, [1, 0], u32::MAX, 9), 1);
     assert_eq!(s.wake_tagged(q, [1, 0], u32::MAX, 9), 0);
     assert_eq!(s.requeue_tagged(q, [7, 0], r, [8, 0], 0, 0), Ok(0));
     s.free_queue(r);
@@ -1239,11 +1245,14 @@ impl World {
                 State::Blocked(Blocked::Queue(r))
             );
         }
-        if q != r {
-            let mut want_r: Vec<Tid> = before_r.iter().map(|(t, _)| *t).collect();
-            want_r.extend_from_slice(moved_tids);
-            assert_eq!(self.s.queue_tids(r), want_r, "moved ones go to the tail");
-        }
+        let gone = &matching[..woken + moved];
+        let mut want_r: Vec<Tid> = before_r
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !gone.contains(t))
+            .collect();
+        want_r.extend_from_slice(moved_tids);
+        assert_eq!(self.s.queue_tids(r), want_r, "moved ones go to the tail");
     }
 
     /// Detaches a task, or reaps a detached zombie.
