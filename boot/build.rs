@@ -6,7 +6,8 @@ use std::process::Command;
 
 /// The programs user/programs builds, embedded under these names.
 const PROGRAMS: &[&str] = &[
-    "hello", "efault", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "fuzz",
+    "hello", "efault", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "threads",
+    "fuzz",
 ];
 
 fn main() {

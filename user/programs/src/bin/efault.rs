@@ -113,10 +113,19 @@ impl core::fmt::Display for Shown {
     }
 }
 
-static WAITEE_STACK: Stack<8192> = Stack::new();
+static WAITEE_STACK: Stack<64> = Stack::new();
 
-fn exit_at_once(_: u64) -> i64 {
-    0
+/// A `spawn_thread` thread (wait_thread's kind) that exits at once,
+/// without touching its stack.
+#[unsafe(naked)]
+extern "C" fn exit_at_once(_: u64) -> ! {
+    core::arch::naked_asm!(
+        "mov eax, {exit}",
+        "xor edi, edi",
+        "syscall",
+        "ud2",
+        exit = const nr::EXIT,
+    )
 }
 
 fn main(_args: Args) -> i64 {
@@ -126,7 +135,9 @@ fn main(_args: Args) -> i64 {
     };
     // A thread that exits at once, so `wait` has a real tid to be asked about.
     let stack = WAITEE_STACK.take().expect("first and only use");
-    let Ok(thread) = rt::spawn(exit_at_once, 0, stack) else {
+    let top = stack.as_ptr() as u64 + stack.len() as u64;
+    // SAFETY: the thread never touches its stack, which is ours for good.
+    let Ok(thread) = (unsafe { rt::spawn_thread(exit_at_once, top, 0) }) else {
         println!("efault: spawn failed");
         return 1;
     };
@@ -149,7 +160,7 @@ fn main(_args: Args) -> i64 {
 
     // The failed waits must not have reaped the thread.
     tally.checked += 1;
-    match rt::wait(thread) {
+    match rt::wait_thread(thread) {
         Ok(0) => println!("efault call=wait ptr=valid result=ok(0) ok"),
         other => {
             tally.failed += 1;
