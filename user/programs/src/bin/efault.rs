@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use rt::abi::{Errno, STDOUT, USER_END, clock, decode, nr};
+use rt::abi::{Errno, STDOUT, USER_END, arch_prctl, clock, decode, futex, nr};
 use rt::{Args, Stack, println, raw};
 
 rt::entry!(main);
@@ -42,7 +42,10 @@ struct Ctx {
 /// "none" for it, and how to make it with a given pointer.
 type Call = (&'static str, bool, fn(&Ctx, u64) -> u64);
 
-const CALLS: [Call; 7] = [
+/// A futex word that is always good: the timeout's check comes first.
+static WORD: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+const CALLS: [Call; 10] = [
     ("write", false, |_, ptr| {
         // SAFETY: the kernel only reads at `ptr`; nothing of ours lives at
         // any of the bad addresses.
@@ -79,6 +82,20 @@ const CALLS: [Call; 7] = [
     ("clock_nanosleep", false, |_, ptr| {
         // SAFETY: the kernel only reads the timespec at `ptr`.
         unsafe { raw::syscall4(nr::CLOCK_NANOSLEEP, clock::MONOTONIC as u64, 0, ptr, 0) }
+    }),
+    ("futex_wait", false, |_, ptr| {
+        // SAFETY: the kernel only reads the word at `ptr`.
+        unsafe { raw::syscall4(nr::FUTEX, ptr, futex::WAIT as u64, 0, 0) }
+    }),
+    // A null timeout means "none" (and would wait forever here).
+    ("futex_timeout", true, |_, ptr| {
+        let word = WORD.as_ptr() as u64;
+        // SAFETY: the kernel reads the timespec at `ptr`, and our word.
+        unsafe { raw::syscall4(nr::FUTEX, word, futex::WAIT as u64, 0, ptr) }
+    }),
+    ("arch_prctl_get_fs", false, |_, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall2(nr::ARCH_PRCTL, arch_prctl::GET_FS as u64, ptr) }
     }),
 ];
 
