@@ -520,6 +520,37 @@ fn wakes_go_to_their_own_key_and_bits_longest_waiting_first() {
     w.assert_quiet();
 }
 
+/// The waiter's check of the word and its sleep are one step: a waker
+/// that runs right after the waiter's call began (here: as soon as the
+/// waiter gives the CPU back) finds it queued. A kernel that let anything
+/// run between the two would lose this wake, and the waiter would sleep
+/// on a word that has long changed.
+#[test]
+fn a_wake_right_after_the_check_is_not_lost() {
+    let w = World::new();
+    let waiters = Arc::new(Waiters::default());
+    let entry = Waiters::entry(&w, waiters.clone());
+    let status = w.run_to_end(move |u| {
+        let a = word(0);
+        for (id, op) in [(0, futex::WAIT), (1, futex::WAIT | futex::PRIVATE_FLAG)] {
+            u.set(a, 0);
+            waiters.jobs.lock().unwrap().push_back(wait_job(id, a, op, 0, 0));
+            let flags = GLIBC & !u64::from(clone::CHILD_CLEARTID | clone::PARENT_SETTID);
+            assert!(u.clone_at(entry, flags, CHILD_SP, 0, 0, 0) > 1);
+            // One yield: the waiter runs until it gives the CPU back.
+            u.call(nr::SCHED_YIELD, &[]);
+            u.set(a, 1);
+            let shared = op & futex::PRIVATE_FLAG;
+            assert_eq!(u.futex(a, futex::WAKE | shared, 1, 0, 0, 0), 1, "waiter {id}");
+            u.settle();
+            assert_eq!(waiters.results(), [(id, 0)]);
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
 #[test]
 fn a_timed_wait_times_out_once_and_a_kill_interrupts_a_wait() {
     let w = World::new();

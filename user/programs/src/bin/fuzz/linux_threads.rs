@@ -114,10 +114,15 @@ impl Thread {
         }
     }
 
+    /// An aligned word of our own memory.
+    fn own_addr(&mut self) -> u64 {
+        let slots = (self.own.len() / 4).min(64);
+        (self.own.start + 4 * self.rng.below(slots)) & !3
+    }
+
     /// A futex word of ours holding a fresh random value: (address, value).
     fn own_word(&mut self) -> (u64, u32) {
-        let slots = (self.own.len() / 4).min(64);
-        let addr = (self.own.start + 4 * self.rng.below(slots)) & !3;
+        let addr = self.own_addr();
         let value = self.rng.next() as u32;
         // SAFETY: our own region, which nothing borrows; the kernel reads
         // it only during our own calls.
@@ -279,7 +284,8 @@ impl Thread {
             // EAGAIN; nobody to move 0.
             9 => {
                 let (from, value) = self.own_word();
-                let (to, _) = self.own_word();
+                // Not written: it may be `from` itself.
+                let to = self.own_addr();
                 let (wake_n, requeue, cmp, e) = match self.rng.below(4) {
                     0 => (
                         u64::from(self.rng.range(1 << 31, u64::from(u32::MAX)) as u32),
