@@ -185,8 +185,11 @@ impl<M: Machine> System<M> {
         }
         let pid = self.current_pid();
         let mem = self.m.mem();
+        // Off until the switch is done: from the block on, the scheduler
+        // counts another task as current, and a tick in between would
+        // switch away from that one on this stack.
+        let _off = IrqOff::new();
         let blocked = {
-            let _off = IrqOff::new();
             let procs = self.procs.lock();
             let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
             let key = self.futex_key(p, uaddr, private)?;

@@ -282,6 +282,15 @@ impl<M: Machine> System<M> {
         let now = self.m.now_ns();
         let sw = {
             let mut s = self.sched.lock();
+            // Interrupts stay off from a scheduling decision to its switch:
+            // a tick in between would switch away from the task decided on
+            // while still on the stack of the one it replaces.
+            if s.current() != self.current() {
+                panic!(
+                    "a tick between the switch to {} and its carrying out",
+                    s.current()
+                );
+            }
             if s.tick(now) { s.schedule() } else { None }
         };
         self.switch_if(sw);

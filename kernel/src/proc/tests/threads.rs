@@ -534,14 +534,22 @@ fn a_wake_right_after_the_check_is_not_lost() {
         let a = word(0);
         for (id, op) in [(0, futex::WAIT), (1, futex::WAIT | futex::PRIVATE_FLAG)] {
             u.set(a, 0);
-            waiters.jobs.lock().unwrap().push_back(wait_job(id, a, op, 0, 0));
+            waiters
+                .jobs
+                .lock()
+                .unwrap()
+                .push_back(wait_job(id, a, op, 0, 0));
             let flags = GLIBC & !u64::from(clone::CHILD_CLEARTID | clone::PARENT_SETTID);
             assert!(u.clone_at(entry, flags, CHILD_SP, 0, 0, 0) > 1);
             // One yield: the waiter runs until it gives the CPU back.
             u.call(nr::SCHED_YIELD, &[]);
             u.set(a, 1);
             let shared = op & futex::PRIVATE_FLAG;
-            assert_eq!(u.futex(a, futex::WAKE | shared, 1, 0, 0, 0), 1, "waiter {id}");
+            assert_eq!(
+                u.futex(a, futex::WAKE | shared, 1, 0, 0, 0),
+                1,
+                "waiter {id}"
+            );
             u.settle();
             assert_eq!(waiters.results(), [(id, 0)]);
         }
