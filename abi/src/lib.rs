@@ -29,10 +29,19 @@ pub mod nr {
     /// `exit(status) -> !`: ends the calling thread; the last thread's end
     /// ends the process.
     pub const EXIT: u64 = 60;
+    /// `clone(flags, newsp, parent_tid, child_tid, tls) -> tid` (0 in the
+    /// child): threads only ([`crate::clone`]).
+    pub const CLONE: u64 = 56;
     /// `getppid() -> pid` of the parent.
     pub const GETPPID: u64 = 110;
+    /// `arch_prctl(code, addr)`: the FS base ([`crate::arch_prctl`]).
+    pub const ARCH_PRCTL: u64 = 158;
     /// `gettid() -> tid`.
     pub const GETTID: u64 = 186;
+    /// `futex(uaddr, op, val, timeout, uaddr2, val3)` ([`crate::futex`]).
+    pub const FUTEX: u64 = 202;
+    /// `set_tid_address(tidptr) -> tid`: the word cleared and woken at exit.
+    pub const SET_TID_ADDRESS: u64 = 218;
     /// `clock_gettime(clock, tp: *mut timespec) -> 0`.
     pub const CLOCK_GETTIME: u64 = 228;
     /// `clock_nanosleep(clock, flags, req, rem) -> 0`.
@@ -51,7 +60,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 15] = [
+    pub const ALL: [u64; 19] = [
         READ,
         WRITE,
         CLOSE,
@@ -59,9 +68,13 @@ pub mod nr {
         SCHED_YIELD,
         NANOSLEEP,
         GETPID,
+        CLONE,
         EXIT,
         GETPPID,
+        ARCH_PRCTL,
         GETTID,
+        FUTEX,
+        SET_TID_ADDRESS,
         CLOCK_GETTIME,
         CLOCK_NANOSLEEP,
         EXIT_GROUP,
@@ -87,6 +100,83 @@ pub mod clock {
     /// `clock_nanosleep` flag: `req` is an absolute time.
     pub const TIMER_ABSTIME: i32 = 1;
 }
+
+/// `clone` flags (Linux's; the argument's low 32 bits count, as Linux
+/// reads them). Faultline makes threads only: see docs/abi.md.
+pub mod clone {
+    /// The low byte: the signal sent to the parent at exit (ignored for
+    /// threads, as Linux ignores it with `THREAD`).
+    pub const CSIGNAL: u32 = 0xff;
+    pub const VM: u32 = 0x100;
+    pub const FS: u32 = 0x200;
+    pub const FILES: u32 = 0x400;
+    pub const SIGHAND: u32 = 0x800;
+    pub const PIDFD: u32 = 0x1000;
+    pub const PTRACE: u32 = 0x2000;
+    pub const VFORK: u32 = 0x4000;
+    pub const PARENT: u32 = 0x8000;
+    pub const THREAD: u32 = 0x1_0000;
+    pub const NEWNS: u32 = 0x2_0000;
+    pub const SYSVSEM: u32 = 0x4_0000;
+    pub const SETTLS: u32 = 0x8_0000;
+    pub const PARENT_SETTID: u32 = 0x10_0000;
+    pub const CHILD_CLEARTID: u32 = 0x20_0000;
+    /// Ignored by Linux since 2.6; musl still passes it.
+    pub const DETACHED: u32 = 0x40_0000;
+    pub const UNTRACED: u32 = 0x80_0000;
+    pub const CHILD_SETTID: u32 = 0x100_0000;
+    pub const NEWCGROUP: u32 = 0x200_0000;
+    pub const NEWUTS: u32 = 0x400_0000;
+    pub const NEWIPC: u32 = 0x800_0000;
+    pub const NEWUSER: u32 = 0x1000_0000;
+    pub const NEWPID: u32 = 0x2000_0000;
+    pub const NEWNET: u32 = 0x4000_0000;
+    pub const IO: u32 = 0x8000_0000;
+
+    /// What glibc's `pthread_create` passes.
+    pub const GLIBC_PTHREAD: u32 =
+        VM | FS | FILES | SYSVSEM | SIGHAND | THREAD | SETTLS | PARENT_SETTID | CHILD_CLEARTID;
+    /// What musl's `pthread_create` passes.
+    pub const MUSL_PTHREAD: u32 = GLIBC_PTHREAD | DETACHED;
+}
+
+/// `futex` operations and flags (Linux's; `op` is an `int`).
+pub mod futex {
+    pub const WAIT: i32 = 0;
+    pub const WAKE: i32 = 1;
+    pub const FD: i32 = 2;
+    pub const REQUEUE: i32 = 3;
+    pub const CMP_REQUEUE: i32 = 4;
+    pub const WAKE_OP: i32 = 5;
+    pub const LOCK_PI: i32 = 6;
+    pub const UNLOCK_PI: i32 = 7;
+    pub const TRYLOCK_PI: i32 = 8;
+    pub const WAIT_BITSET: i32 = 9;
+    pub const WAKE_BITSET: i32 = 10;
+    pub const WAIT_REQUEUE_PI: i32 = 11;
+    pub const CMP_REQUEUE_PI: i32 = 12;
+    pub const LOCK_PI2: i32 = 13;
+    /// The futex is private to the process: keyed by its address alone.
+    pub const PRIVATE_FLAG: i32 = 128;
+    /// `WAIT_BITSET`'s absolute timeout is on `CLOCK_REALTIME`.
+    pub const CLOCK_REALTIME: i32 = 256;
+    /// The bits of `op` that name the operation.
+    pub const CMD_MASK: i32 = !(PRIVATE_FLAG | CLOCK_REALTIME);
+    /// A bitset matching every waiter: what `WAIT` and `WAKE` use.
+    pub const BITSET_MATCH_ANY: u32 = u32::MAX;
+}
+
+/// `arch_prctl` codes (Linux's x86_64 ones; the code is an `int`).
+pub mod arch_prctl {
+    pub const SET_GS: i32 = 0x1001;
+    pub const SET_FS: i32 = 0x1002;
+    pub const GET_FS: i32 = 0x1003;
+    pub const GET_GS: i32 = 0x1004;
+}
+
+/// Linux's `TASK_SIZE_MAX` on x86_64: one page below [`USER_END`]. An FS
+/// base at or above it is `EPERM` (`arch_prctl`, `clone` with `SETTLS`).
+pub const TASK_SIZE_MAX: u64 = USER_END - 4096;
 
 /// Linux's `struct timespec` on x86_64: two 64-bit words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -293,6 +383,13 @@ mod tests {
             assert!(!nr::ALL[i + 1..].contains(a));
         }
         assert_eq!((nr::EXIT, nr::EXIT_GROUP, nr::GETTID), (60, 231, 186));
+        assert_eq!(
+            (nr::CLONE, nr::ARCH_PRCTL, nr::FUTEX, nr::SET_TID_ADDRESS),
+            (56, 158, 202, 218)
+        );
+        // The sets the C libraries pass, as their sources spell them.
+        assert_eq!(clone::GLIBC_PTHREAD, 0x003d_0f00);
+        assert_eq!(clone::MUSL_PTHREAD, 0x007d_0f00);
     }
 
     #[test]

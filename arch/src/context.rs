@@ -12,6 +12,8 @@
 
 use core::arch::asm;
 
+use crate::trap::TrapFrame;
+
 core::arch::global_asm!(
     r#"
     .section .text.context, "ax"
@@ -127,4 +129,61 @@ pub unsafe fn enter_user(rip: u64, rsp: u64, arg0: u64, arg1: u64) -> ! {
             options(noreturn)
         )
     }
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.context, "ax"
+    .global faultline_enter_user_frame
+faultline_enter_user_frame:         /* rdi = a TrapFrame on this stack */
+    movq %rdi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp                  /* vector, error */
+    iretq
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn faultline_enter_user_frame(frame: *const TrapFrame) -> !;
+}
+
+/// RFLAGS bits ring 3 may set itself (the arithmetic flags, TF, DF, NT,
+/// AC and ID); IOPL, VM, RF and the virtual-interrupt bits are not.
+const USER_FLAGS: u64 = 0x24_4dd5;
+
+/// Leaves the kernel for ring 3 with every general register, `rip`, `rsp`
+/// and the user-settable flags as `frame` has them (a `clone` child: its
+/// parent's registers). The selectors are the user's whatever the frame
+/// says, and interrupts are on.
+///
+/// # Safety
+/// As for [`enter_user`], except that `rsp` may be anything: the first
+/// use of a bad stack faults in ring 3. `frame.rip` must be a canonical
+/// user address, or the `iretq` itself faults in the kernel.
+pub unsafe fn enter_user_frame(frame: &TrapFrame) -> ! {
+    let sel = crate::gdt::selectors();
+    let mut f = frame.clone();
+    f.cs = sel.user_code.0.into();
+    f.ss = sel.user_data.0.into();
+    f.rflags = (f.rflags & USER_FLAGS) | 0x202;
+    // SAFETY: `f` lives in this frame, which is never returned to: the
+    // assembly makes it the stack, pops it and returns to ring 3 with
+    // iretq; interrupts stay off until then (the caller's, as for
+    // enter_user). The caller vouches for the address space and the TSS.
+    unsafe { faultline_enter_user_frame(&f) }
 }

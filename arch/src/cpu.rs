@@ -44,3 +44,18 @@ pub fn restore_interrupts(was_enabled: bool) {
 pub fn breakpoint() {
     x86_64::instructions::interrupts::int3();
 }
+
+/// The FS base (MSR `IA32_FS_BASE`): a user thread's, the kernel never
+/// uses FS.
+pub fn fs_base() -> u64 {
+    x86_64::registers::model_specific::FsBase::read().as_u64()
+}
+
+/// Sets the FS base. A non-canonical value would make `wrmsr` fault in
+/// the kernel, so it is not written; the process model never asks for one
+/// (it refuses them with EPERM).
+pub fn set_fs_base(base: u64) {
+    if let Ok(addr) = x86_64::VirtAddr::try_new(base) {
+        x86_64::registers::model_specific::FsBase::write(addr);
+    }
+}

@@ -23,7 +23,7 @@ use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::proc::{Machine, Start, System};
+use kernel::proc::{Machine, Start, System, UserRegs};
 use kernel::sync::IrqMutex;
 use kernel::task::sched::{SchedError, Tid};
 use spin::Once;
@@ -58,6 +58,9 @@ pub struct Ctx {
     /// Page-table root of the task's address space; None = the kernel's.
     root: Option<Pfn>,
     start: Start,
+    /// A user task's FS base while it is switched out (the MSR holds it
+    /// while it runs).
+    fs_base: AtomicU64,
 }
 
 /// What a switch needs of a task.
@@ -68,6 +71,7 @@ pub struct SwitchPoint {
     stack_top: Option<u64>,
     root: Option<Pfn>,
     fpu: Option<NonNull<FpuArea>>,
+    fs_base: *const AtomicU64,
 }
 
 /// A task's kernel stack: a slot in the stack region, its top
@@ -185,6 +189,7 @@ impl Machine for BootMachine {
     fn new_context(&self, start: Start, root: Option<Pfn>) -> Result<Self::Context, Errno> {
         let entry: extern "C" fn(u64) -> ! = match start {
             Start::User { .. } => user_entry,
+            Start::Clone { .. } => clone_entry,
             Start::Kernel { .. } => kernel_entry,
             // Only the idle task is made without a start of its own.
             Start::None => idle_entry,
@@ -194,18 +199,32 @@ impl Machine for BootMachine {
         // for spawn_thread's alike (they start at an entry, not as a copy).
         let fpu = match start {
             Start::User { .. } => Some(UnsafeCell::new(FpuArea::new().map_err(|_| Errno::ENOMEM)?)),
+            // A clone child starts as a copy of its parent, registers and
+            // all (as Linux copies the FPU state): the parent is the task
+            // running now, and nothing since its system call began has
+            // touched these registers (the kernel is soft-float).
+            Start::Clone { .. } => {
+                let mut area = FpuArea::new().map_err(|_| Errno::ENOMEM)?;
+                area.save();
+                Some(UnsafeCell::new(area))
+            }
             Start::Kernel { .. } | Start::None => None,
         };
         let stack = KernelStack::new()?;
         // SAFETY: the stack's pages were just mapped writable to frames
         // allocated for this task alone; `top` is page-aligned.
         let rsp = unsafe { arch::context::init_stack(stack.top(), entry, 0) };
+        let fs_base = match start {
+            Start::Clone { fs_base, .. } => fs_base,
+            _ => 0,
+        };
         try_box(Ctx {
             saved_rsp: AtomicU64::new(rsp),
             stack: Some(stack),
             fpu,
             root,
             start,
+            fs_base: AtomicU64::new(fs_base),
         })
     }
 
@@ -216,7 +235,18 @@ impl Machine for BootMachine {
             stack_top: ctx.stack.as_ref().map(KernelStack::top),
             root: ctx.root,
             fpu: ctx.fpu.as_ref().and_then(|c| NonNull::new(c.get())),
+            fs_base: &ctx.fs_base,
         }
+    }
+
+    fn fs_base(&self, _running: &Self::Context) -> u64 {
+        // Ring 3 may have changed it by loading FS: the MSR is the truth.
+        arch::cpu::fs_base()
+    }
+
+    fn set_fs_base(&self, running: &Self::Context, base: u64) {
+        running.fs_base.store(base, Ordering::Relaxed);
+        arch::cpu::set_fs_base(base);
     }
 
     // Without it, the FPU branches tip the dev profile's inliner: the
@@ -226,6 +256,17 @@ impl Machine for BootMachine {
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
         if let Some(top) = to.stack_top {
             arch::syscall::set_kernel_stack(top);
+        }
+        // The FS base belongs to user tasks alone (the kernel never uses
+        // FS), so kernel threads neither save nor load it.
+        if from.root.is_some() {
+            // SAFETY: `fs_base` points into the outgoing task's boxed Ctx,
+            // which outlives its running (see below); it is an atomic.
+            unsafe { (*from.fs_base).store(arch::cpu::fs_base(), Ordering::Relaxed) };
+        }
+        if to.root.is_some() {
+            // SAFETY: as above, in the incoming task's Ctx.
+            arch::cpu::set_fs_base(unsafe { (*to.fs_base).load(Ordering::Relaxed) });
         }
         let root = to.root.unwrap_or_else(memory::kernel_root);
         if root != arch::paging::current_root() {
@@ -282,6 +323,7 @@ pub fn init() {
         fpu: None,
         root: None,
         start: Start::None,
+        fs_base: AtomicU64::new(0),
     };
     let (Ok(boot), Ok(idle)) = (try_box(boot), BootMachine.new_context(Start::None, None)) else {
         panic!("no memory for the idle task's stack");
@@ -332,6 +374,78 @@ extern "C" fn user_entry(_: u64) -> ! {
     }
 }
 
+/// A `clone` child's first entry to ring 3: its parent's registers, as
+/// the process model decided them.
+extern "C" fn clone_entry(_: u64) -> ! {
+    kernel::sync::start_of_task();
+    match current_start() {
+        // The parent's return address: the instruction after its
+        // `syscall`, in user memory. Were it past the user half, iretq
+        // would fault in the kernel; fault the child instead.
+        Start::Clone { regs, .. } if regs.rip < abi::USER_END => {
+            // SAFETY: the switch that got here loaded the parent's address
+            // space (the child's) and this task's kernel stack; the stack
+            // pointer is the program's to get right (a bad one faults in
+            // ring 3), rip is a user address.
+            unsafe { arch::context::enter_user_frame(&trap_frame(&regs)) }
+        }
+        Start::Clone { regs, .. } => {
+            system().user_fault(13, "general protection", 0, regs.rip, None);
+            system().exit_current(-1)
+        }
+        _ => system().exit_current(-1),
+    }
+}
+
+/// The user registers a system call's trap frame holds.
+fn user_regs(f: &TrapFrame) -> UserRegs {
+    UserRegs {
+        rax: f.rax,
+        rbx: f.rbx,
+        rcx: f.rcx,
+        rdx: f.rdx,
+        rsi: f.rsi,
+        rdi: f.rdi,
+        rbp: f.rbp,
+        rsp: f.rsp,
+        r8: f.r8,
+        r9: f.r9,
+        r10: f.r10,
+        r11: f.r11,
+        r12: f.r12,
+        r13: f.r13,
+        r14: f.r14,
+        r15: f.r15,
+        rip: f.rip,
+        rflags: f.rflags,
+    }
+}
+
+/// A trap frame returning to `r` (enter_user_frame sets the selectors).
+fn trap_frame(r: &UserRegs) -> TrapFrame {
+    TrapFrame {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rbp: r.rbp,
+        rdi: r.rdi,
+        rsi: r.rsi,
+        rdx: r.rdx,
+        rcx: r.rcx,
+        rbx: r.rbx,
+        rax: r.rax,
+        rip: r.rip,
+        rflags: r.rflags,
+        rsp: r.rsp,
+        ..TrapFrame::default()
+    }
+}
+
 /// Entry from `arch::syscall`, with interrupts off and on the task's
 /// kernel stack.
 fn syscall_entry(frame: &mut TrapFrame) {
@@ -341,7 +455,9 @@ fn syscall_entry(frame: &mut TrapFrame) {
     let args = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
-    frame.rax = system().syscall(frame.rax, args);
+    let regs = || user_regs(frame);
+    let rax = system().syscall(frame.rax, args, &regs);
+    frame.rax = rax;
     arch::cpu::disable_interrupts();
 }
 

@@ -29,6 +29,9 @@ fn main(booted: &'static Booted) -> ! {
             threads_made_while_a_program_ends_never_outlive_it,
             running_out_of_memory_is_an_error_code_then_hello_runs,
             vector_registers_are_per_thread_and_their_faults_end_the_program,
+            linux_threads_clone_futexes_and_fs_bases_work_in_ring3,
+            a_clone_child_on_a_bad_stack_faults_in_ring3_not_the_kernel,
+            clone_threads_leave_nothing_behind,
         ],
     )
 }
@@ -360,4 +363,49 @@ fn vector_registers_are_per_thread_and_their_faults_end_the_program(_: &'static 
     assert_eq!(run("sse", "mf"), abi::killed_status(16), "sse mf");
     // The faults left nothing behind: the registers still work per thread.
     assert_eq!(run("sse", args), 0, "sse {args} again");
+}
+
+/// `threads` clones with musl's and glibc's flag sets and checks every
+/// register of both sides, the FS base through arch_prctl and through
+/// FS-relative loads across switches, futex results and timeouts, a
+/// token ring of futex waits under preemption, requeue, and 200 threads
+/// joined; it exits 0 only if all held.
+fn linux_threads_clone_futexes_and_fs_bases_work_in_ring3(_: &'static Booted) {
+    assert_eq!(run("threads", ""), 0);
+}
+
+/// Linux does not check clone's stack pointer: the child's first push
+/// faults in ring 3 (a user page fault for the kernel half, a stack or
+/// general protection fault for a non-canonical address), ending the
+/// program; the kernel's own iretq to that stack must not fault.
+fn a_clone_child_on_a_bad_stack_faults_in_ring3_not_the_kernel(_: &'static Booted) {
+    assert_eq!(run("threads", "badsp-kernel"), abi::killed_status(14));
+    // A stack fault on real CPUs; QEMU's TCG raises a general protection
+    // fault for a non-canonical stack access.
+    let status = run("threads", "badsp-noncanonical");
+    assert!(
+        [abi::killed_status(12), abi::killed_status(13)].contains(&status),
+        "status {status}"
+    );
+    assert_eq!(run("hello", "after-bad-stacks"), 42);
+}
+
+/// Clone threads are reaped without a wait: runs of `threads` (over 200
+/// threads each) leave no record, kernel stack frame or context behind.
+fn clone_threads_leave_nothing_behind(_: &'static Booted) {
+    assert_eq!(run("threads", ""), 0);
+    let tasks = || system().with_sched(|s| s.tasks().count());
+    let (frames, heap, records) = (unowned_frames(), boot::heap::stats().used, tasks());
+    for _ in 0..3 {
+        assert_eq!(run("threads", ""), 0);
+        assert_eq!(system().detached_zombies(), 0);
+        assert_eq!(system().process_count(), 0);
+    }
+    assert_eq!(tasks(), records, "task records left");
+    assert_eq!(unowned_frames(), frames, "frames leaked");
+    // The scheduler keeps an entry for every tid ever used (at most 4096,
+    // under 16 bytes each), so the heap may grow by that much; a boxed
+    // context (over 200 bytes) lost per thread would be 600 of them.
+    let grown = boot::heap::stats().used.saturating_sub(heap);
+    assert!(grown <= 64 * 1024, "heap grew by {grown} bytes");
 }

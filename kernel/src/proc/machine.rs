@@ -16,6 +16,33 @@ use crate::mm::pte::PteFormat;
 use crate::mm::tlb::TlbFlush;
 use abi::Errno;
 
+/// A user thread's registers as a system call found them: the general
+/// registers (`rcx` and `r11` hold what `syscall` put there: the return
+/// address and the flags), the instruction pointer it returns to and its
+/// flags. Portable, so that `clone` is decided here and only carried out
+/// by the machine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UserRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub rsp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
 /// How a new task begins.
 #[derive(Debug, Clone, Copy)]
 pub enum Start {
@@ -33,6 +60,11 @@ pub enum Start {
         arg0: u64,
         arg1: u64,
     },
+    /// A user thread entering ring 3 with exactly `regs` (a `clone` child:
+    /// its parent's registers with rax 0 and the new stack) and FS base
+    /// `fs_base`. The machine may sanitise the flags as its CPU requires
+    /// (interrupts on, no I/O privilege), nothing else.
+    Clone { regs: UserRegs, fs_base: u64 },
 }
 
 pub trait Machine: Sync + Sized + 'static {
@@ -67,6 +99,14 @@ pub trait Machine: Sync + Sized + 'static {
     /// (None: the kernel's). `ENOMEM` when no stack can be had.
     fn new_context(&self, start: Start, root: Option<Pfn>) -> Result<Self::Context, Errno>;
     fn switch_point(ctx: &Self::Context) -> Self::SwitchPoint;
+    /// The FS base of the running task, whose context is `ctx`: what
+    /// `ARCH_GET_FS` reports and a `clone` child without `CLONE_SETTLS`
+    /// inherits. A new context starts with 0 (`Start::Clone`: its own).
+    fn fs_base(&self, ctx: &Self::Context) -> u64;
+    /// Sets the running task's FS base (`ctx` is its context) at once and
+    /// for every later switch to it. The caller has checked that `base` is
+    /// a user address.
+    fn set_fs_base(&self, ctx: &Self::Context, base: u64);
     /// Saves the running task into `from` and resumes `to`; returns when
     /// something switches back to `from`. Called with interrupts off and
     /// no lock held.

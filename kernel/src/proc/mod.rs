@@ -28,6 +28,14 @@
 //! and the address space destroyed, so no thread ever runs on a space that
 //! is gone.
 //!
+//! # Threads
+//!
+//! `clone` threads (clone.rs) are detached in the scheduler: nobody waits
+//! for them, and their records are reaped by whoever exits or clones
+//! next, once they are off the CPU. At its exit a thread stores 0 at its
+//! `clear_child_tid` word and wakes one futex waiter there (futex.rs):
+//! that is how `pthread_join` learns of the end.
+//!
 //! # Memory
 //!
 //! No system call allocates from the heap infallibly: descriptor tables
@@ -41,8 +49,10 @@
 //! order: `procs`, then `pipes`, then `sched`. No lock is held across a
 //! context switch. See docs/locking.md.
 
+mod clone;
 mod entry;
 mod fd;
+mod futex;
 mod machine;
 mod pipes;
 mod syscall;
@@ -63,7 +73,7 @@ use crate::task::elf;
 use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, Start};
+pub use machine::{Machine, Start, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -116,12 +126,37 @@ impl core::fmt::Display for SpawnError {
     }
 }
 
+/// What a task's scheduler record carries: the machine's context, and the
+/// per-thread words of Linux's thread model.
+pub struct TaskExt<M: Machine> {
+    ctx: M::Context,
+    /// `CLONE_CHILD_CLEARTID` or `set_tid_address`: at exit, 0 is stored
+    /// here and one futex waiter woken. 0: none.
+    clear_child_tid: u64,
+}
+
+impl<M: Machine> TaskExt<M> {
+    fn new(ctx: M::Context) -> Self {
+        TaskExt {
+            ctx,
+            clear_child_tid: 0,
+        }
+    }
+
+    pub fn context(&self) -> &M::Context {
+        &self.ctx
+    }
+}
+
 /// The portable kernel: every task, process and pipe.
 pub struct System<M: Machine> {
     m: M,
     procs: IrqMutex<Vec<Process<M>>>,
     pipes: IrqMutex<PipeTable>,
-    sched: IrqMutex<Scheduler<M::Context>>,
+    sched: IrqMutex<Scheduler<TaskExt<M>>>,
+    /// The futex hash buckets: wait queues made at boot, so that waits and
+    /// wakes never allocate.
+    futexes: futex::Futexes,
     /// The running task, as the last switch left it: `gettid` and every
     /// lookup of the current task read it without taking the scheduler's
     /// lock (one CPU; the SMP issue makes it per CPU).
@@ -148,16 +183,22 @@ impl<M: Machine> System<M> {
     /// A system whose boot thread (tid 1) is the caller, running on
     /// `boot` (its context), with an idle task (tid 0) on `idle`.
     pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
+        let mut sched = Scheduler::with_ext(
+            TIME_SLICE_TICKS,
+            crate::task::sched::MAX_TASKS,
+            TaskExt::new(idle),
+            TaskExt::new(boot),
+        );
+        // A few hundred bytes at boot: no program is running to be told.
+        let Some(futexes) = futex::Futexes::new(&mut sched) else {
+            panic!("no memory for the futex wait queues at boot");
+        };
         System {
             m,
             procs: IrqMutex::new(Vec::new()),
             pipes: IrqMutex::new(PipeTable::new()),
-            sched: IrqMutex::new(Scheduler::with_ext(
-                TIME_SLICE_TICKS,
-                crate::task::sched::MAX_TASKS,
-                idle,
-                boot,
-            )),
+            sched: IrqMutex::new(sched),
+            futexes,
             kills_in_flight: AtomicUsize::new(0),
             current: AtomicU32::new(crate::task::sched::BOOT),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
@@ -169,7 +210,7 @@ impl<M: Machine> System<M> {
     }
 
     /// Runs `f` on the scheduler, with its lock held.
-    pub fn with_sched<R>(&self, f: impl FnOnce(&mut Scheduler<M::Context>) -> R) -> R {
+    pub fn with_sched<R>(&self, f: impl FnOnce(&mut Scheduler<TaskExt<M>>) -> R) -> R {
         f(&mut self.sched.lock())
     }
 
@@ -191,7 +232,7 @@ impl<M: Machine> System<M> {
     /// start from it).
     pub fn with_current_context<R>(&self, f: impl FnOnce(Option<&M::Context>) -> R) -> R {
         let s = self.sched.lock();
-        f(s.ext(s.current()))
+        f(s.ext(s.current()).map(TaskExt::context))
     }
 
     /// Runs `f` on the running task's process; `ESRCH` for a kernel thread.
@@ -216,7 +257,9 @@ impl<M: Machine> System<M> {
         let points = {
             let s = self.sched.lock();
             match (s.ext(sw.from), s.ext(sw.to)) {
-                (Some(from), Some(to)) => Some((M::switch_point(from), M::switch_point(to))),
+                (Some(from), Some(to)) => {
+                    Some((M::switch_point(&from.ctx), M::switch_point(&to.ctx)))
+                }
                 _ => None,
             }
         };
@@ -242,6 +285,15 @@ impl<M: Machine> System<M> {
         let now = self.m.now_ns();
         let sw = {
             let mut s = self.sched.lock();
+            // Interrupts stay off from a scheduling decision to its switch:
+            // a tick in between would switch away from the task decided on
+            // while still on the stack of the one it replaces.
+            if s.current() != self.current() {
+                panic!(
+                    "a tick between the switch to {} and its carrying out",
+                    s.current()
+                );
+            }
             if s.tick(now) { s.schedule() } else { None }
         };
         self.switch_if(sw);
@@ -304,12 +356,15 @@ impl<M: Machine> System<M> {
             .map_err(|_| SchedError::NoMemory)?;
         self.sched
             .lock()
-            .spawn(name, None, Priority::NORMAL, false, ctx)
+            .spawn(name, None, Priority::NORMAL, false, TaskExt::new(ctx))
     }
 
     /// Ends the current task with `status`. A killed task keeps the
     /// status its killer gave.
     pub fn exit_current(&self, status: i64) -> ! {
+        self.clear_child_tid();
+        // Detached threads that exited before are off their stacks now.
+        self.reap_detached();
         let _off = IrqOff::new();
         let sw = {
             let mut s = self.sched.lock();
@@ -326,7 +381,7 @@ impl<M: Machine> System<M> {
     }
 
     /// Asks `tid` to exit with `status` at its next boundary.
-    fn request_kill(&self, s: &mut Scheduler<M::Context>, tid: Tid, status: i64) {
+    fn request_kill(&self, s: &mut Scheduler<TaskExt<M>>, tid: Tid, status: i64) {
         // Counted only when this call set it: a zombie is left without one.
         let before = s.kill_pending(tid);
         if s.request_kill(tid, status).is_ok() && before.is_none() && s.kill_pending(tid).is_some()
@@ -468,14 +523,15 @@ impl<M: Machine> System<M> {
         if procs.try_reserve(1).is_err() {
             return Err((SpawnError::Load(Errno::ENOMEM), space));
         }
-        let pid = match self
-            .sched
-            .lock()
-            .spawn(name, None, Priority::NORMAL, true, ctx)
-        {
-            Ok(pid) => pid,
-            Err(e) => return Err((SpawnError::Task(e), space)),
-        };
+        let pid =
+            match self
+                .sched
+                .lock()
+                .spawn(name, None, Priority::NORMAL, true, TaskExt::new(ctx))
+            {
+                Ok(pid) => pid,
+                Err(e) => return Err((SpawnError::Task(e), space)),
+            };
         let mut fds = FdTable::new();
         fds.open_at(abi::STDOUT, File::Console);
         fds.open_at(abi::STDERR, File::Console);

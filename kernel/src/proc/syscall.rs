@@ -9,7 +9,7 @@
 
 use abi::{Errno, Timespec, clock, nr};
 
-use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System};
+use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, UserRegs};
 use crate::sync::IrqOff;
 use crate::task::sched::{Priority, SchedError, WaitResult};
 use crate::task::uaccess;
@@ -35,8 +35,16 @@ fn int(reg: u64) -> i32 {
 impl<M: Machine> System<M> {
     /// Runs system call `number` with arguments `a` (rdi, rsi, rdx, r10,
     /// r8, r9) for the current task; returns what goes back in rax.
-    pub fn syscall(&self, number: u64, a: [u64; 6]) -> u64 {
+    /// `user_regs` gives every register the call was made with, for the
+    /// calls that copy them (`clone`); only they call it, so the others
+    /// pay nothing for it.
+    pub fn syscall(&self, number: u64, a: [u64; 6], user_regs: &dyn Fn() -> UserRegs) -> u64 {
         let result = match number {
+            // Threads (clone.rs, futex.rs).
+            nr::CLONE => self.sys_clone(a[0], a[1], a[2], a[3], a[4], user_regs),
+            nr::ARCH_PRCTL => self.sys_arch_prctl(int(a[0]), a[1]),
+            nr::FUTEX => self.sys_futex(a[0], int(a[1]), a[2] as u32, a[3], a[4], a[5] as u32),
+            nr::SET_TID_ADDRESS => Ok(self.sys_set_tid_address(a[0])),
             nr::READ => self.sys_read(fd(a[0]), a[1], a[2]),
             nr::WRITE => self.sys_write(fd(a[0]), a[1], a[2]),
             nr::CLOSE => self.sys_close(fd(a[0])),
@@ -312,7 +320,13 @@ impl<M: Machine> System<M> {
             return Err(Errno::EAGAIN);
         }
         let tid = s
-            .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ctx)
+            .spawn(
+                name.as_str(),
+                Some(pid),
+                Priority::NORMAL,
+                true,
+                super::TaskExt::new(ctx),
+            )
             .map_err(|_| Errno::EAGAIN)?;
         Ok(tid as u64)
     }

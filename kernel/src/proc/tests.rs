@@ -102,6 +102,8 @@ struct HostMachine {
 struct HostCtx {
     id: usize,
     live: Arc<AtomicUsize>,
+    /// The FS base, as the machine keeps it per task.
+    fs_base: AtomicU64,
 }
 
 impl Drop for HostCtx {
@@ -128,6 +130,7 @@ impl HostMachine {
         HostCtx {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             live: self.live_contexts.clone(),
+            fs_base: AtomicU64::new(0),
         }
     }
 
@@ -136,10 +139,15 @@ impl HostMachine {
     fn start_thread(&self, id: usize, start: Start) {
         let baton = self.baton.clone();
         let program = match start {
-            // The ELF entry is the main thread's; threads start in slots.
+            // The ELF entry is the main thread's; threads (spawn_thread's
+            // entries, and where clone children resume) start in slots.
             Start::User { rip: TEXT, .. } => self.next_main.lock().unwrap().take(),
-            Start::User { rip, .. } => {
-                let slot = ((rip - TEXT) / 16) as usize - 1;
+            Start::User { rip, .. }
+            | Start::Clone {
+                regs: UserRegs { rip, .. },
+                ..
+            } => {
+                let slot = (rip.wrapping_sub(TEXT) / 16).wrapping_sub(1) as usize;
                 self.threads.lock().unwrap().get(slot).cloned()
             }
             _ => None,
@@ -148,33 +156,33 @@ impl HostMachine {
         std::thread::spawn(move || {
             baton.wait_for(id);
             let sys = sys_cell.expect("system");
+            // A task that panics holds the CPU for good: poison the baton,
+            // so that the test's thread fails instead of waiting forever.
+            let _guard = PoisonOnPanic(baton.clone());
             match (start, program) {
                 (Start::Kernel { entry, arg }, _) => {
                     let status = entry(arg);
                     sys.exit_current(status)
+                }
+                (Start::Clone { regs, .. }, Some(program)) => {
+                    let user = User {
+                        sys,
+                        arg: regs.rdi,
+                        rsp: regs.rsp,
+                        start: Some(regs),
+                    };
+                    let status = run_program(sys, &*program, &user);
+                    user.call(nr::EXIT, &[status as u64]);
+                    unreachable!("exit returned")
                 }
                 (Start::User { arg0, rsp, rip, .. }, Some(program)) => {
                     let user = User {
                         sys,
                         arg: arg0,
                         rsp,
+                        start: None,
                     };
-                    // A failed assertion in a program must fail the test,
-                    // not leave this thread dead with the baton in hand.
-                    let run =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program(&user)));
-                    let status = match run {
-                        Ok(status) => status,
-                        Err(why) => {
-                            let text = why
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_default();
-                            sys.m.panics.lock().unwrap().push(text);
-                            -1
-                        }
-                    };
+                    let status = run_program(sys, &*program, &user);
                     // As rt does: the main function's end ends the program,
                     // a thread's end only the thread.
                     let end = if rip == TEXT {
@@ -186,9 +194,44 @@ impl HostMachine {
                     unreachable!("exit returned")
                 }
                 (Start::None, _) => idle(sys, &baton),
-                (Start::User { .. }, None) => panic!("no program for this thread"),
+                (Start::User { .. } | Start::Clone { .. }, None) => {
+                    panic!("no program for this thread")
+                }
             }
         });
+    }
+}
+
+/// Runs a program body; a failed assertion in it becomes a recorded
+/// panic the test's own thread reports, and the thread exits with -1
+/// instead of dying with the baton in hand.
+fn run_program(
+    sys: &System<HostMachine>,
+    program: &(dyn Fn(&User) -> i64 + Send + Sync),
+    user: &User,
+) -> i64 {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program(user)));
+    match run {
+        Ok(status) => status,
+        Err(why) => {
+            let text = why
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            sys.m.panics.lock().unwrap().push(text);
+            -1
+        }
+    }
+}
+
+struct PoisonOnPanic(Arc<Baton>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+        }
     }
 }
 
@@ -247,6 +290,9 @@ impl Machine for HostMachine {
         // the machine's, not the kernel's.
         crate::testutil::alloc::normal(|| {
             let ctx = self.context();
+            if let Start::Clone { fs_base, .. } = start {
+                ctx.fs_base.store(fs_base, Ordering::SeqCst);
+            }
             self.start_thread(ctx.id, start);
             Ok(ctx)
         })
@@ -256,9 +302,20 @@ impl Machine for HostMachine {
         ctx.id
     }
 
+    fn fs_base(&self, ctx: &HostCtx) -> u64 {
+        ctx.fs_base.load(Ordering::SeqCst)
+    }
+
+    fn set_fs_base(&self, ctx: &HostCtx, base: u64) {
+        ctx.fs_base.store(base, Ordering::SeqCst);
+    }
+
     fn switch(&self, from: usize, to: usize) {
-        self.baton.hand_to(to);
-        self.baton.wait_for(from);
+        // The baton stands for the CPU: its allocations are not the kernel's.
+        crate::testutil::alloc::normal(|| {
+            self.baton.hand_to(to);
+            self.baton.wait_for(from);
+        });
     }
 }
 
@@ -269,19 +326,62 @@ struct User {
     arg: u64,
     /// The stack pointer the thread started with.
     rsp: u64,
+    /// A clone child's registers as the machine was told to start it.
+    start: Option<UserRegs>,
+}
+
+/// The registers a test program makes its calls with, besides the call's
+/// own: distinct values, so that a copy that mixed them up shows.
+fn caller_regs(number: u64, a: [u64; 6]) -> UserRegs {
+    UserRegs {
+        rax: number,
+        rbx: 0xb0b0,
+        rcx: TEXT + 2,
+        rdx: a[2],
+        rsi: a[1],
+        rdi: a[0],
+        rbp: 0xb9b9,
+        rsp: DATA + DATA_LEN - 0x800,
+        r8: a[4],
+        r9: a[5],
+        r10: a[3],
+        r11: 0x246,
+        r12: 0x1212,
+        r13: 0x1313,
+        r14: 0x1414,
+        r15: 0x1515,
+        rip: TEXT + 2,
+        rflags: 0x246,
+    }
 }
 
 impl User {
     /// One system call and the return to user mode after it.
     fn call(&self, number: u64, args: &[u64]) -> i64 {
-        let mut a = [0; 6];
-        a[..args.len()].copy_from_slice(args);
-        let rax = self.sys.syscall(number, a);
+        self.call_from(number, args, TEXT + 2)
+    }
+
+    /// A system call made by the instruction before `rip` (what a clone
+    /// child resumes at: its entry, see `World::thread`).
+    fn call_from(&self, number: u64, args: &[u64], rip: u64) -> i64 {
+        let rax = self.raw_call(number, args, rip);
         self.sys.return_to_user();
         // The lock-free current tid agrees with the scheduler's.
         let sched = self.sys.with_sched(|s| s.current());
         assert_eq!(self.sys.current(), sched, "current() is stale");
-        rax as i64
+        rax
+    }
+
+    /// The call without the return to user mode: a kill's EINTR shows.
+    fn raw_call(&self, number: u64, args: &[u64], rip: u64) -> i64 {
+        let mut a = [0; 6];
+        a[..args.len()].copy_from_slice(args);
+        let regs = || UserRegs {
+            rip,
+            rcx: rip,
+            ..caller_regs(number, a)
+        };
+        self.sys.syscall(number, a, &regs) as i64
     }
 
     /// The program's own store, through the simulated MMU as the CPU
@@ -325,6 +425,8 @@ impl User {
         self.call(nr::SPAWN_THREAD, &[entry, DATA + DATA_LEN, arg])
     }
 }
+
+mod threads;
 
 const EFAULT: i64 = -(Errno::EFAULT as i64);
 const EBADF: i64 = -(Errno::EBADF as i64);

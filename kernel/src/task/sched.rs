@@ -34,6 +34,10 @@
 //! An exited task keeps its record (a zombie) until it is reaped, so that a
 //! waiter can still collect its status. Tids are not reused while a record
 //! or a task group carries them, so a stale tid never names a new task.
+//! A detached task (Linux's `CLONE_THREAD` threads) has no waiter: nobody
+//! may wait for it, and once it has exited [`Scheduler::reap_detached`]
+//! hands its record to whoever runs next to free it (its own kernel stack
+//! cannot be freed while it is still on it).
 //!
 //! Each record carries a payload `X` of the caller's ([`Scheduler::ext`]):
 //! the executor keeps a task's context there, so one record per task holds
@@ -65,7 +69,9 @@
 //!   non-empty run queues, so the best one is found in a few words. Idle is
 //!   in none: it is the fallback when all are empty.
 //! * `Blocked(Queue(q))` tasks are on wait queue `q`, FIFO, through the
-//!   same queue link (a task is never both ready and blocked).
+//!   same queue link (a task is never both ready and blocked). Each carries
+//!   a [`WaitTag`], so that one queue can hold waiters for different
+//!   things and a wake picks only those it is for (the futex buckets).
 //! * `Blocked(Sleep)` tasks, and queue waiters that gave a deadline, are
 //!   on the timer list through their timer link, ordered by (deadline,
 //!   tid), so a tick finds the expired ones at its head without looking at
@@ -74,7 +80,9 @@
 //!   whom they wait for, and an exit scans the table for its waiters. Exits
 //!   are rare and the table is small, so a scan is cheaper than keeping a
 //!   list right.
-//! * Running and Exited tasks are in none.
+//! * Exited tasks that were detached ([`Scheduler::detach`]) are on the
+//!   zombie list, through the queue link, until they are reaped; other
+//!   Running and Exited tasks are in none.
 //!
 //! A link not in use is empty. The table's free record slots, and the free
 //! wait-queue slots, are chained through themselves; a wait queue's id
@@ -266,6 +274,8 @@ pub enum SchedError {
     Interrupted,
     /// A table could not grow: the heap is exhausted. Nothing changed.
     NoMemory,
+    /// A wait for a detached task, which nobody may wait for.
+    Detached,
 }
 
 /// The outcome of [`Scheduler::wait_for`].
@@ -298,6 +308,18 @@ pub struct TaskInfo {
     /// return to user mode), so whatever its kernel stack holds is released
     /// on the way out; until then it never blocks again.
     pub kill_pending: Option<i64>,
+    /// Nobody waits for it: its record is reaped by others once it has
+    /// exited ([`Scheduler::reap_detached`]).
+    pub detached: bool,
+}
+
+/// What a task blocked on a wait queue waits for, when the queue's waiters
+/// wait for different things: a key, and bits a wake must share with the
+/// waiter's to wake it. Plain queues leave it at the default.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WaitTag {
+    pub key: [u64; 2],
+    pub bits: u32,
 }
 
 /// A task's neighbours on one intrusive list; both None when on none.
@@ -340,6 +362,8 @@ struct Task<X> {
     queue: Link,
     /// On the timer list.
     timer: Link,
+    /// Set while on a wait queue.
+    tag: WaitTag,
     ext: X,
 }
 
@@ -693,6 +717,8 @@ pub struct Scheduler<X = ()> {
     queues: WaitQueues,
     /// Every task blocked with a deadline, by (deadline, tid).
     timers: List,
+    /// Detached tasks that have exited, oldest first, not yet reaped.
+    zombies: List,
     current: Tid,
     time_slice: u64,
     /// The latest time a tick brought.
@@ -728,6 +754,7 @@ impl<X> Scheduler<X> {
                 free: None,
             },
             timers: List::default(),
+            zombies: List::default(),
             current: BOOT,
             time_slice,
             now: 0,
@@ -845,6 +872,7 @@ impl<X> Scheduler<X> {
             user,
             wake: WakeReason::Woken,
             kill_pending: None,
+            detached: false,
         };
         let task = Task {
             info,
@@ -852,6 +880,7 @@ impl<X> Scheduler<X> {
             slice_used: 0,
             queue: Link::default(),
             timer: Link::default(),
+            tag: WaitTag::default(),
             ext,
         };
         self.tasks.insert(tid, task);
@@ -1034,6 +1063,17 @@ impl<X> Scheduler<X> {
         q: QueueId,
         deadline_ns: Option<u64>,
     ) -> Result<Option<Switch>, SchedError> {
+        self.block_current_tagged(q, deadline_ns, WaitTag::default())
+    }
+
+    /// [`Scheduler::block_current`], waiting for `tag` (see
+    /// [`Scheduler::wake_tagged`]).
+    pub fn block_current_tagged(
+        &mut self,
+        q: QueueId,
+        deadline_ns: Option<u64>,
+        tag: WaitTag,
+    ) -> Result<Option<Switch>, SchedError> {
         if self.current == IDLE {
             return Err(SchedError::IdleTask);
         }
@@ -1050,6 +1090,9 @@ impl<X> Scheduler<X> {
         if deadline_ns.is_some_and(|d| d <= self.now) {
             self.set_wake(self.current, WakeReason::TimedOut);
             return Ok(None);
+        }
+        if let Some(t) = self.tasks.get_mut(self.current) {
+            t.tag = tag;
         }
         Ok(Some(self.block(Blocked::Queue(q), deadline_ns)))
     }
@@ -1069,6 +1112,80 @@ impl<X> Scheduler<X> {
             n += 1;
         }
         n
+    }
+
+    /// Wakes (Woken), longest waiting first, at most `max` of the tasks on
+    /// `q` whose tag has `key` and shares a bit with `bits`; returns how
+    /// many. The others keep their places.
+    pub fn wake_tagged(&mut self, q: QueueId, key: [u64; 2], bits: u32, max: usize) -> usize {
+        let mut woken = 0;
+        let mut at = self.queues.get(q).and_then(|l| l.head);
+        while let Some(tid) = at {
+            if woken >= max {
+                break;
+            }
+            // Read before the wake unlinks it.
+            at = self.tasks.link(tid, Chain::Queue).next;
+            let tag = self.tasks.get(tid).map(|t| t.tag);
+            if tag.is_some_and(|t| t.key == key && t.bits & bits != 0) {
+                self.make_ready(tid, WakeReason::Woken);
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Linux's futex requeue: of the tasks on `from` whose tag has `key`,
+    /// longest waiting first, wakes (Woken) the first `wake`, then moves
+    /// the next `requeue` to `to` with their key changed to `new_key`
+    /// (their bits and deadlines stay). A moved task goes to the tail of
+    /// `to`, behind every task already there, unless neither its queue nor
+    /// its key changes (a requeue onto itself). Returns how many were woken
+    /// or moved.
+    pub fn requeue_tagged(
+        &mut self,
+        from: QueueId,
+        key: [u64; 2],
+        to: QueueId,
+        new_key: [u64; 2],
+        wake: usize,
+        requeue: usize,
+    ) -> Result<usize, SchedError> {
+        if self.queues.get(from).is_none() || self.queues.get(to).is_none() {
+            return Err(SchedError::NoSuchQueue);
+        }
+        let (mut woken, mut moved) = (0, 0);
+        let mut at = self.queues.get(from).and_then(|l| l.head);
+        while let Some(tid) = at {
+            if woken >= wake && moved >= requeue {
+                break;
+            }
+            at = self.tasks.link(tid, Chain::Queue).next;
+            if self.tasks.get(tid).is_none_or(|t| t.tag.key != key) {
+                continue;
+            }
+            if woken < wake {
+                self.make_ready(tid, WakeReason::Woken);
+                woken += 1;
+                continue;
+            }
+            if from != to || key != new_key {
+                // On the same queue the walk meets it again at the tail,
+                // under its new key, and passes it by.
+                if let Some(list) = self.queues.get_mut(from) {
+                    self.tasks.unlink(list, tid, Chain::Queue);
+                }
+                if let Some(list) = self.queues.get_mut(to) {
+                    self.tasks.push_back(list, tid, Chain::Queue);
+                }
+                self.set_state(tid, State::Blocked(Blocked::Queue(to)));
+            }
+            if let Some(t) = self.tasks.get_mut(tid) {
+                t.tag.key = new_key;
+            }
+            moved += 1;
+        }
+        Ok(woken + moved)
     }
 
     /// Takes the running current task off the CPU into `why`, and runs the
@@ -1128,6 +1245,9 @@ impl<X> Scheduler<X> {
             State::Blocked(Blocked::Queue(q)) => {
                 if let Some(list) = self.queues.get_mut(q) {
                     self.tasks.unlink(list, tid, Chain::Queue);
+                }
+                if let Some(t) = self.tasks.get_mut(tid) {
+                    t.tag = WaitTag::default();
                 }
             }
             _ => {}
@@ -1204,6 +1324,9 @@ impl<X> Scheduler<X> {
     fn finish(&mut self, tid: Tid, status: i64) {
         self.unlink(tid);
         self.set_state(tid, State::Exited(status));
+        if self.tasks.get(tid).is_some_and(|t| t.info.detached) {
+            self.tasks.push_back(&mut self.zombies, tid, Chain::Queue);
+        }
         if let Some(g) = self.group_of(tid).and_then(|pid| self.tasks.group_mut(pid)) {
             g.live = g.live.saturating_sub(1);
         }
@@ -1235,6 +1358,9 @@ impl<X> Scheduler<X> {
         let state = self.state(target).ok_or(SchedError::NoSuchTask)?;
         if self.group_of(target) != self.group_of(me) {
             return Err(SchedError::NotInGroup);
+        }
+        if self.tasks.get(target).is_some_and(|t| t.info.detached) {
+            return Err(SchedError::Detached);
         }
         if let State::Exited(_) = state {
             let (status, ext) = self.reap(target)?;
@@ -1280,11 +1406,46 @@ impl<X> Scheduler<X> {
         if tid == self.current {
             return Err(SchedError::NotExited);
         }
+        if self.tasks.get(tid).is_some_and(|t| t.info.detached) {
+            self.tasks.unlink(&mut self.zombies, tid, Chain::Queue);
+        }
         let task = self.tasks.remove(tid).ok_or(SchedError::NoSuchTask)?;
         if let Some(g) = self.tasks.group_mut(task.info.group) {
             g.records = g.records.saturating_sub(1);
         }
         Ok((status, task.ext))
+    }
+
+    /// Marks `tid` detached: nobody may wait for it, and once it has
+    /// exited [`Scheduler::reap_detached`] gives its record up.
+    pub fn detach(&mut self, tid: Tid) -> Result<(), SchedError> {
+        if tid == IDLE {
+            return Err(SchedError::IdleTask);
+        }
+        let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
+        if task.info.detached {
+            return Ok(());
+        }
+        task.info.detached = true;
+        if matches!(task.info.state, State::Exited(_)) {
+            self.tasks.push_back(&mut self.zombies, tid, Chain::Queue);
+        }
+        Ok(())
+    }
+
+    /// Removes the record of the detached task that exited first, unless
+    /// it is the current one (still on its stack); returns its tid, status
+    /// and payload, for the caller to free.
+    pub fn reap_detached(&mut self) -> Option<(Tid, i64, X)> {
+        let mut at = self.zombies.head;
+        while let Some(tid) = at {
+            if tid != self.current {
+                let (status, ext) = self.reap(tid).ok()?;
+                return Some((tid, status, ext));
+            }
+            at = self.tasks.link(tid, Chain::Queue).next;
+        }
+        None
     }
 
     // ---- Small accessors ----
@@ -1323,6 +1484,7 @@ impl<X> Scheduler<X> {
         self.check_timers()?;
         self.check_unused_links()?;
         self.check_waits()?;
+        self.check_zombies()?;
         self.check_groups()
     }
 
@@ -1583,6 +1745,7 @@ impl<X> Scheduler<X> {
             let queued = match t.info.state {
                 State::Ready => t.info.tid != IDLE,
                 State::Blocked(Blocked::Queue(_)) => true,
+                State::Exited(_) => t.info.detached,
                 _ => false,
             };
             if !queued && t.queue != Link::default() {
@@ -1590,6 +1753,10 @@ impl<X> Scheduler<X> {
                     "{} is on no queue but linked {:?}",
                     t.info.tid, t.queue
                 ));
+            }
+            let waiting = matches!(t.info.state, State::Blocked(Blocked::Queue(_)));
+            if !waiting && t.tag != WaitTag::default() {
+                return Err(format!("{} is on no wait queue but tagged", t.info.tid));
             }
             if t.deadline.is_none() && t.timer != Link::default() {
                 return Err(format!(
@@ -1626,6 +1793,27 @@ impl<X> Scheduler<X> {
                     _ => break,
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The zombie list holds exactly the detached tasks that have exited.
+    fn check_zombies(&self) -> Result<(), String> {
+        let tids = self
+            .check_list(&self.zombies, Chain::Queue)
+            .map_err(|e| format!("zombie list: {e}"))?;
+        let want: Vec<Tid> = self
+            .tasks
+            .iter()
+            .filter(|t| t.info.detached && matches!(t.info.state, State::Exited(_)))
+            .map(|t| t.info.tid)
+            .collect();
+        let mut listed = tids.clone();
+        listed.sort_unstable();
+        if listed != want {
+            return Err(format!(
+                "zombie list {tids:?}, detached exited tasks {want:?}"
+            ));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The runtime every Faultline user program links: the `_start` entry point,
-//! typed system-call wrappers, `print!`/`println!`, a panic handler and a
-//! small thread helper. docs/abi.md describes the calls themselves.
+//! typed system-call wrappers, `print!`/`println!`, a panic handler and
+//! threads (`spawn` and `join`, over `clone` and futexes). docs/abi.md
+//! describes the calls themselves.
 //!
 //! A program is `#![no_std] #![no_main]` and names its main function with
 //! [`entry!`]:
@@ -30,7 +31,7 @@ pub use panic::PANIC_STATUS;
 #[doc(hidden)]
 pub use print::{_print, _print_to};
 pub use sys::{
-    close, exit, exit_thread, getpid, gettid, pipe, read, sleep, spawn_thread, time_ns, wait,
-    write, yield_now,
+    close, exit, exit_thread, fs_base, futex_wait, futex_wake, getpid, gettid, pipe, read,
+    set_fs_base, set_tid_address, sleep, spawn_thread, time_ns, wait_thread, write, yield_now,
 };
-pub use thread::{Stack, StackPool, spawn};
+pub use thread::{Stack, StackPool, Thread, join, spawn};

@@ -1,10 +1,13 @@
 //! Typed wrappers, one per system call. Each borrows exactly the memory the
-//! kernel touches, so they are safe to call; `spawn_thread` is the exception
-//! because the new thread's stack cannot be described by a borrow.
+//! kernel touches, so they are safe to call; `spawn_thread` and
+//! `set_tid_address` are the exceptions, because the memory they hand the
+//! kernel outlives any borrow. `clone` is in thread.rs: the child returns
+//! from it on another stack, which only assembly can take.
 
 use core::arch::asm;
+use core::sync::atomic::AtomicU32;
 
-use abi::{Errno, decode, nr};
+use abi::{Errno, decode, futex, nr};
 
 use crate::raw;
 
@@ -92,9 +95,10 @@ pub unsafe fn spawn_thread(
     decode(ret).map(|tid| tid as u32)
 }
 
-/// Waits for thread `tid` of this program to exit and returns its status.
-/// Each thread can be waited for once.
-pub fn wait(tid: u32) -> Result<i64, Errno> {
+/// Waits for thread `tid` of this program, one made by `spawn_thread`, to
+/// exit and returns its status. Each thread can be waited for once;
+/// [`crate::spawn`]'s threads are joined with [`crate::join`] instead.
+pub fn wait_thread(tid: u32) -> Result<i64, Errno> {
     let mut status: i64 = 0;
     // SAFETY: the kernel writes one i64 to `status`, which we borrow mutably.
     let ret = unsafe { raw::syscall2(nr::WAIT_THREAD, tid.into(), &raw mut status as u64) };
@@ -144,4 +148,81 @@ pub fn gettid() -> u32 {
     let ret = unsafe { raw::syscall0(nr::GETTID) };
     // Thread ids fit in 32 bits (docs/abi.md).
     ret as u32
+}
+
+/// `futex(FUTEX_WAIT)`: sleeps while `word` holds `expected`, until a
+/// wake, `timeout_ns` (relative) or an interruption. `private` futexes
+/// (`FUTEX_PRIVATE_FLAG`) are met only by private wakes of this process;
+/// shared ones by shared wakes on the same memory, the kernel's wake at a
+/// thread's exit included. `EAGAIN`: `word` held another value already.
+pub fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout_ns: Option<u64>,
+    private: bool,
+) -> Result<(), Errno> {
+    let ts = timeout_ns.map(|ns| abi::Timespec::from_ns(ns).to_bytes());
+    let timeout = ts.as_ref().map_or(0, |t| t.as_ptr() as u64);
+    let op = futex::WAIT | if private { futex::PRIVATE_FLAG } else { 0 };
+    // SAFETY: the kernel reads the word (an atomic we borrow) and the
+    // 16-byte timespec, if any, which we borrow too.
+    let ret = unsafe {
+        raw::syscall4(
+            nr::FUTEX,
+            word.as_ptr() as u64,
+            op as u64,
+            expected.into(),
+            timeout,
+        )
+    };
+    decode(ret).map(drop)
+}
+
+/// `futex(FUTEX_WAKE)`: wakes up to `n` waiters on `word` (`i32::MAX`:
+/// all); returns how many it woke. The count is an `int`, and as on Linux
+/// any `n` below 1 wakes one.
+pub fn futex_wake(word: &AtomicU32, n: i32, private: bool) -> Result<u32, Errno> {
+    let op = futex::WAKE | if private { futex::PRIVATE_FLAG } else { 0 };
+    let n = u64::from(n as u32);
+    // SAFETY: a wake reads no memory; the word is ours.
+    let ret = unsafe { raw::syscall3(nr::FUTEX, word.as_ptr() as u64, op as u64, n) };
+    decode(ret).map(|n| n as u32)
+}
+
+/// `set_tid_address(tidptr)`: at this thread's exit the kernel stores 0
+/// at `tidptr` and wakes one futex waiter there (null: nothing). Returns
+/// the caller's thread id.
+///
+/// # Safety
+///
+/// `tidptr`, if not null, must stay valid for a 4-byte store until the
+/// thread exits or sets another.
+pub unsafe fn set_tid_address(tidptr: *mut u32) -> u32 {
+    // SAFETY: the kernel only records the pointer now; the caller vouches
+    // for the store at exit.
+    let ret = unsafe { raw::syscall1(nr::SET_TID_ADDRESS, tidptr as u64) };
+    ret as u32
+}
+
+/// `arch_prctl(ARCH_SET_FS)`: this thread's FS base (rt itself never uses
+/// FS). `EPERM` at or above `abi::TASK_SIZE_MAX`.
+pub fn set_fs_base(base: u64) -> Result<(), Errno> {
+    // SAFETY: no memory is touched; the base only matters to FS-relative
+    // accesses, which this runtime does not make.
+    let ret = unsafe { raw::syscall2(nr::ARCH_PRCTL, abi::arch_prctl::SET_FS as u64, base) };
+    decode(ret).map(drop)
+}
+
+/// `arch_prctl(ARCH_GET_FS)`: this thread's FS base.
+pub fn fs_base() -> u64 {
+    let mut base: u64 = 0;
+    // SAFETY: the kernel writes one u64 to `base`, which we borrow mutably.
+    unsafe {
+        raw::syscall2(
+            nr::ARCH_PRCTL,
+            abi::arch_prctl::GET_FS as u64,
+            &raw mut base as u64,
+        )
+    };
+    base
 }

@@ -286,6 +286,121 @@ fn wake_one_is_fifo_and_wake_all_counts() {
     ok(&s);
 }
 
+/// Blocks the current task on `q` with key `k` and bits `bits`.
+fn block_tagged<X>(s: &mut Scheduler<X>, q: QueueId, k: u64, bits: u32) -> Option<Switch> {
+    let tag = WaitTag { key: [k, 0], bits };
+    s.block_current_tagged(q, None, tag).unwrap()
+}
+
+#[test]
+fn tagged_wakes_pick_their_key_and_bits_in_arrival_order() {
+    let mut s = Scheduler::new(100);
+    let q = s.new_queue().unwrap();
+    let tids: Vec<Tid> = (0..4)
+        .map(|_| s.spawn("t", None, N, false, ()).unwrap())
+        .collect();
+    // main: key 1 bits 1; t0: key 2; t1: key 1 bits 2; t2: key 1 bits 3.
+    block_tagged(&mut s, q, 1, 1);
+    block_tagged(&mut s, q, 2, u32::MAX);
+    block_tagged(&mut s, q, 1, 2);
+    block_tagged(&mut s, q, 1, 3);
+    assert_eq!(s.current(), tids[3]);
+    assert_eq!(s.wake_tagged(q, [3, 0], u32::MAX, 9), 0, "no such key");
+    assert_eq!(s.wake_tagged(q, [1, 0], 4, 9), 0, "no shared bit");
+    assert_eq!(s.wake_tagged(q, [1, 0], 2, 1), 1, "t1 only: the max");
+    assert_eq!(s.run_tids(N), [tids[1]]);
+    assert_eq!(s.wake_tagged(q, [1, 0], u32::MAX, 9), 2, "main, then t2");
+    assert_eq!(s.run_tids(N), [tids[1], BOOT, tids[2]]);
+    assert_eq!(s.queue_tids(q), [tids[0]], "the other key kept its place");
+    assert_eq!(s.task(BOOT).unwrap().wake, WakeReason::Woken);
+    ok(&s);
+}
+
+#[test]
+fn requeue_wakes_then_moves_keeping_bits_and_timers() {
+    let mut s = Scheduler::new(100);
+    let (q, r) = (s.new_queue().unwrap(), s.new_queue().unwrap());
+    let tids: Vec<Tid> = (0..4)
+        .map(|_| s.spawn("t", None, N, false, ()).unwrap())
+        .collect();
+    // r already holds t0 (key 9); main, t1, t2 wait on q with key 1,
+    // main with a deadline.
+    s.block_current_tagged(
+        q,
+        Some(500),
+        WaitTag {
+            key: [1, 0],
+            bits: 5,
+        },
+    )
+    .unwrap();
+    block_tagged(&mut s, r, 9, 1);
+    block_tagged(&mut s, q, 1, 1);
+    block_tagged(&mut s, q, 1, 1);
+    assert_eq!(s.current(), tids[3]);
+    // Wake one (main), move one (t1) behind t0; t2 stays.
+    assert_eq!(s.requeue_tagged(q, [1, 0], r, [9, 0], 1, 1), Ok(2));
+    assert_eq!(s.run_tids(N), [BOOT]);
+    assert!(s.timers.is_empty(), "main's timer went with its wake");
+    assert_eq!(s.queue_tids(q), [tids[2]]);
+    assert_eq!(s.queue_tids(r), [tids[0], tids[1]]);
+    assert_eq!(state(&s, tids[1]), State::Blocked(Blocked::Queue(r)));
+    // A wake for key 9 now finds both, in their order on r.
+    assert_eq!(s.wake_tagged(r, [9, 0], 1, 1), 1);
+    assert_eq!(s.run_tids(N), [BOOT, tids[0]]);
+    // Requeue onto the same queue under a new key goes to the tail; under
+    // the same key it changes nothing. Nothing to wake or move is 0, and a
+    // freed queue is an error.
+    block_tagged(&mut s, q, 1, 1); // t3, behind t2
+    assert_eq!(s.requeue_tagged(q, [1, 0], q, [1, 0], 0, 9), Ok(2));
+    assert_eq!(s.queue_tids(q), [tids[2], tids[3]]);
+    assert_eq!(s.requeue_tagged(q, [1, 0], q, [7, 0], 0, 1), Ok(1));
+    assert_eq!(s.queue_tids(q), [tids[3], tids[2]]);
+    assert_eq!(s.wake_tagged(q, [1, 0], u32::MAX, 9), 1);
+    assert_eq!(s.wake_tagged(q, [1, 0], u32::MAX, 9), 0);
+    assert_eq!(s.requeue_tagged(q, [7, 0], r, [8, 0], 0, 0), Ok(0));
+    s.free_queue(r);
+    assert_eq!(
+        s.requeue_tagged(q, [7, 0], r, [8, 0], 1, 1),
+        Err(SchedError::NoSuchQueue)
+    );
+    assert_eq!(s.wake_tagged(q, [7, 0], u32::MAX, 9), 1);
+    ok(&s);
+}
+
+#[test]
+fn detached_tasks_are_never_waited_for_and_reaped_by_others() {
+    let mut s = Scheduler::with_ext(100, MAX_TASKS, '0', '1');
+    let a = s.spawn("a", Some(BOOT), N, true, 'a').unwrap();
+    let b = s.spawn("b", Some(BOOT), N, true, 'b').unwrap();
+    s.detach(a).unwrap();
+    s.detach(b).unwrap();
+    assert_eq!(s.wait_for(a), Err(SchedError::Detached));
+    assert_eq!(s.reap_detached(), None, "nothing has exited");
+    assert_eq!(s.yield_now(), sw(BOOT, a));
+    assert_eq!(s.exit_current(3), Ok(Switch { from: a, to: b }));
+    // b is current: a can go, b cannot while it runs on its stack.
+    assert_eq!(s.exit_current(4), Ok(Switch { from: b, to: BOOT }));
+    ok(&s);
+    assert_eq!(s.reap_detached(), Some((a, 3, 'a')));
+    assert_eq!(s.reap_detached(), Some((b, 4, 'b')));
+    assert_eq!(s.reap_detached(), None);
+    assert_eq!(s.live_in_group(BOOT), 1);
+    // Killed while current: skipped until it has left the CPU.
+    let c = s.spawn("c", Some(BOOT), N, true, 'c').unwrap();
+    s.detach(c).unwrap();
+    assert_eq!(s.yield_now(), sw(BOOT, c));
+    s.kill(c, 9).unwrap();
+    assert_eq!(s.reap_detached(), None);
+    assert_eq!(s.schedule(), sw(c, BOOT));
+    // A plain reap takes a detached zombie off the list too.
+    assert_eq!(s.reap(c), Ok((9, 'c')));
+    assert_eq!(s.reap_detached(), None);
+    assert_eq!(s.detach(IDLE), Err(SchedError::IdleTask));
+    assert_eq!(s.detach(c), Err(SchedError::NoSuchTask));
+    ok(&s);
+}
+
 #[test]
 fn freeing_a_queue_wakes_its_waiters() {
     let mut s = Scheduler::new(100);
@@ -731,7 +846,13 @@ fn check_detects_corruption() {
         (s, q)
     };
     type Corrupt = fn(&mut Scheduler, QueueId);
-    let corruptions: [(&str, Corrupt); 24] = [
+    let corruptions: [(&str, Corrupt); 26] = [
+        ("detached zombie off the list", |s, _| {
+            s.tasks.get_mut(4).unwrap().info.detached = true;
+            s.run.remove(&mut s.tasks, 4, N);
+            s.set_state(4, State::Exited(0));
+        }),
+        ("stale tag", |s, _| s.tasks.get_mut(4).unwrap().tag.bits = 1),
         ("two running", |s, _| s.set_state(4, State::Running)),
         ("ready off queue", |s, _| s.run = RunQueue::new()),
         ("queued twice", |s, _| {
@@ -913,7 +1034,16 @@ impl World {
     fn step(&mut self, b: &Before) -> (Option<Switch>, bool) {
         let me = b.current;
         let alive = b.states[&me] == State::Running;
-        match self.rng.below(16) {
+        match self.rng.below(19) {
+            16 => self.tagged(b),
+            17 => {
+                self.tagged_wake();
+                (None, false)
+            }
+            18 => {
+                self.detach(b);
+                (None, false)
+            }
             0 | 1 => {
                 self.spawn(b);
                 (None, false)
@@ -1032,6 +1162,126 @@ impl World {
                 let live = group.and_then(|g| b.groups.get(&g)).map_or(0, |g| g.live);
                 assert_eq!(live, 0);
             }
+        }
+    }
+
+    /// A tagged block: one of two keys, random bits.
+    fn tagged(&mut self, b: &Before) -> (Option<Switch>, bool) {
+        let Some(q) = self.some_queue() else {
+            return (None, false);
+        };
+        let tag = WaitTag {
+            key: [self.rng.below(2), 0],
+            bits: self.rng.below(4) as u32 + 1,
+        };
+        let deadline = self.rng.chance(50).then(|| self.deadline());
+        match self.quiet(|s| s.block_current_tagged(q, deadline, tag)) {
+            Ok(r) => {
+                if r.is_some() {
+                    assert_eq!(self.s.tasks.get(b.current).unwrap().tag, tag);
+                }
+                (r, r.is_some())
+            }
+            Err(SchedError::IdleTask) => (None, false),
+            Err(e) => {
+                assert_eq!(e, SchedError::NoSuchQueue);
+                (None, false)
+            }
+        }
+    }
+
+    /// wake_tagged or requeue_tagged, checked against the queues before.
+    fn tagged_wake(&mut self) {
+        let (Some(q), Some(r)) = (self.some_queue(), self.some_queue()) else {
+            return;
+        };
+        let key = [self.rng.below(2), 0];
+        let bits = self.rng.below(4) as u32;
+        let (wake, requeue) = (self.rng.below(3) as usize, self.rng.below(3) as usize);
+        let waiting = |s: &Scheduler<u64>, q| -> Vec<(Tid, WaitTag)> {
+            s.queue_tids(q)
+                .into_iter()
+                .map(|t| (t, s.tasks.get(t).unwrap().tag))
+                .collect()
+        };
+        let before = waiting(&self.s, q);
+        let before_r = waiting(&self.s, r);
+        if self.rng.chance(50) {
+            let n = self.quiet(|s| s.wake_tagged(q, key, bits, wake));
+            let want: Vec<Tid> = before
+                .iter()
+                .filter(|(_, t)| t.key == key && t.bits & bits != 0)
+                .map(|(tid, _)| *tid)
+                .take(wake)
+                .collect();
+            assert_eq!(n, want.len());
+            for tid in want {
+                let t = self.s.task(tid).unwrap();
+                assert_eq!((t.state, t.wake), (State::Ready, WakeReason::Woken));
+            }
+            return;
+        }
+        let new_key = [self.rng.below(2) + 2, 0];
+        let Ok(n) = self.quiet(|s| s.requeue_tagged(q, key, r, new_key, wake, requeue)) else {
+            assert!(self.freed.contains(&q) || self.freed.contains(&r));
+            return;
+        };
+        let matching: Vec<Tid> = before
+            .iter()
+            .filter(|(_, t)| t.key == key)
+            .map(|(tid, _)| *tid)
+            .collect();
+        let woken = matching.len().min(wake);
+        let moved = (matching.len() - woken).min(requeue);
+        assert_eq!(n, woken + moved);
+        for &tid in &matching[..woken] {
+            assert_eq!(self.s.task(tid).unwrap().state, State::Ready);
+        }
+        let moved_tids = &matching[woken..woken + moved];
+        for &tid in moved_tids {
+            assert_eq!(self.s.tasks.get(tid).unwrap().tag.key, new_key);
+            assert_eq!(
+                self.s.task(tid).unwrap().state,
+                State::Blocked(Blocked::Queue(r))
+            );
+        }
+        let gone = &matching[..woken + moved];
+        let mut want_r: Vec<Tid> = before_r
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !gone.contains(t))
+            .collect();
+        want_r.extend_from_slice(moved_tids);
+        assert_eq!(self.s.queue_tids(r), want_r, "moved ones go to the tail");
+    }
+
+    /// Detaches a task, or reaps a detached zombie.
+    fn detach(&mut self, b: &Before) {
+        if self.rng.chance(50) {
+            let tid = self.some_tid();
+            let r = self.quiet(|s| s.detach(tid));
+            match r {
+                Ok(()) => assert!(self.s.task(tid).unwrap().detached),
+                Err(e) => assert!(
+                    (e, tid) == (SchedError::IdleTask, IDLE)
+                        || (e == SchedError::NoSuchTask && !b.states.contains_key(&tid))
+                ),
+            }
+            return;
+        }
+        let zombies: Vec<Tid> = self
+            .s
+            .tasks()
+            .filter(|t| t.detached && matches!(t.state, State::Exited(_)) && t.tid != b.current)
+            .map(|t| t.tid)
+            .collect();
+        match self.quiet(|s| s.reap_detached()) {
+            Some((tid, status, ext)) => {
+                assert!(zombies.contains(&tid), "reaped {tid}, zombies {zombies:?}");
+                assert_eq!(b.states[&tid], State::Exited(status));
+                assert_eq!(self.payloads.remove(&tid), Some(ext), "payload of {tid}");
+            }
+            None => assert!(zombies.is_empty(), "left {zombies:?}"),
         }
     }
 
@@ -1175,6 +1425,8 @@ impl World {
                     SchedError::NoSuchTask
                 } else if self.s.task(target).map(|t| t.group) != my_group {
                     SchedError::NotInGroup
+                } else if self.s.task(target).is_some_and(|t| t.detached) {
+                    SchedError::Detached
                 } else {
                     SchedError::WouldDeadlock
                 };
@@ -1311,6 +1563,12 @@ fn random_operations_cover_the_states() {
             if t.kill_pending.is_some() {
                 seen.insert("kill pending");
             }
+            if t.detached && matches!(t.state, State::Exited(_)) {
+                seen.insert("detached zombie");
+            }
+            if w.s.tasks.get(t.tid).unwrap().tag.bits != 0 {
+                seen.insert("tagged");
+            }
         }
         if w.s.tasks().count() == RANDOM_MAX_TASKS as usize {
             seen.insert("full");
@@ -1331,6 +1589,8 @@ fn random_operations_cover_the_states() {
         "exited",
         "timed out",
         "kill pending",
+        "detached zombie",
+        "tagged",
         "full",
         "no memory",
         "created without memory",

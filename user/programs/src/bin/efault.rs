@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use rt::abi::{Errno, STDOUT, USER_END, clock, decode, nr};
+use rt::abi::{Errno, STDOUT, USER_END, arch_prctl, clock, decode, futex, nr};
 use rt::{Args, Stack, println, raw};
 
 rt::entry!(main);
@@ -42,7 +42,10 @@ struct Ctx {
 /// "none" for it, and how to make it with a given pointer.
 type Call = (&'static str, bool, fn(&Ctx, u64) -> u64);
 
-const CALLS: [Call; 7] = [
+/// A futex word that is always good: the timeout's check comes first.
+static WORD: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+const CALLS: [Call; 10] = [
     ("write", false, |_, ptr| {
         // SAFETY: the kernel only reads at `ptr`; nothing of ours lives at
         // any of the bad addresses.
@@ -80,6 +83,20 @@ const CALLS: [Call; 7] = [
         // SAFETY: the kernel only reads the timespec at `ptr`.
         unsafe { raw::syscall4(nr::CLOCK_NANOSLEEP, clock::MONOTONIC as u64, 0, ptr, 0) }
     }),
+    ("futex_wait", false, |_, ptr| {
+        // SAFETY: the kernel only reads the word at `ptr`.
+        unsafe { raw::syscall4(nr::FUTEX, ptr, futex::WAIT as u64, 0, 0) }
+    }),
+    // A null timeout means "none" (and would wait forever here).
+    ("futex_timeout", true, |_, ptr| {
+        let word = WORD.as_ptr() as u64;
+        // SAFETY: the kernel reads the timespec at `ptr`, and our word.
+        unsafe { raw::syscall4(nr::FUTEX, word, futex::WAIT as u64, 0, ptr) }
+    }),
+    ("arch_prctl_get_fs", false, |_, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall2(nr::ARCH_PRCTL, arch_prctl::GET_FS as u64, ptr) }
+    }),
 ];
 
 #[derive(Default)]
@@ -113,10 +130,19 @@ impl core::fmt::Display for Shown {
     }
 }
 
-static WAITEE_STACK: Stack<8192> = Stack::new();
+static WAITEE_STACK: Stack<64> = Stack::new();
 
-fn exit_at_once(_: u64) -> i64 {
-    0
+/// A `spawn_thread` thread (wait_thread's kind) that exits at once,
+/// without touching its stack.
+#[unsafe(naked)]
+extern "C" fn exit_at_once(_: u64) -> ! {
+    core::arch::naked_asm!(
+        "mov eax, {exit}",
+        "xor edi, edi",
+        "syscall",
+        "ud2",
+        exit = const nr::EXIT,
+    )
 }
 
 fn main(_args: Args) -> i64 {
@@ -126,7 +152,9 @@ fn main(_args: Args) -> i64 {
     };
     // A thread that exits at once, so `wait` has a real tid to be asked about.
     let stack = WAITEE_STACK.take().expect("first and only use");
-    let Ok(thread) = rt::spawn(exit_at_once, 0, stack) else {
+    let top = stack.as_ptr() as u64 + stack.len() as u64;
+    // SAFETY: the thread never touches its stack, which is ours for good.
+    let Ok(thread) = (unsafe { rt::spawn_thread(exit_at_once, top, 0) }) else {
         println!("efault: spawn failed");
         return 1;
     };
@@ -149,7 +177,7 @@ fn main(_args: Args) -> i64 {
 
     // The failed waits must not have reaped the thread.
     tally.checked += 1;
-    match rt::wait(thread) {
+    match rt::wait_thread(thread) {
         Ok(0) => println!("efault call=wait ptr=valid result=ok(0) ok"),
         other => {
             tally.failed += 1;

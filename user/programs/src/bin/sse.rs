@@ -340,21 +340,15 @@ fn main(args: Args) -> i64 {
         return 1;
     };
     let begin = rt::time_ns();
-    let tid = match rt::spawn(worker, avx as u64, stack) {
-        Ok(tid) => tid,
+    let thread = match rt::spawn(worker, avx as u64, stack) {
+        Ok(thread) => thread,
         Err(e) => {
             println!("sse: spawn: {e:?}");
             return 1;
         }
     };
     let mine = check(1, avx);
-    let theirs = match rt::wait(tid) {
-        Ok(status) => status,
-        Err(e) => {
-            println!("sse: wait: {e:?}");
-            1
-        }
-    };
+    let theirs = rt::join(thread);
     let elapsed = rt::time_ns() - begin;
     println!(
         "sse: mode={} seen={} elapsed_ms={}",

@@ -87,6 +87,27 @@ pub struct Report {
     pub tid: u64,
     pub calls: u64,
     pub failure: Option<Failure>,
+    /// TID_MARK until the kernel clears it at the thread's exit, which it
+    /// must do exactly when `tid_armed` (the thread's last set_tid_address
+    /// named it).
+    pub tid_word: u32,
+    pub tid_armed: bool,
+}
+
+/// What a helper's tid word holds until its exit clears it.
+const TID_MARK: u32 = 0x7e7e_7e7e;
+
+/// After a helper is reaped: its tid word was cleared iff it asked.
+pub fn check_tid_word(r: &Report) -> Result<(), Why> {
+    let want = if r.tid_armed { 0 } else { TID_MARK };
+    if r.tid_word == want {
+        return Ok(());
+    }
+    Err(Why::Note(if r.tid_armed {
+        "the exit did not clear the word set_tid_address named"
+    } else {
+        "the kernel wrote a tid word the thread never named"
+    }))
 }
 
 #[repr(C, align(16))]
@@ -169,6 +190,8 @@ pub fn prepare(i: usize, job: Job, seed: u64, arg: u64, origin: Origin) {
             tid: 0,
             calls: 0,
             failure: None,
+            tid_word: TID_MARK,
+            tid_armed: false,
         });
     }
 }
@@ -239,6 +262,8 @@ fn run(s: &mut Slot) -> i64 {
         s.origin.switches,
     );
     let spawn = spawner();
+    let tid_word = (&raw mut s.report.tid_word) as u64;
+    t.tid_word = Some(tid_word);
     let outcome = (|| {
         check_entry(s, &t)?;
         t.learn_tid()?;
@@ -360,6 +385,7 @@ fn run(s: &mut Slot) -> i64 {
     })();
     s.report.tid = t.tid;
     s.report.calls = t.calls;
+    s.report.tid_armed = t.tid_addr == tid_word;
     match outcome {
         Ok(status) => status,
         Err(f) => {

@@ -42,6 +42,7 @@
 
 mod check;
 mod helper;
+mod linux_threads;
 mod model;
 mod rng;
 mod space;
@@ -480,6 +481,9 @@ impl Fuzz {
     // --- threads ------------------------------------------------------------
 
     fn spawn(&mut self) -> Checked<()> {
+        if self.t.rng.chance(1, 10) {
+            return self.clone_bad_tls();
+        }
         if self.t.rng.chance(3, 10) {
             if self.t.rng.chance(1, 8) {
                 return self.spawn_stack_zero();
@@ -815,6 +819,7 @@ impl Fuzz {
                 .t
                 .fail(Why::Note("a helper overflowed its stack (fuzzer bug)")));
         }
+        helper::check_tid_word(&report).map_err(|why| self.t.fail(why))?;
         if report.tid != h.tid {
             return Err(self.t.fail(Why::Note(
                 "the helper's gettid differs from what spawn_thread returned",
@@ -851,6 +856,7 @@ impl Fuzz {
                 "a helper reaped by another overflowed its stack or saw another tid",
             )));
         }
+        helper::check_tid_word(&report).map_err(|why| self.t.fail(why))?;
         self.m.helpers[slot] = None;
         Ok(())
     }
@@ -1000,7 +1006,8 @@ impl Fuzz {
         println!(
             "fuzz seed={} ok calls={} helper_calls={} threads={} rendezvous={} pipes={} \
              bytes_written={} bytes_read={} efault={} ebadf={} epipe={} eof={} emfile={} \
-             eagain={} skipped={} woken_by_close={} cross_waits={} left={} ms={}",
+             eagain={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
+             ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -1019,6 +1026,7 @@ impl Fuzz {
             s.woken_by_close,
             s.cross_waits,
             s.left,
+            self.t.linux_calls,
             ns / 1_000_000
         );
     }

@@ -107,6 +107,13 @@ impl fmt::Display for Rec {
             nr::PIPE => ("pipe", &["fds"]),
             nr::CLOSE => ("close", &["fd"]),
             nr::GETTID => ("gettid", &[]),
+            nr::CLONE => ("clone", &["flags", "newsp", "ptid", "ctid", "tls"]),
+            nr::FUTEX => (
+                "futex",
+                &["uaddr", "op", "val", "timeout", "uaddr2", "val3"],
+            ),
+            nr::SET_TID_ADDRESS => ("set_tid_address", &["tidptr"]),
+            nr::ARCH_PRCTL => ("arch_prctl", &["code", "addr"]),
             _ => ("unknown", &["a0", "a1", "a2", "a3", "a4", "a5"]),
         };
         write!(f, "call={} nr={:#x} {name}(", self.index, self.nr)?;
@@ -190,6 +197,15 @@ pub struct Thread {
     pub switches: Switches,
     last_time: u64,
     history: [Option<Rec>; HISTORY],
+    /// This thread's FS base as it last set it (0 at the start).
+    pub fs_base: u64,
+    /// What set_tid_address last recorded for this thread (0: nothing).
+    pub tid_addr: u64,
+    /// A word of this thread's that its reaper checks was cleared at the
+    /// exit (helpers only).
+    pub tid_word: Option<u64>,
+    /// Calls made by linux_threads.rs, for the summary.
+    pub linux_calls: u64,
 }
 
 impl Thread {
@@ -204,6 +220,10 @@ impl Thread {
             switches,
             last_time: 0,
             history: [None; HISTORY],
+            fs_base: 0,
+            tid_addr: 0,
+            tid_word: None,
+            linux_calls: 0,
         }
     }
 
@@ -358,7 +378,17 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(16) {
+        match self.rng.below(24) {
+            // Linux's thread calls (linux_threads.rs).
+            14..=21 => {
+                self.linux_calls += 1;
+                match self.rng.below(6) {
+                    0..=2 => self.futex_hostile(),
+                    3 => self.clone_refused(),
+                    4 => self.set_tid_address(),
+                    _ => self.arch_prctl(),
+                }
+            }
             0 => self.gettid(),
             1 => {
                 // SAFETY: sched_yield takes no pointer.
