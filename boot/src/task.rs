@@ -249,9 +249,10 @@ impl Machine for BootMachine {
         arch::cpu::set_fs_base(base);
     }
 
-    // Without it, the FPU branches tip the dev profile's inliner: the
-    // switch becomes a call taking both points through memory, and the
-    // kernel-thread switch costs ~75 instructions more (`./run.sh bench`).
+    // Without it, the FPU and FS-base branches tip the dev profile's
+    // inliner: the switch becomes a call taking both points through
+    // memory, and the kernel-thread switch costs ~50-75 instructions more
+    // (`./run.sh bench`).
     #[inline(always)]
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
         if let Some(top) = to.stack_top {
