@@ -334,7 +334,7 @@ fn random_against_a_model() {
                     };
                     assert_eq!(p.resize(pages), want, "{why}");
                     resized[usize::from(want.is_ok())] += 1;
-                    if want.is_ok() && pages * PAGE < cap && model.len() > 0 {
+                    if want.is_ok() && pages * PAGE < cap && !model.is_empty() {
                         resized[2] += 1;
                     }
                 }
