@@ -892,7 +892,13 @@ fn dup_family_shares_the_open_file_and_follows_linux_errors() {
         for fd in [wr, 4, 5, 10] {
             assert_eq!(u.call(nr::CLOSE, &[fd]), 0);
         }
-        assert_eq!(u.write_at(11, SRC, b"x"), 1);
+        assert_eq!(u.fcntl(r, fc::F_SETFL, o::NONBLOCK.into()), 0);
+        assert_eq!(u.read_at(r, DST, 10).0, EAGAIN, "a writer is left: no EOF");
+        assert_eq!(u.fcntl(r, fc::F_SETFL, 0), 0);
+        // Likewise a duplicated read end keeps writes going.
+        let rd = u.call(nr::DUP, &[r]) as u64;
+        assert_eq!(u.call(nr::CLOSE, &[rd]), 0);
+        assert_eq!(u.write_at(11, SRC, b"x"), 1, "a reader is left: no EPIPE");
         assert_eq!(u.call(nr::CLOSE, &[11]), 0);
         assert_eq!(u.read_at(r, DST, 10), (1, b"x".to_vec()));
         assert_eq!(u.read_at(r, DST, 10).0, 0, "end of file: no writer left");
