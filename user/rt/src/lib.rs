@@ -30,7 +30,7 @@ pub use panic::PANIC_STATUS;
 #[doc(hidden)]
 pub use print::{_print, _print_to};
 pub use sys::{
-    close, exit, exit_thread, getpid, gettid, pipe, read, sleep, spawn_thread, time_ns, wait,
-    write, yield_now,
+    IoVec, bytes_ready, close, dup, dup2, dup3, exit, exit_thread, fcntl, fstat, getpid, gettid,
+    pipe, pipe2, read, sleep, spawn_thread, time_ns, wait, window_size, write, writev, yield_now,
 };
 pub use thread::{Stack, StackPool, spawn};

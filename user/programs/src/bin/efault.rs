@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use rt::abi::{Errno, STDOUT, USER_END, clock, decode, nr};
+use rt::abi::{Errno, STDOUT, USER_END, clock, decode, ioctl, nr};
 use rt::{Args, Stack, println, raw};
 
 rt::entry!(main);
@@ -42,7 +42,7 @@ struct Ctx {
 /// "none" for it, and how to make it with a given pointer.
 type Call = (&'static str, bool, fn(&Ctx, u64) -> u64);
 
-const CALLS: [Call; 7] = [
+const CALLS: [Call; 13] = [
     ("write", false, |_, ptr| {
         // SAFETY: the kernel only reads at `ptr`; nothing of ours lives at
         // any of the bad addresses.
@@ -79,6 +79,34 @@ const CALLS: [Call; 7] = [
     ("clock_nanosleep", false, |_, ptr| {
         // SAFETY: the kernel only reads the timespec at `ptr`.
         unsafe { raw::syscall4(nr::CLOCK_NANOSLEEP, clock::MONOTONIC as u64, 0, ptr, 0) }
+    }),
+    ("fstat", false, |ctx, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall2(nr::FSTAT, ctx.pipe_read.into(), ptr) }
+    }),
+    ("pipe2", false, |_, ptr| {
+        // SAFETY: as for read; valid flags, so only the pointer is wrong.
+        unsafe { raw::syscall2(nr::PIPE2, ptr, rt::abi::o::CLOEXEC.into()) }
+    }),
+    ("writev_array", false, |_, ptr| {
+        // SAFETY: the kernel only reads the array at `ptr`.
+        unsafe { raw::syscall3(nr::WRITEV, STDOUT.into(), ptr, 1) }
+    }),
+    ("writev_buffer", false, |_, ptr| {
+        // A good array whose one buffer is bad; were it accepted, a write
+        // of LEN bytes from `ptr` to the console.
+        let iov = [ptr, LEN];
+        // SAFETY: the kernel reads our array and, it must refuse, nothing
+        // at `ptr`.
+        unsafe { raw::syscall3(nr::WRITEV, STDOUT.into(), iov.as_ptr() as u64, 1) }
+    }),
+    ("ioctl_fionread", false, |ctx, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall3(nr::IOCTL, ctx.pipe_read.into(), ioctl::FIONREAD.into(), ptr) }
+    }),
+    ("ioctl_tiocgwinsz", false, |_, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall3(nr::IOCTL, STDOUT.into(), ioctl::TIOCGWINSZ.into(), ptr) }
     }),
 ];
 
