@@ -30,7 +30,7 @@
 //!   it is never filled past it; growth past CAPACITY_BUDGET in all is not
 //!   asked for (ENOMEM cannot be predicted);
 //! - a valid write to the console prints: rare, and only a fixed line;
-//! - fd 1 is never closed: it carries the report;
+//! - fd 1 is never closed or replaced by a dup: it carries the report;
 //! - sleeps are short; `exit` is made only by helpers and at the end;
 //! - helpers make only calls whose result no other thread can change
 //!   (thread.rs `stateless`), besides the one job they were spawned for
