@@ -154,6 +154,13 @@ pub mod ioctl {
     pub const FIONREAD: u32 = 0x541b;
     /// The terminal's size, a [`crate::Winsize`] stored at the argument.
     pub const TIOCGWINSZ: u32 = 0x5413;
+    /// For every file (Linux answers these before the file's own
+    /// requests): `O_NONBLOCK` on or off as the `int` at the argument is
+    /// non-zero or zero; `FD_CLOEXEC` on, off; `O_ASYNC` from an `int`.
+    pub const FIONBIO: u32 = 0x5421;
+    pub const FIONCLEX: u32 = 0x5450;
+    pub const FIOCLEX: u32 = 0x5451;
+    pub const FIOASYNC: u32 = 0x5452;
 }
 
 /// Linux's `struct winsize`: four `unsigned short`s.

@@ -350,12 +350,49 @@ impl<M: Machine> System<M> {
         Ok(0)
     }
 
+    /// An `int` a request reads at `arg`.
+    fn read_int(&self, arg: u64) -> Result<i32, Errno> {
+        let mut b = [0u8; 4];
+        self.copy_from_user(arg, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
     /// The argument is a pointer only for some requests on some files,
     /// so the descriptor and the request come first (Linux's order) and
     /// the pointer is checked when it is written.
     pub(super) fn sys_ioctl(&self, fd: u64, request: u32, arg: u64) -> Result<u64, Errno> {
         let file = self.file(fd)?;
         match (request, file) {
+            (ioctl::FIOCLEX | ioctl::FIONCLEX, _) => self.with_current_process(|p| {
+                if p.fds.set_cloexec(fd, request == ioctl::FIOCLEX) {
+                    Ok(0)
+                } else {
+                    Err(Errno::EBADF)
+                }
+            }),
+            (ioctl::FIONBIO, _) => {
+                let on = self.read_int(arg)? != 0;
+                let set = |flags: u32| {
+                    if on {
+                        flags | o::NONBLOCK
+                    } else {
+                        flags & !o::NONBLOCK
+                    }
+                };
+                match file {
+                    File::Console => self.with_current_process(|p| {
+                        p.fds.set_console_flags(set(p.fds.console_flags()));
+                        Ok(0)
+                    }),
+                    File::PipeRead(id) => self.update_pipe_flags(id, true, set).map(|()| 0),
+                    File::PipeWrite(id) => self.update_pipe_flags(id, false, set).map(|()| 0),
+                }
+            }
+            (ioctl::FIOASYNC, _) => match self.read_int(arg)? {
+                // As F_SETFL: O_ASYNC is not supported, and is never on.
+                0 => Ok(0),
+                _ => Err(Errno::EINVAL),
+            },
             (ioctl::FIONREAD, File::Console) => {
                 // No input reaches programs from the console.
                 self.copy_to_user(arg, &0i32.to_le_bytes())?;

@@ -298,6 +298,24 @@ impl<M: Machine> System<M> {
         })
     }
 
+    /// Changes an end's status flags in one step (`FIONBIO`'s
+    /// read-modify-write must not lose a concurrent `F_SETFL`).
+    pub(super) fn update_pipe_flags(
+        &self,
+        id: PipeId,
+        reader: bool,
+        f: impl FnOnce(u32) -> u32,
+    ) -> Result<(), Errno> {
+        self.with_pipe(id, |obj| {
+            let flags = if reader {
+                &mut obj.read_flags
+            } else {
+                &mut obj.write_flags
+            };
+            *flags = f(*flags);
+        })
+    }
+
     pub(super) fn pipe_capacity(&self, id: PipeId) -> Result<usize, Errno> {
         self.with_pipe(id, |obj| obj.pipe.capacity())
     }

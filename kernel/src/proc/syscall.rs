@@ -267,7 +267,7 @@ impl<M: Machine> System<M> {
         self.with_current_process(|p| uaccess::check_mapped(p.space.page_table(), va, len, write))
     }
 
-    fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    pub(super) fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mem = self.m.mem();
         self.with_current_process(|p| uaccess::copy_from_user(p.space.page_table(), mem, va, buf))
     }

@@ -1132,6 +1132,37 @@ fn ioctl_answers_fionread_and_the_consoles_window_size() {
         assert_eq!(u.call(nr::IOCTL, &[99, fionread, DATA]), EBADF);
         assert_eq!(u.call(nr::IOCTL, &[99, 0x1234, 0]), EBADF);
         assert_eq!(u.call(nr::IOCTL, &[r, 1 << 32 | fionread, DATA]), 0);
+        // The requests Linux answers for every file: O_NONBLOCK on the
+        // open file (shared with dups), close-on-exec on the descriptor.
+        let dup = u.call(nr::DUP, &[r]) as u64;
+        u.poke(DATA, &7i32.to_le_bytes());
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(u.fcntl(dup, fc::F_GETFL, 0), o::NONBLOCK.into());
+        assert_eq!(u.call(nr::IOCTL, &[1, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(
+            u.fcntl(2, fc::F_GETFL, 0),
+            (o::WRONLY | o::LARGEFILE | o::NONBLOCK).into()
+        );
+        u.poke(DATA, &0i32.to_le_bytes());
+        assert_eq!(u.call(nr::IOCTL, &[dup, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFL, 0), 0);
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONBIO.into(), 0]), EFAULT);
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIOCLEX.into(), 0]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFD, 0), 1);
+        assert_eq!(u.fcntl(dup, fc::F_GETFD, 0), 0, "per descriptor");
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONCLEX.into(), 0]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFD, 0), 0);
+        assert_eq!(
+            u.call(nr::IOCTL, &[wr, ioctl::FIOASYNC.into(), DATA]),
+            0,
+            "off"
+        );
+        u.poke(DATA, &1i32.to_le_bytes());
+        assert_eq!(
+            u.call(nr::IOCTL, &[wr, ioctl::FIOASYNC.into(), DATA]),
+            EINVAL
+        );
+        assert_eq!(u.call(nr::IOCTL, &[99, ioctl::FIOCLEX.into(), 0]), EBADF);
         0
     });
     w.assert_quiet();

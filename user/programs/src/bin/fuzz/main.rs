@@ -1129,15 +1129,54 @@ impl Fuzz {
         self.stats.ioctls += 1;
         let fd = self.any_fd();
         let file = self.m.file(fd as u32 as u64);
-        let request = match self.t.rng.below(8) {
+        let known = [
+            ioctl::FIONREAD,
+            ioctl::TIOCGWINSZ,
+            ioctl::FIONBIO,
+            ioctl::FIOCLEX,
+            ioctl::FIONCLEX,
+            ioctl::FIOASYNC,
+        ];
+        let request = match self.t.rng.below(12) {
             0..=2 => ioctl::FIONREAD,
-            3..=4 => ioctl::TIOCGWINSZ,
-            // TCGETS, TIOCSWINSZ, FIONBIO: a terminal's, not here.
-            5 => self.t.rng.pick(&[0x5401, 0x5414, 0x5421]),
-            _ => self.t.rng.next() as u32,
+            3 | 4 => ioctl::TIOCGWINSZ,
+            5 => ioctl::FIONBIO,
+            6 => self.t.rng.pick(&[ioctl::FIOCLEX, ioctl::FIONCLEX]),
+            7 => ioctl::FIOASYNC,
+            // TCGETS, TIOCSWINSZ, TIOCINQ's twin TIOCOUTQ: a terminal's.
+            8 => self.t.rng.pick(&[0x5401, 0x5414, 0x5411]),
+            _ => loop {
+                let r = self.t.rng.next() as u32;
+                if !known.contains(&r) {
+                    break r;
+                }
+            },
         };
-        let size = if request == ioctl::FIONREAD { 4 } else { 8 };
-        let (ptr, ok) = self.t.gen_ptr(size, Dir::KernelWrites);
+        // FIONBIO and FIOASYNC read an int; the answers are stored.
+        let reads = matches!(request, ioctl::FIONBIO | ioctl::FIOASYNC);
+        let size = match request {
+            ioctl::FIONREAD | ioctl::FIONBIO | ioctl::FIOASYNC => 4,
+            _ => 8,
+        };
+        let dir = if reads {
+            Dir::KernelReads
+        } else {
+            Dir::KernelWrites
+        };
+        let (ptr, ok) = self.t.gen_ptr(size, dir);
+        let salt = self.t.rng.next();
+        self.paint(ptr, size, salt);
+        let int = if ok && reads {
+            let mut b = [0u8; 4];
+            for (k, byte) in b.iter_mut().enumerate() {
+                // SAFETY: readable memory (predicted so): ours, painted
+                // just now, or bytes whose contents we may read.
+                *byte = unsafe { ptr::read_volatile((ptr + k as u64) as *const u8) };
+            }
+            i32::from_le_bytes(b)
+        } else {
+            0
+        };
         let answer: Option<[u8; 8]> = match (request, file) {
             (_, None) => None,
             (ioctl::FIONREAD, Some(File::Console)) => Some([0; 8]),
@@ -1149,20 +1188,48 @@ impl Fuzz {
             (ioctl::TIOCGWINSZ, Some(File::Console)) => Some(Winsize::CONSOLE.to_bytes()),
             _ => None,
         };
-        let expect = match (file, answer) {
-            (None, _) => Expect::Err(Errno::EBADF),
-            (Some(_), None) => Expect::Err(Errno::ENOTTY),
-            (Some(_), Some(_)) if !ok => Expect::Err(Errno::EFAULT),
-            (Some(_), Some(_)) => Expect::Ret(0),
+        let expect = match (request, file, answer) {
+            (_, None, _) => Expect::Err(Errno::EBADF),
+            (ioctl::FIOCLEX | ioctl::FIONCLEX, _, _) => Expect::Ret(0),
+            (ioctl::FIONBIO | ioctl::FIOASYNC, _, _) if !ok => Expect::Err(Errno::EFAULT),
+            (ioctl::FIOASYNC, _, _) if int != 0 => Expect::Err(Errno::EINVAL),
+            (ioctl::FIONBIO | ioctl::FIOASYNC, _, _) => Expect::Ret(0),
+            (_, Some(_), None) => Expect::Err(Errno::ENOTTY),
+            (_, Some(_), Some(_)) if !ok => Expect::Err(Errno::EFAULT),
+            (_, Some(_), Some(_)) => Expect::Ret(0),
         };
-        let salt = self.t.rng.next();
-        self.paint(ptr, size, salt);
         let req = u64::from(request) | self.wide();
-        // SAFETY: BUF, the slack, or refused; nothing is written for a
-        // request the kernel does not answer.
+        // SAFETY: BUF, the slack, or refused; readable memory for the two
+        // requests that read; nothing is written for a request the kernel
+        // does not answer.
         unsafe { self.t.call(nr::IOCTL, &[fd, req, ptr], expect)? };
         self.count(expect);
-        let n = if expect == Expect::Ret(0) { size } else { 0 };
+        if let (Expect::Ret(0), Some(file)) = (expect, file) {
+            let fdl = fd as u32 as usize;
+            match request {
+                ioctl::FIOCLEX | ioctl::FIONCLEX => {
+                    self.m.cloexec[fdl] = request == ioctl::FIOCLEX;
+                }
+                ioctl::FIONBIO => {
+                    let flags = match file {
+                        File::Console => &mut self.m.console_flags,
+                        File::Read(p) => &mut self.m.pipes[p].read_flags,
+                        File::Write(p) => &mut self.m.pipes[p].write_flags,
+                    };
+                    if int != 0 {
+                        *flags |= o::NONBLOCK;
+                    } else {
+                        *flags &= !o::NONBLOCK;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = if expect == Expect::Ret(0) && !reads && answer.is_some() {
+            size
+        } else {
+            0
+        };
         let bytes = answer.unwrap_or([0; 8]);
         self.verify(ptr, size, n, salt, &|i| bytes[i as usize])
     }
