@@ -108,6 +108,16 @@ impl PipeTable {
     }
 }
 
+/// A transfer that a kill, or the pipe's freeing between two steps (every
+/// descriptor of both ends closed by other threads), ends after `done`
+/// bytes returns their count, as any end after some bytes does.
+fn partial_end(result: Result<u64, Errno>, done: usize) -> Result<u64, Errno> {
+    match result {
+        Err(Errno::EINTR | Errno::EBADF) if done > 0 => Ok(done as u64),
+        _ => result,
+    }
+}
+
 /// What one attempt at a pipe transfer came to.
 enum Attempt {
     /// Finished; wake this queue (the other side) once the locks are gone.
@@ -449,10 +459,7 @@ impl<M: Machine> System<M> {
                 _ => Attempt::Again(obj.readable),
             }
         });
-        match (result, done.get()) {
-            (Err(Errno::EINTR), k) if k > 0 => Ok(k as u64),
-            _ => result,
-        }
+        partial_end(result, done.get())
     }
 
     /// Reads up to `len` bytes (checked writable at `buf`) from pipe `id`:
@@ -505,9 +512,6 @@ impl<M: Machine> System<M> {
                 _ => Attempt::Again(obj.writable),
             }
         });
-        match (result, done.get()) {
-            (Err(Errno::EINTR), k) if k > 0 => Ok(k as u64),
-            _ => result,
-        }
+        partial_end(result, done.get())
     }
 }

@@ -1524,3 +1524,22 @@ fn killing_a_program_mid_write_collects_everything() {
     w.assert_quiet();
     assert_eq!(w.free_frames(), frames);
 }
+
+#[test]
+fn a_write_whose_pipe_is_freed_midway_returns_what_it_wrote() {
+    let w = World::new();
+    let writer = w.thread(|u| u.write_at(u.arg, private(0), &pattern(13, 100_000)));
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(writer, wr);
+        // It fills the pipe and blocks; then every descriptor of both
+        // ends goes, and the pipe with them, before it runs again.
+        u.sleep(5 * TICK_NS);
+        assert_eq!(u.call(nr::CLOSE, &[r]), 0);
+        assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap())
+    });
+    assert_eq!(status, CAP as i64);
+    w.assert_quiet();
+}
