@@ -18,12 +18,22 @@ pub mod nr {
     pub const WRITE: u64 = 1;
     /// `close(fd) -> 0`.
     pub const CLOSE: u64 = 3;
+    /// `fstat(fd, statbuf: *mut [u8; 144]) -> 0`: Linux's `struct stat`.
+    pub const FSTAT: u64 = 5;
+    /// `ioctl(fd, request, arg) -> 0`: `FIONREAD`, `TIOCGWINSZ`.
+    pub const IOCTL: u64 = 16;
+    /// `writev(fd, iov: *const [iovec; iovcnt], iovcnt) -> bytes written`.
+    pub const WRITEV: u64 = 20;
     /// `pipe(fds: *mut [i32; 2]) -> 0`: fds[0] reads, fds[1] writes.
     pub const PIPE: u64 = 22;
     /// `sched_yield() -> 0`.
     pub const SCHED_YIELD: u64 = 24;
     /// `nanosleep(req: *const timespec, rem: *mut timespec) -> 0`.
     pub const NANOSLEEP: u64 = 35;
+    /// `dup(fd) -> new fd`: the lowest free one, on the same open file.
+    pub const DUP: u64 = 32;
+    /// `dup2(fd, new) -> new`, closing what `new` named.
+    pub const DUP2: u64 = 33;
     /// `getpid() -> pid`: the process (thread group) id.
     pub const GETPID: u64 = 39;
     /// `exit(status) -> !`: ends the calling thread; the last thread's end
@@ -32,6 +42,8 @@ pub mod nr {
     /// `clone(flags, newsp, parent_tid, child_tid, tls) -> tid` (0 in the
     /// child): threads only ([`crate::clone`]).
     pub const CLONE: u64 = 56;
+    /// `fcntl(fd, cmd, arg)`: the commands in [`crate::fcntl`].
+    pub const FCNTL: u64 = 72;
     /// `getppid() -> pid` of the parent.
     pub const GETPPID: u64 = 110;
     /// `arch_prctl(code, addr)`: the FS base ([`crate::arch_prctl`]).
@@ -48,6 +60,10 @@ pub mod nr {
     pub const CLOCK_NANOSLEEP: u64 = 230;
     /// `exit_group(status) -> !`: ends every thread of the process.
     pub const EXIT_GROUP: u64 = 231;
+    /// `dup3(fd, new, flags) -> new`: `dup2` with `O_CLOEXEC`.
+    pub const DUP3: u64 = 292;
+    /// `pipe2(fds: *mut [i32; 2], flags) -> 0`: `O_NONBLOCK`, `O_CLOEXEC`.
+    pub const PIPE2: u64 = 293;
 
     /// The first number of the calls Linux lacks.
     pub const FAULTLINE_BASE: u64 = 1000;
@@ -60,16 +76,22 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 19] = [
+    pub const ALL: [u64; 27] = [
         READ,
         WRITE,
         CLOSE,
+        FSTAT,
+        IOCTL,
+        WRITEV,
         PIPE,
         SCHED_YIELD,
         NANOSLEEP,
+        DUP,
+        DUP2,
         GETPID,
         CLONE,
         EXIT,
+        FCNTL,
         GETPPID,
         ARCH_PRCTL,
         GETTID,
@@ -78,6 +100,8 @@ pub mod nr {
         CLOCK_GETTIME,
         CLOCK_NANOSLEEP,
         EXIT_GROUP,
+        DUP3,
+        PIPE2,
         SPAWN_THREAD,
         WAIT_THREAD,
     ];
@@ -177,6 +201,193 @@ pub mod arch_prctl {
 /// Linux's `TASK_SIZE_MAX` on x86_64: one page below [`USER_END`]. An FS
 /// base at or above it is `EPERM` (`arch_prctl`, `clone` with `SETTLS`).
 pub const TASK_SIZE_MAX: u64 = USER_END - 4096;
+/// Open-file flags (`pipe2`, `dup3`, `fcntl`'s `F_GETFL`/`F_SETFL`):
+/// Linux's x86_64 values. Faultline's files are the console and pipe ends,
+/// so only these mean anything here.
+pub mod o {
+    /// The access mode, the low two bits of `F_GETFL`.
+    pub const ACCMODE: u32 = 0o3;
+    pub const RDONLY: u32 = 0o0;
+    pub const WRONLY: u32 = 0o1;
+    pub const RDWR: u32 = 0o2;
+    pub const APPEND: u32 = 0o2000;
+    /// Also `O_NDELAY` on x86_64.
+    pub const NONBLOCK: u32 = 0o4000;
+    /// `O_ASYNC` (`FASYNC`): signal-driven I/O.
+    pub const ASYNC: u32 = 0o20000;
+    /// On a pipe, Linux's packet mode.
+    pub const DIRECT: u32 = 0o40000;
+    /// What `F_GETFL` shows for a file opened with `open` on 64-bit Linux.
+    pub const LARGEFILE: u32 = 0o100000;
+    pub const NOATIME: u32 = 0o1000000;
+    pub const CLOEXEC: u32 = 0o2000000;
+}
+
+/// `fcntl` commands and the descriptor flag (Linux's numbers).
+pub mod fcntl {
+    pub const F_DUPFD: u32 = 0;
+    pub const F_GETFD: u32 = 1;
+    pub const F_SETFD: u32 = 2;
+    pub const F_GETFL: u32 = 3;
+    pub const F_SETFL: u32 = 4;
+    pub const F_DUPFD_CLOEXEC: u32 = 1030;
+    pub const F_SETPIPE_SZ: u32 = 1031;
+    pub const F_GETPIPE_SZ: u32 = 1032;
+    /// The one descriptor flag (`F_GETFD`, `F_SETFD`).
+    pub const FD_CLOEXEC: u32 = 1;
+}
+
+/// `ioctl` requests Faultline answers (Linux's numbers).
+pub mod ioctl {
+    /// Bytes ready to read, an `int` stored at the argument.
+    pub const FIONREAD: u32 = 0x541b;
+    /// The terminal's size, a [`crate::Winsize`] stored at the argument.
+    pub const TIOCGWINSZ: u32 = 0x5413;
+    /// For every file (Linux answers these before the file's own
+    /// requests): `O_NONBLOCK` on or off as the `int` at the argument is
+    /// non-zero or zero; `FD_CLOEXEC` on, off; `O_ASYNC` from an `int`.
+    pub const FIONBIO: u32 = 0x5421;
+    pub const FIONCLEX: u32 = 0x5450;
+    pub const FIOCLEX: u32 = 0x5451;
+    pub const FIOASYNC: u32 = 0x5452;
+}
+
+/// Linux's `struct winsize`: four `unsigned short`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Winsize {
+    pub row: u16,
+    pub col: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
+}
+
+impl Winsize {
+    pub const SIZE: usize = 8;
+    /// What `TIOCGWINSZ` reports for the console: a serial line has no
+    /// size of its own, so the classic terminal's.
+    pub const CONSOLE: Winsize = Winsize {
+        row: 24,
+        col: 80,
+        xpixel: 0,
+        ypixel: 0,
+    };
+
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut b = [0; 8];
+        for (i, v) in [self.row, self.col, self.xpixel, self.ypixel]
+            .into_iter()
+            .enumerate()
+        {
+            b[2 * i..2 * i + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// Pipes: Linux's sizes and limits.
+pub mod pipe {
+    /// Writes of at most this many bytes are atomic (POSIX `PIPE_BUF`).
+    pub const PIPE_BUF: usize = 4096;
+    /// A new pipe's capacity: 16 pages, as on Linux.
+    pub const DEFAULT_SIZE: usize = 65536;
+    /// The largest `F_SETPIPE_SZ` a program may ask for: Linux's default
+    /// `/proc/sys/fs/pipe-max-size` (programs here hold no privilege).
+    pub const MAX_SIZE: usize = 1 << 20;
+}
+
+/// The most bytes one `read`, `write` or `writev` moves: Linux's
+/// `MAX_RW_COUNT` (`INT_MAX` rounded down to a page).
+pub const MAX_RW_COUNT: u64 = 0x7fff_f000;
+/// The most `iovec`s one `writev` takes (`IOV_MAX`, Linux's `UIO_MAXIOV`).
+pub const IOV_MAX: u32 = 1024;
+/// Bytes of one `struct iovec { void *iov_base; size_t iov_len; }`.
+pub const IOVEC_SIZE: u64 = 16;
+
+/// File types and the identities `fstat` reports.
+pub mod stat {
+    pub const S_IFIFO: u32 = 0o010000;
+    pub const S_IFCHR: u32 = 0o020000;
+    /// A pipe end: a FIFO its creator may read and write, as Linux's.
+    pub const PIPE_MODE: u32 = S_IFIFO | 0o600;
+    /// The console: a terminal device node, `crw--w----` as a login's.
+    pub const CONSOLE_MODE: u32 = S_IFCHR | 0o620;
+    /// Where Linux's are arbitrary (numbers of its pseudo file systems),
+    /// these are Faultline's: every pipe is on device `PIPE_DEV` with an
+    /// inode number of its own, counted from 1 since boot; the console is
+    /// one fixed node.
+    pub const PIPE_DEV: u64 = 0xc;
+    pub const CONSOLE_DEV: u64 = 0x6;
+    pub const CONSOLE_INO: u64 = 2;
+    /// The console is the first serial port: Linux's `/dev/ttyS0`, major
+    /// 4 minor 64, in `stat`'s encoding.
+    pub const CONSOLE_RDEV: u64 = 4 << 8 | 64;
+    /// `st_blksize`: a page, as Linux reports for pipes.
+    pub const BLKSIZE: i64 = 4096;
+}
+
+/// Linux's x86_64 `struct stat` (144 bytes), the fields Faultline fills;
+/// owner ids are 0, since Faultline has no users yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: i64,
+    pub blksize: i64,
+    pub blocks: i64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+impl Stat {
+    pub const SIZE: usize = 144;
+
+    pub fn to_bytes(&self) -> [u8; 144] {
+        let mut b = [0; 144];
+        let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &self.dev.to_le_bytes());
+        put(8, &self.ino.to_le_bytes());
+        put(16, &self.nlink.to_le_bytes());
+        put(24, &self.mode.to_le_bytes());
+        put(28, &self.uid.to_le_bytes());
+        put(32, &self.gid.to_le_bytes());
+        // 36..40 is padding, 120..144 Linux's unused words: zero.
+        put(40, &self.rdev.to_le_bytes());
+        put(48, &self.size.to_le_bytes());
+        put(56, &self.blksize.to_le_bytes());
+        put(64, &self.blocks.to_le_bytes());
+        put(72, &self.atime.to_bytes());
+        put(88, &self.mtime.to_bytes());
+        put(104, &self.ctime.to_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; 144]) -> Stat {
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+        let ts_at = |at: usize| Timespec::from_bytes(b[at..at + 16].try_into().unwrap_or([0; 16]));
+        Stat {
+            dev: u64_at(0),
+            ino: u64_at(8),
+            nlink: u64_at(16),
+            mode: u32_at(24),
+            uid: u32_at(28),
+            gid: u32_at(32),
+            rdev: u64_at(40),
+            size: u64_at(48) as i64,
+            blksize: u64_at(56) as i64,
+            blocks: u64_at(64) as i64,
+            atime: ts_at(72),
+            mtime: ts_at(88),
+            ctime: ts_at(104),
+        }
+    }
+}
 
 /// Linux's `struct timespec` on x86_64: two 64-bit words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -244,6 +455,7 @@ pub enum Errno {
     EEXIST = 17,
     EINVAL = 22,
     EMFILE = 24,
+    ENOTTY = 25,
     EPIPE = 32,
     ENOSYS = 38,
     EOPNOTSUPP = 95,
@@ -252,7 +464,7 @@ pub enum Errno {
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 18] = [
+    pub const ALL: [Errno; 19] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -267,6 +479,7 @@ impl Errno {
         Errno::EEXIST,
         Errno::EINVAL,
         Errno::EMFILE,
+        Errno::ENOTTY,
         Errno::EPIPE,
         Errno::ENOSYS,
         Errno::EOPNOTSUPP,
@@ -290,6 +503,7 @@ impl Errno {
             Errno::EEXIST => "EEXIST",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
+            Errno::ENOTTY => "ENOTTY",
             Errno::EPIPE => "EPIPE",
             Errno::ENOSYS => "ENOSYS",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
@@ -390,6 +604,46 @@ mod tests {
         // The sets the C libraries pass, as their sources spell them.
         assert_eq!(clone::GLIBC_PTHREAD, 0x003d_0f00);
         assert_eq!(clone::MUSL_PTHREAD, 0x007d_0f00);
+        assert_eq!(
+            [nr::FSTAT, nr::IOCTL, nr::WRITEV, nr::DUP, nr::DUP2],
+            [5, 16, 20, 32, 33]
+        );
+        assert_eq!([nr::FCNTL, nr::DUP3, nr::PIPE2], [72, 292, 293]);
+    }
+
+    #[test]
+    fn stat_is_linuxs_layout() {
+        let st = Stat {
+            dev: 1,
+            ino: 2,
+            nlink: 3,
+            mode: stat::PIPE_MODE,
+            uid: 5,
+            gid: 6,
+            rdev: 7,
+            size: 8,
+            blksize: 9,
+            blocks: 10,
+            atime: Timespec { sec: 11, nsec: 12 },
+            mtime: Timespec { sec: 13, nsec: 14 },
+            ctime: Timespec { sec: 15, nsec: 16 },
+        };
+        let b = st.to_bytes();
+        // Offsets from Linux's arch/x86/include/uapi/asm/stat.h.
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        assert_eq!([word(0), word(8), word(16)], [1, 2, 3]);
+        assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 0o10600);
+        assert_eq!(word(40), 7);
+        assert_eq!([word(48), word(56), word(64)], [8, 9, 10]);
+        assert_eq!([word(72), word(80), word(88), word(96)], [11, 12, 13, 14]);
+        assert_eq!([word(104), word(112)], [15, 16]);
+        assert!(b[36..40].iter().chain(&b[120..]).all(|&x| x == 0));
+        assert_eq!(Stat::from_bytes(&b), st);
+        assert_eq!(
+            Winsize::CONSOLE.to_bytes(),
+            [24, 0, 80, 0, 0, 0, 0, 0],
+            "rows, then columns"
+        );
     }
 
     #[test]

@@ -59,22 +59,35 @@ pub trait PhysMem {
     /// Reads `buf.len()` bytes starting at `pa`. The default goes word by
     /// word; implementations with a direct map should copy directly.
     fn read_bytes(&self, pa: u64, buf: &mut [u8]) {
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let at = pa + i as u64;
-            let word = self.read_u64(at & !7);
-            *byte = word.to_le_bytes()[(at & 7) as usize];
+        let mut at = 0;
+        while at < buf.len() {
+            let addr = pa + at as u64;
+            let off = (addr & 7) as usize;
+            let n = (8 - off).min(buf.len() - at);
+            let word = self.read_u64(addr & !7).to_le_bytes();
+            buf[at..at + n].copy_from_slice(&word[off..off + n]);
+            at += n;
         }
     }
 
-    /// Writes `data` starting at `pa`. The default read-modify-writes whole
-    /// words, so it is not safe against concurrent writers of neighbouring
-    /// bytes; never use it on page tables.
+    /// Writes `data` starting at `pa`. The default goes word by word and
+    /// read-modify-writes the partial words at either end, so it is not
+    /// safe against concurrent writers of neighbouring bytes; never use it
+    /// on page tables.
     fn write_bytes(&self, pa: u64, data: &[u8]) {
-        for (i, &byte) in data.iter().enumerate() {
-            let at = pa + i as u64;
-            let mut bytes = self.read_u64(at & !7).to_le_bytes();
-            bytes[(at & 7) as usize] = byte;
-            self.write_u64(at & !7, u64::from_le_bytes(bytes));
+        let mut at = 0;
+        while at < data.len() {
+            let addr = pa + at as u64;
+            let off = (addr & 7) as usize;
+            let n = (8 - off).min(data.len() - at);
+            let mut word = if n == 8 {
+                [0; 8]
+            } else {
+                self.read_u64(addr & !7).to_le_bytes()
+            };
+            word[off..off + n].copy_from_slice(&data[at..at + n]);
+            self.write_u64(addr & !7, u64::from_le_bytes(word));
+            at += n;
         }
     }
 }
@@ -251,6 +264,32 @@ impl PhysMem for SimMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_copies_of_any_alignment_touch_only_their_bytes() {
+        let mem = SimMemory::new();
+        let fill: Vec<u8> = (0..64).map(|i| 0xa0 ^ i).collect();
+        for start in 0..9u64 {
+            for len in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 30] {
+                mem.write_bytes(0x3000, &fill);
+                let data: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(13) | 1).collect();
+                mem.write_bytes(0x3000 + 8 + start, &data);
+                let mut all = [0u8; 64];
+                mem.read_bytes(0x3000, &mut all);
+                let mut want = fill.clone();
+                want[8 + start as usize..8 + start as usize + len].copy_from_slice(&data);
+                assert_eq!(all[..], want[..], "start {start} len {len}");
+                let mut back = vec![0; len];
+                mem.read_bytes(0x3000 + 8 + start, &mut back);
+                assert_eq!(back, data);
+            }
+        }
+        // Across a frame's end, too.
+        mem.write_bytes(0x4ffd, b"abcdef");
+        let mut b = [0; 6];
+        mem.read_bytes(0x4ffd, &mut b);
+        assert_eq!(&b, b"abcdef");
+    }
 
     #[test]
     fn unwritten_memory_reads_zero() {

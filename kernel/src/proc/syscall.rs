@@ -7,18 +7,98 @@
 //! No handler allocates from the heap: transfers go through small buffers
 //! on the kernel stack.
 
-use abi::{Errno, Timespec, clock, nr};
+use abi::{Errno, IOV_MAX, IOVEC_SIZE, MAX_RW_COUNT, Timespec, clock, nr, o};
 
 use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, UserRegs};
+use crate::mm::paging::PageTable;
+use crate::mm::phys::PhysMem;
+use crate::mm::pte::PteFormat;
 use crate::sync::IrqOff;
 use crate::task::sched::{Priority, SchedError, WaitResult};
 use crate::task::uaccess;
 
-/// Largest transfer per call; longer reads and writes are partial, as
-/// POSIX allows.
-const MAX_IO: usize = 4096;
-
 type SysResult = Result<u64, Errno>;
+
+/// Where a write's bytes come from: one user buffer, or the buffers an
+/// iovec array lists, read in order. The array is read again as the
+/// bytes are taken (the kernel stack has no room for 1024 iovecs), so the
+/// copy checks every access once more: a program that changes its array
+/// mid-call gets what it changed to, never a kernel fault.
+#[derive(Clone, Copy)]
+pub(super) struct Source {
+    /// The iovec array and its length, or None for one buffer at `base`.
+    iov: Option<(u64, u64)>,
+    /// Bytes in all, at most MAX_RW_COUNT.
+    total: u64,
+    /// Bytes taken so far.
+    taken: u64,
+    /// The next iovec to read.
+    next: u64,
+    /// What is left of the current buffer.
+    base: u64,
+    left: u64,
+}
+
+impl Source {
+    pub(super) fn buffer(base: u64, len: u64) -> Source {
+        Source {
+            iov: None,
+            total: len,
+            taken: 0,
+            next: 0,
+            base,
+            left: len,
+        }
+    }
+
+    fn iovecs(iov: u64, count: u32, total: u64) -> Source {
+        Source {
+            iov: Some((iov, count.into())),
+            total,
+            taken: 0,
+            next: 0,
+            base: 0,
+            left: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Copies the next `out.len()` bytes into `out` (the caller asks for
+    /// no more than are left); EFAULT when memory cannot be read.
+    pub(super) fn fill<F: PteFormat, M: PhysMem>(
+        &mut self,
+        pt: &PageTable<'_, F, M>,
+        mem: &M,
+        out: &mut [u8],
+    ) -> Result<(), Errno> {
+        let mut at = 0;
+        while at < out.len() {
+            if self.left == 0 {
+                // Past the array only if it changed since it was checked.
+                let (iov, _) = self
+                    .iov
+                    .filter(|&(_, c)| self.next < c)
+                    .ok_or(Errno::EFAULT)?;
+                let entry = iov.wrapping_add(self.next.wrapping_mul(IOVEC_SIZE));
+                self.base = uaccess::read_user_u64(pt, mem, entry)?;
+                let len = uaccess::read_user_u64(pt, mem, entry.wrapping_add(8))?;
+                self.left = len.min(self.total - self.taken);
+                self.next += 1;
+                continue;
+            }
+            let k = (out.len() - at).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            uaccess::copy_from_user(pt, mem, self.base, &mut out[at..at + k])?;
+            at += k;
+            self.base = self.base.wrapping_add(k as u64);
+            self.left -= k as u64;
+            self.taken += k as u64;
+        }
+        Ok(())
+    }
+}
 
 /// An `unsigned int fd` argument: Linux keeps the low 32 bits of the
 /// register, so `close(1 << 32 | 3)` closes descriptor 3 there too.
@@ -30,6 +110,17 @@ fn fd(reg: u64) -> u64 {
 /// sign-extended, as Linux reads it.
 fn int(reg: u64) -> i32 {
     reg as i32
+}
+
+/// An `unsigned int` argument other than a descriptor (a command, a
+/// count): the low 32 bits.
+fn uint(reg: u64) -> u32 {
+    reg as u32
+}
+
+/// A transfer's length as Linux bounds it: at most MAX_RW_COUNT bytes.
+fn rw_count(len: u64) -> u64 {
+    len.min(MAX_RW_COUNT)
 }
 
 impl<M: Machine> System<M> {
@@ -63,6 +154,15 @@ impl<M: Machine> System<M> {
             nr::EXIT_GROUP => self.exit_process(int(a[0]).into()),
             nr::SPAWN_THREAD => self.sys_spawn_thread(a[0], a[1], a[2]),
             nr::WAIT_THREAD => self.sys_wait(a[0], a[1]),
+            // Descriptors and pipes.
+            nr::FSTAT => self.sys_fstat(fd(a[0]), a[1]),
+            nr::IOCTL => self.sys_ioctl(fd(a[0]), uint(a[1]), a[2]),
+            nr::WRITEV => self.sys_writev(fd(a[0]), a[1], uint(a[2])),
+            nr::DUP => self.sys_dup(fd(a[0])),
+            nr::DUP2 => self.sys_dup2(fd(a[0]), fd(a[1])),
+            nr::DUP3 => self.sys_dup3(fd(a[0]), fd(a[1]), int(a[2])),
+            nr::FCNTL => self.sys_fcntl(fd(a[0]), uint(a[1]), a[2]),
+            nr::PIPE2 => self.sys_pipe2(a[0], int(a[1])),
             _ => Err(Errno::ENOSYS),
         };
         abi::encode(result)
@@ -170,17 +270,17 @@ impl<M: Machine> System<M> {
     }
 
     /// Checks `[va, va + len)` is user memory mapped with the rights needed.
-    fn check_user(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+    pub(super) fn check_user(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
         uaccess::check_user_range(va, len)?;
         self.with_current_process(|p| uaccess::check_mapped(p.space.page_table(), va, len, write))
     }
 
-    fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    pub(super) fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mem = self.m.mem();
         self.with_current_process(|p| uaccess::copy_from_user(p.space.page_table(), mem, va, buf))
     }
 
-    fn copy_to_user(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
+    pub(super) fn copy_to_user(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
         let mem = self.m.mem();
         self.with_current_process(|p| uaccess::copy_to_user(p.space.page_table(), mem, va, data))
     }
@@ -190,31 +290,82 @@ impl<M: Machine> System<M> {
     }
 
     fn sys_write(&self, fd: u64, buf: u64, len: u64) -> SysResult {
-        let len = (len as usize).min(MAX_IO);
-        self.check_user(buf, len as u64, false)?;
+        let len = rw_count(len);
+        self.check_user(buf, len, false)?;
+        self.write_file(fd, Source::buffer(buf, len))
+    }
+
+    /// `writev`: the iovec array is checked whole before anything moves,
+    /// in Linux's order (the count, the array, negative lengths, then the
+    /// buffers, each for the bytes the call will take), and all before the
+    /// descriptor, as every pointer is. Then it is one write of the
+    /// buffers' bytes in order: atomic on a pipe up to PIPE_BUF in all.
+    fn sys_writev(&self, fd: u64, iov: u64, count: u32) -> SysResult {
+        if count > IOV_MAX {
+            return Err(Errno::EINVAL);
+        }
+        let array = u64::from(count) * IOVEC_SIZE;
+        self.check_user(iov, array, false)?;
+        let mem = self.m.mem();
+        let entry = |i: u64| {
+            self.with_current_process(|p| {
+                let pt = p.space.page_table();
+                let at = iov + i * IOVEC_SIZE;
+                Ok((
+                    uaccess::read_user_u64(pt, mem, at)?,
+                    uaccess::read_user_u64(pt, mem, at + 8)?,
+                ))
+            })
+        };
+        for i in 0..u64::from(count) {
+            // A size_t that does not fit ssize_t.
+            if (entry(i)?.1 as i64) < 0 {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let mut total = 0u64;
+        for i in 0..u64::from(count) {
+            let (base, len) = entry(i)?;
+            // Linux stops counting at MAX_RW_COUNT, and so does the copy.
+            let len = len.min(MAX_RW_COUNT - total);
+            self.check_user(base, len, false)?;
+            total += len;
+        }
+        self.write_file(fd, Source::iovecs(iov, count, total))
+    }
+
+    fn write_file(&self, fd: u64, src: Source) -> SysResult {
         match self.file(fd)? {
-            File::Console => self.console_write_user(buf, len),
-            File::PipeWrite(id) => self.pipe_write(id, buf, len),
+            File::Console => self.console_write_user(src),
+            File::PipeWrite(id) => self.pipe_write(id, src),
             File::PipeRead(_) => Err(Errno::EBADF),
         }
     }
 
     /// Copies user bytes to the console in pieces; invalid UTF-8 shows as
-    /// U+FFFD, and a character split between two pieces is kept whole.
-    fn console_write_user(&self, buf: u64, len: usize) -> SysResult {
+    /// U+FFFD, and a character split between two pieces (or two buffers
+    /// of a writev) is kept whole.
+    fn console_write_user(&self, mut src: Source) -> SysResult {
         const PIECE: usize = 256;
+        let mem = self.m.mem();
+        let len = src.len();
         let mut piece = [0u8; PIECE + 3];
         let mut carried = 0;
         let mut done = 0;
         while done < len {
-            let k = (len - done).min(PIECE);
-            self.copy_from_user(buf + done as u64, &mut piece[carried..carried + k])?;
-            done += k;
+            let k = (len - done).min(PIECE as u64) as usize;
+            let copied = self.with_current_process(|p| {
+                src.fill(p.space.page_table(), mem, &mut piece[carried..carried + k])
+            });
+            if let Err(e) = copied {
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+            done += k as u64;
             let filled = carried + k;
             carried = self.console_write_utf8(&piece[..filled], done == len);
             piece.copy_within(filled - carried..filled, 0);
         }
-        Ok(len as u64)
+        Ok(len)
     }
 
     /// Writes `bytes` as text; returns how many bytes at the end begin a
@@ -246,18 +397,28 @@ impl<M: Machine> System<M> {
     }
 
     fn sys_read(&self, fd: u64, buf: u64, len: u64) -> SysResult {
-        let len = (len as usize).min(MAX_IO);
-        self.check_user(buf, len as u64, true)?;
+        let len = rw_count(len);
+        self.check_user(buf, len, true)?;
         match self.file(fd)? {
-            File::PipeRead(id) => self.pipe_read(id, buf, len),
+            File::PipeRead(id) => self.pipe_read(id, buf, len as usize),
             // Console input belongs to the console shell for now.
             File::Console | File::PipeWrite(_) => Err(Errno::EBADF),
         }
     }
 
     fn sys_pipe(&self, fds_ptr: u64) -> SysResult {
+        self.sys_pipe2(fds_ptr, 0)
+    }
+
+    /// Flags are checked first, as Linux does (before the pointer).
+    /// `O_DIRECT` (Linux's packet mode) is not supported.
+    fn sys_pipe2(&self, fds_ptr: u64, flags: i32) -> SysResult {
+        let flags = flags as u32;
+        if flags & !(o::NONBLOCK | o::CLOEXEC) != 0 {
+            return Err(Errno::EINVAL);
+        }
         self.check_user(fds_ptr, 8, true)?;
-        let (r, w) = self.new_pipe()?;
+        let (r, w) = self.new_pipe(flags)?;
         let mut bytes = [0u8; 8];
         bytes[..4].copy_from_slice(&r.to_le_bytes());
         bytes[4..].copy_from_slice(&w.to_le_bytes());

@@ -19,9 +19,10 @@ use std::vec;
 
 /// Where the test program's text starts; thread entries are slots in it.
 const TEXT: u64 = 0x40_0000;
-/// A writable data area for buffers.
+/// A writable data area for buffers, room for transfers of several
+/// pipe capacities.
 const DATA: u64 = 0x40_1000;
-const DATA_LEN: u64 = 0x4000;
+const DATA_LEN: u64 = 0x8_0000;
 const FRAMES: u64 = 2048;
 const TICK_NS: u64 = 10_000_000;
 
@@ -63,7 +64,7 @@ impl Baton {
         while !*open {
             assert!(
                 !self.poisoned.load(Ordering::SeqCst),
-                "every task is blocked for good"
+                "the system stopped: a program panicked (its message is above) or every task is blocked for good"
             );
             open = gate.turn.wait(open).unwrap();
         }
@@ -424,6 +425,61 @@ impl User {
     fn spawn_thread(&self, entry: u64, arg: u64) -> i64 {
         self.call(nr::SPAWN_THREAD, &[entry, DATA + DATA_LEN, arg])
     }
+
+    /// pipe2 with `flags`: (read fd, write fd).
+    fn pipe2(&self, flags: u32) -> (u64, u64) {
+        assert_eq!(self.call(nr::PIPE2, &[DATA, flags.into()]), 0);
+        let fds = self.peek(DATA, 8);
+        let r = u32::from_le_bytes(fds[..4].try_into().unwrap());
+        let w = u32::from_le_bytes(fds[4..].try_into().unwrap());
+        (r.into(), w.into())
+    }
+
+    fn fcntl(&self, fd: u64, cmd: u32, arg: u64) -> i64 {
+        self.call(nr::FCNTL, &[fd, cmd.into(), arg])
+    }
+
+    /// fstat into a scratch area near the end of the data.
+    fn fstat(&self, fd: u64) -> abi::Stat {
+        let at = DATA + DATA_LEN - 0x400;
+        assert_eq!(self.call(nr::FSTAT, &[fd, at]), 0, "fstat({fd})");
+        abi::Stat::from_bytes(&self.peek(at, abi::Stat::SIZE).try_into().unwrap())
+    }
+
+    /// write of `data`, placed at `at` first.
+    fn write_at(&self, fd: u64, at: u64, data: &[u8]) -> i64 {
+        self.poke(at, data);
+        self.call(nr::WRITE, &[fd, at, data.len() as u64])
+    }
+
+    /// read of up to `len` bytes at `at`: the result, and what arrived.
+    fn read_at(&self, fd: u64, at: u64, len: usize) -> (i64, Vec<u8>) {
+        let n = self.call(nr::READ, &[fd, at, len as u64]);
+        let got = if n > 0 {
+            self.peek(at, n as usize)
+        } else {
+            Vec::new()
+        };
+        (n, got)
+    }
+
+    /// An iovec array at `at` listing `(base, len)` pairs.
+    fn iovecs(&self, at: u64, list: &[(u64, u64)]) {
+        let mut bytes = Vec::new();
+        for (base, len) in list {
+            bytes.extend_from_slice(&base.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+        }
+        self.poke(at, &bytes);
+    }
+}
+
+/// A pattern that differs from one byte to the next and from one `seed`
+/// to another, so a byte out of place is seen.
+fn pattern(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
 }
 
 mod threads;
@@ -432,6 +488,13 @@ const EFAULT: i64 = -(Errno::EFAULT as i64);
 const EBADF: i64 = -(Errno::EBADF as i64);
 const EPIPE: i64 = -(Errno::EPIPE as i64);
 const ESRCH: i64 = -(Errno::ESRCH as i64);
+const EAGAIN: i64 = -(Errno::EAGAIN as i64);
+const EINVAL: i64 = -(Errno::EINVAL as i64);
+const EMFILE: i64 = -(Errno::EMFILE as i64);
+const ENOTTY: i64 = -(Errno::ENOTTY as i64);
+const EBUSY: i64 = -(Errno::EBUSY as i64);
+const EPERM: i64 = -(Errno::EPERM as i64);
+const ENOMEM: i64 = -(Errno::ENOMEM as i64);
 
 /// A booted system on the test's thread, which is its boot thread.
 struct World {
@@ -945,5 +1008,701 @@ fn a_program_starts_with_argv_envp_and_auxv_on_its_stack() {
         0
     });
     assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(0));
+    w.assert_quiet();
+}
+
+// ---- Descriptors and pipes as Linux has them ----
+
+use abi::{fcntl as fc, ioctl, o, pipe::PIPE_BUF, stat};
+
+/// Where the tests below keep their bytes: a write's source (room for
+/// three pipes' worth), a read's destination, and a private area per
+/// helper thread.
+const SRC: u64 = DATA + 0x1000;
+const DST: u64 = DATA + 0x4_0000;
+const fn private(k: u64) -> u64 {
+    DATA + 0x6_0000 + k * 0x4000
+}
+const CAP: usize = abi::pipe::DEFAULT_SIZE;
+
+#[test]
+fn dup_family_shares_the_open_file_and_follows_linux_errors() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        assert_eq!((r, wr), (0, 3));
+        assert_eq!(u.call(nr::DUP, &[wr]), 4, "the lowest free");
+        assert_eq!(u.call(nr::DUP, &[1 << 32 | wr]), 5, "an unsigned int");
+        assert_eq!(u.call(nr::DUP2, &[wr, 10]), 10);
+        assert_eq!(
+            u.call(nr::DUP2, &[wr, wr]),
+            wr as i64,
+            "itself: just checked"
+        );
+        assert_eq!(u.call(nr::DUP2, &[20, 20]), EBADF);
+        assert_eq!(u.call(nr::DUP2, &[wr, 64]), EBADF, "past RLIMIT_NOFILE");
+        assert_eq!(u.call(nr::DUP2, &[99, 5]), EBADF);
+        assert_eq!(u.call(nr::DUP3, &[wr, wr, 0]), EINVAL);
+        assert_eq!(u.call(nr::DUP3, &[99, 99, 0]), EINVAL, "before the lookup");
+        assert_eq!(u.call(nr::DUP3, &[wr, 11, o::NONBLOCK.into()]), EINVAL);
+        assert_eq!(u.call(nr::DUP3, &[99, 11, 0]), EBADF);
+        assert_eq!(u.call(nr::DUP3, &[wr, 64, 0]), EBADF);
+        assert_eq!(u.call(nr::DUP3, &[wr, 11, o::CLOEXEC.into()]), 11);
+        assert_eq!(u.fcntl(11, fc::F_GETFD, 0), 1);
+        assert_eq!(u.fcntl(10, fc::F_GETFD, 0), 0, "dup2 clears it");
+        // Every write descriptor names one end: it stays open until the
+        // last is closed.
+        for fd in [wr, 4, 5, 10] {
+            assert_eq!(u.call(nr::CLOSE, &[fd]), 0);
+        }
+        assert_eq!(u.fcntl(r, fc::F_SETFL, o::NONBLOCK.into()), 0);
+        assert_eq!(u.read_at(r, DST, 10).0, EAGAIN, "a writer is left: no EOF");
+        assert_eq!(u.fcntl(r, fc::F_SETFL, 0), 0);
+        // Likewise a duplicated read end keeps writes going.
+        let rd = u.call(nr::DUP, &[r]) as u64;
+        assert_eq!(u.call(nr::CLOSE, &[rd]), 0);
+        assert_eq!(u.write_at(11, SRC, b"x"), 1, "a reader is left: no EPIPE");
+        assert_eq!(u.call(nr::CLOSE, &[11]), 0);
+        assert_eq!(u.read_at(r, DST, 10), (1, b"x".to_vec()));
+        assert_eq!(u.read_at(r, DST, 10).0, 0, "end of file: no writer left");
+        // dup2 over an open descriptor closes what it named first: here
+        // the only write end of a second pipe.
+        let (r2, w2) = u.pipe();
+        assert_eq!(u.write_at(w2, SRC, b"yz"), 2);
+        assert_eq!(u.call(nr::DUP2, &[r2, w2]), w2 as i64);
+        assert_eq!(u.read_at(w2, DST, 10), (2, b"yz".to_vec()));
+        assert_eq!(u.read_at(r2, DST, 10).0, 0);
+        // A full table: EMFILE, but dup2 onto an open descriptor works.
+        let mut made = 0;
+        loop {
+            match u.call(nr::DUP, &[1]) {
+                EMFILE => break,
+                fd => {
+                    assert!((0..64).contains(&fd));
+                    made += 1;
+                }
+            }
+        }
+        assert!(made > 50);
+        assert_eq!(u.fcntl(1, fc::F_DUPFD, 0), EMFILE);
+        assert_eq!(u.call(nr::DUP2, &[r, 63]), 63);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn fcntl_descriptor_and_status_flags_as_linux_has_them() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        assert_eq!(u.fcntl(r, fc::F_GETFL, 0), o::RDONLY.into());
+        assert_eq!(u.fcntl(wr, fc::F_GETFL, 0), o::WRONLY.into());
+        assert_eq!(
+            u.fcntl(1, fc::F_GETFL, 0),
+            (o::WRONLY | o::LARGEFILE).into()
+        );
+        // F_DUPFD: the lowest free at or above the argument.
+        assert_eq!(u.fcntl(r, fc::F_DUPFD, 10), 10);
+        assert_eq!(u.fcntl(r, fc::F_DUPFD, 10), 11);
+        assert_eq!(u.fcntl(r, fc::F_DUPFD, 1 << 32 | 20), 20, "an int");
+        assert_eq!(u.fcntl(r, fc::F_DUPFD, 64), EINVAL);
+        assert_eq!(u.fcntl(r, fc::F_DUPFD, u64::MAX), EINVAL, "-1");
+        assert_eq!(u.fcntl(r, fc::F_DUPFD_CLOEXEC, 5), 5);
+        assert_eq!(u.fcntl(5, fc::F_GETFD, 0), 1);
+        assert_eq!(u.fcntl(20, fc::F_GETFD, 0), 0);
+        // F_SETFD keeps only FD_CLOEXEC, per descriptor.
+        assert_eq!(u.fcntl(20, fc::F_SETFD, 0xff), 0);
+        assert_eq!(u.fcntl(20, fc::F_GETFD, 0), 1);
+        assert_eq!(u.fcntl(10, fc::F_GETFD, 0), 0, "a dup's own flag");
+        assert_eq!(u.fcntl(20, fc::F_SETFD, 1 << 32), 0);
+        assert_eq!(u.fcntl(20, fc::F_GETFD, 0), 0);
+        // F_SETFL: the end's description, shared by its dups; other bits
+        // ignored, O_DIRECT and O_ASYNC refused.
+        let settable = o::NONBLOCK | o::APPEND | o::NOATIME;
+        let junk = o::RDWR | 0o100 | 1 << 31;
+        assert_eq!(u.fcntl(r, fc::F_SETFL, (settable | junk).into()), 0);
+        assert_eq!(u.fcntl(10, fc::F_GETFL, 0), settable.into());
+        assert_eq!(
+            u.fcntl(wr, fc::F_GETFL, 0),
+            o::WRONLY.into(),
+            "the other end"
+        );
+        assert_eq!(u.fcntl(r, fc::F_SETFL, o::DIRECT.into()), EINVAL);
+        assert_eq!(u.fcntl(r, fc::F_SETFL, o::ASYNC.into()), EINVAL);
+        assert_eq!(u.fcntl(20, fc::F_GETFL, 0), settable.into(), "unchanged");
+        assert_eq!(u.read_at(10, DST, 1).0, EAGAIN, "O_NONBLOCK set through r");
+        assert_eq!(u.fcntl(11, fc::F_SETFL, 0), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFL, 0), 0);
+        // The console's description is shared by 1 and 2.
+        assert_eq!(u.fcntl(2, fc::F_SETFL, o::NONBLOCK.into()), 0);
+        assert_eq!(
+            u.fcntl(1, fc::F_GETFL, 0),
+            (o::WRONLY | o::LARGEFILE | o::NONBLOCK).into()
+        );
+        // The descriptor first, then the command.
+        assert_eq!(u.fcntl(99, 9999, 0), EBADF);
+        assert_eq!(u.fcntl(r, 9999, 0), EINVAL);
+        assert_eq!(u.fcntl(r, 5, 0), EINVAL, "F_GETLK: no locks");
+        assert_eq!(u.fcntl(r, 1 << 31 | fc::F_GETFD, 0), EINVAL);
+        assert_eq!(
+            u.call(nr::FCNTL, &[r, 1 << 32 | u64::from(fc::F_GETFD), 0]),
+            0
+        );
+        assert_eq!(u.fcntl(99, fc::F_GETFD, 0), EBADF);
+        assert_eq!(u.fcntl(1, fc::F_GETPIPE_SZ, 0), EBADF, "not a pipe");
+        assert_eq!(u.fcntl(1, fc::F_SETPIPE_SZ, 4096), EBADF);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn pipe_sizes_round_refuse_and_keep_the_bytes() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        assert_eq!(u.fcntl(r, fc::F_GETPIPE_SZ, 0), CAP as i64);
+        assert_eq!(u.fcntl(wr, fc::F_SETPIPE_SZ, 0), 4096, "at least a page");
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 4097), 8192);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 3 * 4096), 16384);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 1 << 20), 1 << 20);
+        assert_eq!(u.fcntl(r, fc::F_GETPIPE_SZ, 0), 1 << 20);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, (1 << 20) + 1), EPERM);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 1 << 31), EPERM);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, (1 << 31) + 1), EINVAL);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, (1 << 32) + 4096), 4096);
+        // What is buffered must fit, and survives the change.
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 32768), 32768);
+        let data = pattern(3, 30_000);
+        assert_eq!(u.write_at(wr, SRC, &data), 30_000);
+        assert_eq!(u.read_at(r, DST, 10_000), (10_000, data[..10_000].to_vec()));
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 16384), EBUSY);
+        assert_eq!(u.fcntl(r, fc::F_GETPIPE_SZ, 0), 32768);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 1 << 17), 1 << 17);
+        assert_eq!(u.write_at(wr, SRC, &data[..5]), 5);
+        let (n, got) = u.read_at(r, DST, 30_000);
+        assert_eq!(n, 20_005);
+        assert_eq!(got[..20_000], data[10_000..]);
+        assert_eq!(got[20_000..], data[..5]);
+        // Out of frames: ENOMEM, and the pipe is as it was.
+        assert_eq!(u.write_at(wr, SRC, b"kept"), 4);
+        let mut held = Vec::new();
+        while let Ok(pfn) = u.sys.m.frames.alloc_frame() {
+            held.push(pfn);
+        }
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 1 << 20), ENOMEM);
+        assert_eq!(u.call(nr::PIPE2, &[DATA, 0]), ENOMEM);
+        for pfn in held {
+            u.sys.m.frames.free(pfn, 0).unwrap();
+        }
+        assert_eq!(u.fcntl(r, fc::F_GETPIPE_SZ, 0), 1 << 17);
+        assert_eq!(u.read_at(r, DST, 100), (4, b"kept".to_vec()));
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn growing_a_full_pipe_lets_a_blocked_writer_on() {
+    let w = World::new();
+    let writer = w.thread(|u| u.write_at(u.arg, private(0), &[7; 10]));
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        assert_eq!(u.write_at(wr, SRC, &pattern(1, CAP)), CAP as i64);
+        let t = u.spawn_thread(writer, wr);
+        u.sleep(5 * TICK_NS);
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 2 * CAP as u64), 2 * CAP as i64);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        assert_eq!(i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap()), 10);
+        u.call(nr::IOCTL, &[r, ioctl::FIONREAD.into(), DATA]);
+        i64::from(i32::from_le_bytes(u.peek(DATA, 4).try_into().unwrap()))
+    });
+    assert_eq!(status, CAP as i64 + 10);
+    w.assert_quiet();
+}
+
+#[test]
+fn fstat_reports_linuxs_struct_stat() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        let (r2, _w2) = u.pipe();
+        let (a, b, c) = (u.fstat(r), u.fstat(wr), u.fstat(r2));
+        assert_eq!(a, b, "both ends of one pipe are one inode");
+        assert_eq!((a.dev, c.dev), (stat::PIPE_DEV, stat::PIPE_DEV));
+        assert_ne!(a.ino, c.ino);
+        assert_eq!((a.mode, a.nlink, a.blksize), (0o10600, 1, 4096));
+        assert_eq!((a.size, a.blocks, a.rdev, a.uid, a.gid), (0, 0, 0, 0, 0));
+        assert_eq!(a.atime, a.mtime);
+        assert_eq!(a.ctime, a.mtime);
+        assert!(a.mtime.nsec < 1_000_000_000);
+        assert_eq!(u.write_at(wr, SRC, b"abc"), 3);
+        assert_eq!(u.fstat(wr), a, "st_size stays 0, times stay");
+        let dup = u.call(nr::DUP, &[r]) as u64;
+        assert_eq!(u.fstat(dup), a);
+        let con = u.fstat(2);
+        assert_eq!(con.mode, 0o20620);
+        assert_eq!((con.rdev, con.blksize, con.nlink), (0x440, 4096, 1));
+        assert_eq!((con.dev, con.ino), (stat::CONSOLE_DEV, stat::CONSOLE_INO));
+        // The raw 144 bytes: Linux's layout, padding zero.
+        let at = DATA + 0x2000;
+        u.poke(at, &[0xee; 150]);
+        assert_eq!(u.call(nr::FSTAT, &[r, at]), 0);
+        let raw = u.peek(at, 150);
+        assert_eq!(raw[..144], a.to_bytes()[..]);
+        assert_eq!(raw[144..], [0xee; 6], "nothing past the struct");
+        // The pointer before the descriptor, as for every call.
+        assert_eq!(u.call(nr::FSTAT, &[99, 0]), EFAULT);
+        assert_eq!(u.call(nr::FSTAT, &[r, TEXT]), EFAULT, "read-only");
+        assert_eq!(u.call(nr::FSTAT, &[r, DATA + DATA_LEN - 100]), EFAULT);
+        assert_eq!(u.call(nr::FSTAT, &[99, at]), EBADF);
+        assert_eq!(u.call(nr::FSTAT, &[1 << 32 | r, at]), 0);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn ioctl_answers_fionread_and_the_consoles_window_size() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        let int_at = |u: &User| i32::from_le_bytes(u.peek(DATA, 4).try_into().unwrap());
+        let fionread = u64::from(ioctl::FIONREAD);
+        let winsz = u64::from(ioctl::TIOCGWINSZ);
+        assert_eq!(u.call(nr::IOCTL, &[r, fionread, DATA]), 0);
+        assert_eq!(int_at(u), 0);
+        assert_eq!(u.write_at(wr, SRC, &pattern(2, 5005)), 5005);
+        for fd in [r, wr] {
+            u.poke(DATA, &[0xff; 8]);
+            assert_eq!(u.call(nr::IOCTL, &[fd, fionread, DATA]), 0);
+            assert_eq!(int_at(u), 5005, "either end");
+            assert_eq!(u.peek(DATA + 4, 4), [0xff; 4], "an int, not more");
+        }
+        assert_eq!(u.call(nr::IOCTL, &[1, winsz, DATA]), 0);
+        assert_eq!(u.peek(DATA, 8), [24, 0, 80, 0, 0, 0, 0, 0]);
+        assert_eq!(u.call(nr::IOCTL, &[2, fionread, DATA]), 0);
+        assert_eq!(int_at(u), 0, "no console input for programs");
+        // Not a terminal; unknown requests; the pointer only once the
+        // request is known to use one.
+        assert_eq!(u.call(nr::IOCTL, &[r, winsz, DATA]), ENOTTY);
+        assert_eq!(u.call(nr::IOCTL, &[r, winsz, 0]), ENOTTY);
+        assert_eq!(u.call(nr::IOCTL, &[1, 0x5401, DATA]), ENOTTY, "TCGETS");
+        assert_eq!(u.call(nr::IOCTL, &[r, 0x1234, 0]), ENOTTY);
+        assert_eq!(u.call(nr::IOCTL, &[r, fionread, 0]), EFAULT);
+        assert_eq!(u.call(nr::IOCTL, &[1, winsz, TEXT]), EFAULT);
+        assert_eq!(u.call(nr::IOCTL, &[99, fionread, DATA]), EBADF);
+        assert_eq!(u.call(nr::IOCTL, &[99, 0x1234, 0]), EBADF);
+        assert_eq!(u.call(nr::IOCTL, &[r, 1 << 32 | fionread, DATA]), 0);
+        // The requests Linux answers for every file: O_NONBLOCK on the
+        // open file (shared with dups), close-on-exec on the descriptor.
+        let dup = u.call(nr::DUP, &[r]) as u64;
+        u.poke(DATA, &7i32.to_le_bytes());
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(u.fcntl(dup, fc::F_GETFL, 0), o::NONBLOCK.into());
+        assert_eq!(u.call(nr::IOCTL, &[1, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(
+            u.fcntl(2, fc::F_GETFL, 0),
+            (o::WRONLY | o::LARGEFILE | o::NONBLOCK).into()
+        );
+        u.poke(DATA, &0i32.to_le_bytes());
+        assert_eq!(u.call(nr::IOCTL, &[dup, ioctl::FIONBIO.into(), DATA]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFL, 0), 0);
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONBIO.into(), 0]), EFAULT);
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIOCLEX.into(), 0]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFD, 0), 1);
+        assert_eq!(u.fcntl(dup, fc::F_GETFD, 0), 0, "per descriptor");
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONCLEX.into(), 0]), 0);
+        assert_eq!(u.fcntl(r, fc::F_GETFD, 0), 0);
+        assert_eq!(
+            u.call(nr::IOCTL, &[wr, ioctl::FIOASYNC.into(), DATA]),
+            0,
+            "off"
+        );
+        u.poke(DATA, &1i32.to_le_bytes());
+        assert_eq!(
+            u.call(nr::IOCTL, &[wr, ioctl::FIOASYNC.into(), DATA]),
+            EINVAL
+        );
+        assert_eq!(u.call(nr::IOCTL, &[99, ioctl::FIOCLEX.into(), 0]), EBADF);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn writev_gathers_into_one_write_and_checks_iovecs_as_linux_does() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        let iov = DATA + 0x3000;
+        let a = pattern(4, 3000);
+        let b = pattern(5, 70_000);
+        u.poke(SRC, &a);
+        u.poke(SRC + 0x1_0000, &b);
+        u.iovecs(iov, &[(SRC, 3000), (0, 0), (SRC + 0x1_0000, 70_000)]);
+        // More than the pipe holds: the rest follows as a reader makes
+        // room, so with O_NONBLOCK only what fits goes in.
+        assert_eq!(u.fcntl(wr, fc::F_SETFL, o::NONBLOCK.into()), 0);
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 3]), CAP as i64);
+        let (n, got) = u.read_at(r, DST, 100_000);
+        assert_eq!(n, CAP as i64);
+        assert_eq!(got[..3000], a[..]);
+        assert_eq!(got[3000..], b[..CAP - 3000]);
+        // Errors: the count, the array, negative lengths, the buffers,
+        // then the descriptor; and an iovcnt is an unsigned int.
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 1025]), EINVAL);
+        assert_eq!(u.call(nr::WRITEV, &[99, 0, 1025]), EINVAL);
+        assert_eq!(u.call(nr::WRITEV, &[wr, 0, 2]), EFAULT);
+        assert_eq!(u.call(nr::WRITEV, &[99, DATA + DATA_LEN - 20, 2]), EFAULT);
+        assert_eq!(
+            u.call(nr::WRITEV, &[99, 0, 0]),
+            EBADF,
+            "no iovec, no pointer"
+        );
+        assert_eq!(u.call(nr::WRITEV, &[wr, 0, 0]), 0);
+        assert_eq!(u.call(nr::WRITEV, &[wr, 0, 1 << 32]), 0);
+        u.iovecs(iov, &[(0, 5), (SRC, 1 << 63)]);
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 2]), EINVAL, "negative first");
+        u.iovecs(iov, &[(SRC, 2), (0x10, 5)]);
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 2]), EFAULT);
+        u.iovecs(
+            iov,
+            &[(SRC, 2), (0xffff_8000_0000_0000, 0), (SRC, i64::MAX as u64)],
+        );
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 2]), 2, "empty: any address");
+        assert_eq!(u.call(nr::WRITEV, &[wr, iov, 3]), EFAULT);
+        assert_eq!(u.call(nr::WRITEV, &[99, iov, 2]), EBADF);
+        assert_eq!(u.call(nr::WRITEV, &[r, iov, 2]), EBADF, "the read end");
+        assert_eq!(u.call(nr::WRITEV, &[1 << 32 | wr, iov, 1 << 32 | 1]), 2);
+        assert_eq!(u.call(nr::IOCTL, &[r, ioctl::FIONREAD.into(), DATA]), 0);
+        assert_eq!(
+            u.peek(DATA, 4),
+            4u32.to_le_bytes(),
+            "nothing of the refused"
+        );
+        // The whole IOV_MAX, to the console, as one stream of text: a
+        // character split between two buffers arrives whole.
+        let euro = "€".as_bytes();
+        u.poke(SRC, euro);
+        let mut list = vec![(SRC, 1), (SRC + 1, 2)];
+        list.resize(1024, (0, 0));
+        u.iovecs(iov, &list);
+        assert_eq!(u.call(nr::WRITEV, &[1, iov, 1024]), 3);
+        assert!(u.sys.m.console.lock().unwrap().ends_with(euro));
+        // A gathered write of at most PIPE_BUF is atomic.
+        let (r2, w2) = u.pipe2(o::NONBLOCK);
+        assert_eq!(
+            u.write_at(w2, SRC, &pattern(6, CAP - 100)),
+            CAP as i64 - 100
+        );
+        u.iovecs(iov, &[(SRC, 60), (SRC, 60)]);
+        assert_eq!(u.call(nr::WRITEV, &[w2, iov, 2]), EAGAIN);
+        u.iovecs(iov, &[(SRC, 60), (SRC, 40)]);
+        assert_eq!(u.call(nr::WRITEV, &[w2, iov, 2]), 100);
+        assert_eq!(u.call(nr::CLOSE, &[r2]), 0);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn pipe2_flags_and_nonblocking_ends() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        // Flags first, then the pointer, as Linux.
+        assert_eq!(u.call(nr::PIPE2, &[0, o::DIRECT.into()]), EINVAL);
+        assert_eq!(u.call(nr::PIPE2, &[DATA, 1]), EINVAL);
+        assert_eq!(u.call(nr::PIPE2, &[DATA, 1 << 31]), EINVAL);
+        assert_eq!(u.call(nr::PIPE2, &[0, 0]), EFAULT);
+        assert_eq!(u.call(nr::PIPE2, &[TEXT, o::NONBLOCK.into()]), EFAULT);
+        let (r, wr) = u.pipe2(o::NONBLOCK | o::CLOEXEC);
+        assert_eq!((r, wr), (0, 3), "nothing was made by the refused ones");
+        for fd in [r, wr] {
+            assert_eq!(u.fcntl(fd, fc::F_GETFD, 0), 1);
+        }
+        assert_eq!(u.fcntl(r, fc::F_GETFL, 0), o::NONBLOCK.into());
+        assert_eq!(
+            u.fcntl(wr, fc::F_GETFL, 0),
+            (o::WRONLY | o::NONBLOCK).into()
+        );
+        // Empty with a writer: EAGAIN; a full pipe: EAGAIN; a large write
+        // takes what fits, a small one all or nothing.
+        assert_eq!(u.read_at(r, DST, 10).0, EAGAIN);
+        let data = pattern(7, 2 * CAP);
+        assert_eq!(u.write_at(wr, SRC, &data[..CAP - 100]), CAP as i64 - 100);
+        assert_eq!(u.write_at(wr, SRC, &data[..200]), EAGAIN);
+        assert_eq!(u.write_at(wr, SRC + 200, &data[200..4297]), 100);
+        assert_eq!(u.write_at(wr, SRC, &data[..1]), EAGAIN);
+        assert_eq!(u.write_at(wr, SRC, &data[..5000]), EAGAIN);
+        assert_eq!(u.call(nr::WRITE, &[wr, SRC, 0]), 0);
+        let (n, got) = u.read_at(r, DST, 3 * CAP);
+        assert_eq!(n, CAP as i64, "a read takes it all, no 4096 cap");
+        assert_eq!(got[..CAP - 100], data[..CAP - 100]);
+        assert_eq!(got[CAP - 100..], data[200..300]);
+        assert_eq!(u.read_at(r, DST, 1).0, EAGAIN);
+        // The high half of `flags` is not an int's.
+        assert_eq!(u.call(nr::PIPE2, &[DATA, 1 << 32]), 0);
+        // No writer: end of file, O_NONBLOCK or not; no reader: EPIPE.
+        assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        assert_eq!(u.read_at(r, DST, 1).0, 0);
+        let (r3, w3) = u.pipe2(o::NONBLOCK);
+        assert_eq!(u.call(nr::CLOSE, &[r3]), 0);
+        assert_eq!(u.write_at(w3, SRC, b"x"), EPIPE);
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn a_blocking_write_larger_than_the_pipe_completes_as_a_reader_makes_room() {
+    const BIG: usize = 3 * CAP + 123;
+    let w = World::new();
+    let reader = w.thread(|u| {
+        let sizes = [1, 4095, 4096, 4097, 70_000, 3, 10_000];
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < BIG {
+            let want = sizes[calls % sizes.len()].min(BIG - got.len());
+            let (n, bytes) = u.read_at(u.arg, DST, want);
+            if n <= 0 || n as usize > want {
+                return 1000 + n;
+            }
+            got.extend(bytes);
+            calls += 1;
+            if calls % 3 == 0 {
+                u.sleep(TICK_NS);
+            }
+        }
+        if got == pattern(8, BIG) { 0 } else { 1 }
+    });
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(reader, r);
+        let data = pattern(8, BIG);
+        assert_eq!(
+            u.write_at(wr, SRC, &data),
+            BIG as i64,
+            "all of it, in one call"
+        );
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap())
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn a_pipe_buf_write_waits_for_room_for_all_and_a_concurrent_writer_goes_first() {
+    let w = World::new();
+    // Writes `arg >> 8` bytes of its own value (arg & 0xf0) to fd arg & 0xf.
+    let writer = w.thread(|u| {
+        let (fd, len, value) = (u.arg & 0xf, (u.arg >> 8) as usize, (u.arg & 0xf0) as u8);
+        u.write_at(fd, private(u64::from(value >> 4) & 3), &vec![value; len])
+    });
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let fionread = |u: &User| {
+            u.call(nr::IOCTL, &[r, ioctl::FIONREAD.into(), DATA + 0x100]);
+            i32::from_le_bytes(u.peek(DATA + 0x100, 4).try_into().unwrap()) as usize
+        };
+        let filler = pattern(12, CAP - 1000);
+        assert_eq!(u.write_at(wr, SRC, &filler), filler.len() as i64);
+        // PIPE_BUF bytes with room for 1000: it must wait, writing nothing.
+        let a = u.spawn_thread(writer, (PIPE_BUF as u64) << 8 | 0xa0 | wr);
+        u.sleep(3 * TICK_NS);
+        assert_eq!(
+            fionread(u),
+            CAP - 1000,
+            "a blocked PIPE_BUF write put bytes in"
+        );
+        // A small write that fits is not held up by it, and lands before it.
+        let b = u.spawn_thread(writer, 500 << 8 | 0xb0 | wr);
+        u.sleep(3 * TICK_NS);
+        assert_eq!(fionread(u), CAP - 500);
+        // Room for 3500: still not enough.
+        assert_eq!(u.read_at(r, DST, 3000).0, 3000);
+        u.sleep(3 * TICK_NS);
+        assert_eq!(fionread(u), CAP - 3500);
+        let mut stream = u.read_at(r, DST, 3000).1;
+        u.sleep(3 * TICK_NS);
+        assert_eq!(
+            fionread(u),
+            CAP - 6500 + PIPE_BUF,
+            "room for it: all at once"
+        );
+        while stream.len() < CAP - 1000 - 3000 + 500 + PIPE_BUF {
+            stream.extend(u.read_at(r, DST, 10_000).1);
+        }
+        let tail = &stream[stream.len() - PIPE_BUF - 500..];
+        assert!(
+            tail[..500].iter().all(|&x| x == 0xb0),
+            "the small write first"
+        );
+        assert!(
+            tail[500..].iter().all(|&x| x == 0xa0),
+            "then the whole PIPE_BUF"
+        );
+        for (t, len) in [(a, PIPE_BUF), (b, 500)] {
+            assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+            assert_eq!(u.peek(DATA, 8), (len as i64).to_le_bytes());
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn writes_of_pipe_buf_bytes_from_two_writers_arrive_whole() {
+    const MESSAGES: usize = 12;
+    let w = World::new();
+    // Each writer sends messages of PIPE_BUF bytes of its own value.
+    let writer = w.thread(|u| {
+        let (fd, k) = (u.arg & 0xff, u.arg >> 8);
+        u.poke(private(k), &[0xa0 + k as u8; PIPE_BUF]);
+        for _ in 0..MESSAGES {
+            let n = u.call(nr::WRITE, &[fd, private(k), PIPE_BUF as u64]);
+            if n != PIPE_BUF as i64 {
+                return 1000 + n;
+            }
+        }
+        0
+    });
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        // Two pages: a writer often finds some room, never enough.
+        assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 8192), 8192);
+        let t1 = u.spawn_thread(writer, wr);
+        let t2 = u.spawn_thread(writer, 1 << 8 | wr);
+        let mut stream = Vec::new();
+        while stream.len() < 2 * MESSAGES * PIPE_BUF {
+            let (n, bytes) = u.read_at(r, DST, 1000);
+            assert!(n > 0);
+            stream.extend(bytes);
+            // Let the writers at a pipe with 1000 to 3000 bytes of room.
+            u.sleep(TICK_NS);
+        }
+        let mut counts = [0; 2];
+        for (i, message) in stream.chunks(PIPE_BUF).enumerate() {
+            let k = (message[0] - 0xa0) as usize;
+            assert!(
+                message.iter().all(|&b| b == message[0]),
+                "message {i} is mixed"
+            );
+            counts[k] += 1;
+        }
+        assert_eq!(counts, [MESSAGES, MESSAGES]);
+        for t in [t1, t2] {
+            assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+            assert_eq!(u.peek(DATA, 8), [0; 8], "a writer's count was short");
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn readers_leaving_mid_write_end_it_with_the_count_or_epipe() {
+    let w = World::new();
+    // Reads some bytes, lets the writer use the room, then closes the
+    // only read descriptor.
+    let closer = w.thread(|u| {
+        u.sleep(5 * TICK_NS);
+        let (n, _) = u.read_at(u.arg & 0xff, private(1), (u.arg >> 8) as usize);
+        u.sleep(5 * TICK_NS);
+        u.call(nr::CLOSE, &[u.arg & 0xff]);
+        n
+    });
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(closer, 100 << 8 | r);
+        // Fills the pipe, blocks, takes 100 more, blocks, and is told.
+        assert_eq!(u.write_at(wr, SRC, &pattern(9, 200_000)), CAP as i64 + 100);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        assert_eq!(u.write_at(wr, SRC, b"x"), EPIPE);
+        // Blocked with nothing written, small or large: EPIPE.
+        for len in [10, 100_000] {
+            let (r, wr) = u.pipe();
+            assert_eq!(u.write_at(wr, SRC, &pattern(9, CAP)), CAP as i64);
+            let t = u.spawn_thread(closer, r);
+            assert_eq!(u.write_at(wr, SRC, &pattern(9, len)), EPIPE, "{len}");
+            assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+            assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn pipe_transfers_allocate_nothing() {
+    let w = World::new();
+    w.run_to_end(|u| {
+        let (r, wr) = u.pipe();
+        let data = pattern(10, 20_000);
+        u.poke(SRC, &data);
+        u.iovecs(DATA, &[(SRC, 300), (SRC + 300, 9000)]);
+        use crate::testutil::alloc::count;
+        // The first touch of a frame is the simulated RAM's, not counted.
+        let (n, allocs) = count(|| u.call(nr::WRITE, &[wr, SRC, 20_000]));
+        assert_eq!((n, allocs), (20_000, 0));
+        let (n, allocs) = count(|| u.call(nr::WRITEV, &[wr, DATA, 2]));
+        assert_eq!((n, allocs), (9300, 0));
+        let (n, allocs) = count(|| u.call(nr::READ, &[r, DST, 100_000]));
+        assert_eq!((n, allocs), (29_300, 0));
+        assert_eq!(u.peek(DST, 20_000), data);
+        let (n, allocs) = count(|| {
+            u.call(nr::IOCTL, &[r, ioctl::FIONREAD.into(), DATA])
+                + u.fcntl(r, fc::F_GETFL, 0)
+                + u.call(nr::FSTAT, &[r, DATA])
+        });
+        assert_eq!((n, allocs), (0, 0));
+        0
+    });
+    w.assert_quiet();
+}
+
+#[test]
+fn killing_a_program_mid_write_collects_everything() {
+    let w = World::new();
+    let frames = w.free_frames();
+    let pid = w.run(move |u| {
+        let (_r, wr) = u.pipe();
+        u.call(nr::DUP, &[wr]);
+        assert_eq!(u.fcntl(wr, fc::F_SETPIPE_SZ, 1 << 20), 1 << 20);
+        // A megabyte pipe takes five of these; the sixth blocks part-way.
+        u.poke(SRC, &pattern(11, 0x3_0000));
+        for _ in 0..5 {
+            assert_eq!(u.call(nr::WRITE, &[wr, SRC, 0x3_0000]), 0x3_0000);
+        }
+        u.call(nr::WRITE, &[wr, SRC, 0x3_0000])
+    });
+    w.sys.sleep_ns(10 * TICK_NS);
+    w.sys.kill_process(pid, 137).expect("kill");
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(137));
+    w.assert_quiet();
+    assert_eq!(w.free_frames(), frames);
+}
+
+#[test]
+fn a_write_whose_pipe_is_freed_midway_returns_what_it_wrote() {
+    let w = World::new();
+    let writer = w.thread(|u| u.write_at(u.arg, private(0), &pattern(13, 100_000)));
+    let status = w.run_to_end(move |u| {
+        let (r, wr) = u.pipe();
+        let t = u.spawn_thread(writer, wr);
+        // It fills the pipe and blocks; then every descriptor of both
+        // ends goes, and the pipe with them, before it runs again.
+        u.sleep(5 * TICK_NS);
+        assert_eq!(u.call(nr::CLOSE, &[r]), 0);
+        assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
+        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
+        i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap())
+    });
+    assert_eq!(status, CAP as i64);
     w.assert_quiet();
 }

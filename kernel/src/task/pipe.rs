@@ -7,12 +7,24 @@
 //! the blocking out makes the pipe testable on the host and leaves one
 //! place, the system-call code, that decides who sleeps on what.
 //!
-//! The bytes live in one physical frame of [`PIPE_CAPACITY`] bytes, reached
-//! through [`PhysMem`]: the caller allocates it from the frame allocator
-//! when it creates the pipe (so running out of memory is an error code,
-//! never a failed heap allocation) and frees it with the pipe. Reads take
-//! from `head`, writes append at `head + len` (mod capacity), so neither
-//! ever moves data.
+//! # Frames
+//!
+//! The bytes live in `pages` physical frames (a power of two, 1 to
+//! [`MAX_PAGES`]), reached through [`PhysMem`]. Their numbers are listed,
+//! in ring order, in one more frame, the index, so a pipe of any size is a
+//! few words of kernel memory and the frames need not be contiguous: a
+//! megabyte pipe never waits for the buddy allocator to find a free
+//! megabyte. Frames come from a [`Frames`] source (the frame allocator in
+//! the kernel), all or nothing, so running out of memory is an error code,
+//! never a failed heap allocation. Reads take from `head`, writes append
+//! at `head + len` (mod capacity), so neither ever moves data.
+//!
+//! [`Pipe::resize`] moves frames rather than bytes: the new ring lists the
+//! old frames starting with the one holding `head`, so the data keeps its
+//! place within its frames, and at most one partial frame is copied (where
+//! the data wraps around the old ring, or must wrap around the new one).
+//! A resize to a megabyte therefore costs no megabyte copy under a lock
+//! held with interrupts off.
 //!
 //! A read is two steps, [`Pipe::peek`] then [`Pipe::consume`]: the caller
 //! copies the peeked bytes to the user and consumes only what arrived, so
@@ -27,8 +39,26 @@
 use crate::mm::phys::PhysMem;
 use crate::mm::{PAGE_SIZE, Pfn};
 
-/// Bytes a pipe holds before writers have to wait: one frame.
-pub const PIPE_CAPACITY: usize = PAGE_SIZE as usize;
+const PAGE: usize = PAGE_SIZE as usize;
+/// The most frames one index frame can list.
+pub const MAX_PAGES: usize = PAGE / 8;
+
+/// Where a pipe's frames come from and go back to.
+pub trait Frames {
+    fn take_frame(&self) -> Option<Pfn>;
+    fn give_frame(&self, pfn: Pfn);
+}
+
+impl Frames for crate::mm::frame::FrameAllocator<'_> {
+    fn take_frame(&self) -> Option<Pfn> {
+        self.alloc_frame().ok()
+    }
+
+    fn give_frame(&self, pfn: Pfn) {
+        // Only frames this pipe took come back here.
+        let _ = self.free(pfn, 0);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadResult {
@@ -50,10 +80,24 @@ pub enum WriteResult {
     Broken,
 }
 
+/// Why [`Pipe::resize`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeError {
+    /// More bytes are buffered than the new size holds.
+    Busy,
+    /// A frame could not be had; nothing changed.
+    NoMemory,
+    /// Not a power of two in `1..=MAX_PAGES`.
+    BadSize,
+}
+
 pub struct Pipe {
-    /// The frame holding the bytes.
-    frame: Pfn,
-    /// Index of the oldest buffered byte.
+    /// The frame listing the data frames, one little-endian frame number
+    /// per word, in ring order.
+    index: Pfn,
+    /// Data frames: a power of two.
+    pages: usize,
+    /// Ring offset of the oldest buffered byte.
     head: usize,
     /// Bytes buffered.
     len: usize,
@@ -62,21 +106,76 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    /// An empty pipe with one reader and one writer, buffered in `frame`
-    /// (which the pipe does not free: see [`Pipe::frame`]).
-    pub fn new(frame: Pfn) -> Self {
-        Pipe {
-            frame,
+    /// An empty pipe of `pages` frames with one reader and one writer, or
+    /// None when `frames` runs out (what was taken is given back) or
+    /// `pages` is not a power of two up to [`MAX_PAGES`].
+    pub fn new(mem: &impl PhysMem, pages: usize, frames: &impl Frames) -> Option<Pipe> {
+        if !valid_pages(pages) {
+            return None;
+        }
+        let index = frames.take_frame()?;
+        for i in 0..pages {
+            match frames.take_frame() {
+                Some(pfn) => mem.write_u64(slot(index, i), pfn.0),
+                None => {
+                    for j in 0..i {
+                        frames.give_frame(Pfn(mem.read_u64(slot(index, j))));
+                    }
+                    frames.give_frame(index);
+                    return None;
+                }
+            }
+        }
+        Some(Pipe {
+            index,
+            pages,
             head: 0,
             len: 0,
             readers: 1,
             writers: 1,
-        }
+        })
     }
 
-    /// The buffer's frame, for the owner to free once the pipe is closed.
-    pub fn frame(&self) -> Pfn {
-        self.frame
+    /// Gives every frame back; the pipe is gone.
+    pub fn free(self, mem: &impl PhysMem, frames: &impl Frames) {
+        for i in 0..self.pages {
+            frames.give_frame(self.frame(mem, i));
+        }
+        frames.give_frame(self.index);
+    }
+
+    /// Frames the pipe holds, the index included (for leak accounting).
+    pub fn frames_held(&self) -> usize {
+        self.pages + 1
+    }
+
+    /// Bytes the buffer holds when full.
+    pub fn capacity(&self) -> usize {
+        self.pages * PAGE
+    }
+
+    fn frame(&self, mem: &impl PhysMem, page: usize) -> Pfn {
+        Pfn(mem.read_u64(slot(self.index, page)))
+    }
+
+    /// Calls `f(pa, at, n)` for the pieces of ring bytes `[pos, pos + n)`
+    /// (mod capacity), split where a frame ends.
+    fn pieces(
+        &self,
+        mem: &impl PhysMem,
+        pos: usize,
+        n: usize,
+        mut f: impl FnMut(u64, usize, usize),
+    ) {
+        let mut at = 0;
+        let mut pos = pos % self.capacity();
+        while at < n {
+            let off = pos % PAGE;
+            let k = (PAGE - off).min(n - at);
+            f(self.frame(mem, pos / PAGE).addr() + off as u64, at, k);
+            at += k;
+            pos = (pos + k) % self.capacity();
+        }
     }
 
     /// Copies up to `out.len()` of the oldest bytes into `out`, leaving
@@ -93,19 +192,16 @@ impl Pipe {
             };
         }
         let n = out.len().min(self.len);
-        // The bytes may wrap: first the run up to the buffer's end, then
-        // the rest from its start.
-        let first = n.min(PIPE_CAPACITY - self.head);
-        let base = self.frame.addr();
-        mem.read_bytes(base + self.head as u64, &mut out[..first]);
-        mem.read_bytes(base, &mut out[first..n]);
+        self.pieces(mem, self.head, n, |pa, at, k| {
+            mem.read_bytes(pa, &mut out[at..at + k]);
+        });
         ReadResult::Data(n)
     }
 
     /// Drops the `n` oldest bytes (at most what is buffered).
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
-        self.head = (self.head + n) % PIPE_CAPACITY;
+        self.head = (self.head + n) % self.capacity();
         self.len -= n;
     }
 
@@ -130,18 +226,93 @@ impl Pipe {
         if n == 0 {
             return WriteResult::Full;
         }
-        let tail = (self.head + self.len) % PIPE_CAPACITY;
-        let first = n.min(PIPE_CAPACITY - tail);
-        let base = self.frame.addr();
-        mem.write_bytes(base + tail as u64, &data[..first]);
-        mem.write_bytes(base, &data[first..n]);
+        self.pieces(mem, self.head + self.len, n, |pa, at, k| {
+            mem.write_bytes(pa, &data[at..at + k]);
+        });
         self.len += n;
         WriteResult::Wrote(n)
     }
 
     /// Bytes a write could add now.
     pub fn room(&self) -> usize {
-        PIPE_CAPACITY - self.len
+        self.capacity() - self.len
+    }
+
+    /// Changes the buffer to `pages` frames, keeping every buffered byte.
+    /// All or nothing: on an error the pipe is as it was.
+    pub fn resize(
+        &mut self,
+        mem: &impl PhysMem,
+        pages: usize,
+        frames: &impl Frames,
+    ) -> Result<(), ResizeError> {
+        if !valid_pages(pages) {
+            return Err(ResizeError::BadSize);
+        }
+        if self.len > pages * PAGE {
+            return Err(ResizeError::Busy);
+        }
+        if pages == self.pages {
+            return Ok(());
+        }
+        let old = self.pages;
+        if self.len == 0 {
+            // Nothing to keep in place: start the ring afresh.
+            self.head = 0;
+        }
+        // The old frames in the order the new ring lists them: the one
+        // holding `head` first, so every byte keeps its offset in its frame.
+        let first = self.head / PAGE;
+        let rotated = |i: usize| self.frame(mem, (first + i) % old);
+        let h = self.head % PAGE;
+        // Frame positions (of the rotated list) the data touches.
+        let span = (h + self.len).div_ceil(PAGE);
+
+        let index = frames.take_frame().ok_or(ResizeError::NoMemory)?;
+        for i in old..pages {
+            match frames.take_frame() {
+                Some(pfn) => mem.write_u64(slot(index, i), pfn.0),
+                None => {
+                    for j in old..i {
+                        frames.give_frame(Pfn(mem.read_u64(slot(index, j))));
+                    }
+                    frames.give_frame(index);
+                    return Err(ResizeError::NoMemory);
+                }
+            }
+        }
+        for i in 0..old.min(pages) {
+            mem.write_u64(slot(index, i), rotated(i).0);
+        }
+        if span > old {
+            // Growing a full ring whose data wraps onto the frame it
+            // starts in: the frame's front holds the newest bytes, which
+            // now belong one frame past the old end. (`span` is at most
+            // `old + 1`, and `pages > old` since the data fits.)
+            mem.copy_frame(Pfn(mem.read_u64(slot(index, old))), rotated(0));
+        } else if span > pages {
+            // Shrinking: the data runs one frame past the new end, whose
+            // front bytes now wrap to the front of the first frame, which
+            // is free there (`h + len <= h + pages * PAGE`).
+            let tail = h + self.len - pages * PAGE;
+            let (from, to) = (rotated(pages).addr(), rotated(0).addr());
+            let mut chunk = [0u8; 256];
+            let mut at = 0;
+            while at < tail {
+                let k = (tail - at).min(chunk.len());
+                mem.read_bytes(from + at as u64, &mut chunk[..k]);
+                mem.write_bytes(to + at as u64, &chunk[..k]);
+                at += k;
+            }
+        }
+        for i in pages..old {
+            frames.give_frame(rotated(i));
+        }
+        frames.give_frame(self.index);
+        self.index = index;
+        self.pages = pages;
+        self.head = h;
+        Ok(())
     }
 
     // Counts saturate rather than wrap or panic: an unbalanced close is the
@@ -184,6 +355,15 @@ impl Pipe {
     pub fn is_closed(&self) -> bool {
         self.readers == 0 && self.writers == 0
     }
+}
+
+fn valid_pages(pages: usize) -> bool {
+    pages.is_power_of_two() && pages <= MAX_PAGES
+}
+
+/// The physical address of entry `i` of index frame `index`.
+fn slot(index: Pfn, i: usize) -> u64 {
+    index.addr() + 8 * i as u64
 }
 
 #[cfg(test)]

@@ -226,3 +226,107 @@ pub fn fs_base() -> u64 {
     };
     base
 }
+
+/// Creates a pipe with `flags` (`O_NONBLOCK`, `O_CLOEXEC`); returns
+/// `(read_end, write_end)`.
+pub fn pipe2(flags: u32) -> Result<(u32, u32), Errno> {
+    let mut fds = [0u32; 2];
+    // SAFETY: the kernel writes two u32s to `fds`, which we borrow mutably.
+    let ret = unsafe { raw::syscall2(nr::PIPE2, fds.as_mut_ptr() as u64, flags.into()) };
+    decode(ret).map(|_| (fds[0], fds[1]))
+}
+
+/// A new descriptor (the lowest free) for the file `fd` names.
+pub fn dup(fd: u32) -> Result<u32, Errno> {
+    // SAFETY: dup takes no pointers.
+    let ret = unsafe { raw::syscall1(nr::DUP, fd.into()) };
+    decode(ret).map(|fd| fd as u32)
+}
+
+/// Makes `new` name the file `fd` names, closing what it named.
+pub fn dup2(fd: u32, new: u32) -> Result<u32, Errno> {
+    // SAFETY: dup2 takes no pointers.
+    let ret = unsafe { raw::syscall2(nr::DUP2, fd.into(), new.into()) };
+    decode(ret).map(|fd| fd as u32)
+}
+
+/// `dup2` with flags (`O_CLOEXEC`); `fd == new` is `EINVAL`.
+pub fn dup3(fd: u32, new: u32, flags: u32) -> Result<u32, Errno> {
+    // SAFETY: dup3 takes no pointers.
+    let ret = unsafe { raw::syscall3(nr::DUP3, fd.into(), new.into(), flags.into()) };
+    decode(ret).map(|fd| fd as u32)
+}
+
+/// `fcntl` with an integer argument (every command Faultline has).
+pub fn fcntl(fd: u32, cmd: u32, arg: u64) -> Result<u64, Errno> {
+    // SAFETY: none of the commands the kernel knows takes a pointer.
+    let ret = unsafe { raw::syscall3(nr::FCNTL, fd.into(), cmd.into(), arg) };
+    decode(ret)
+}
+
+/// What `fd` is: Linux's `struct stat`.
+pub fn fstat(fd: u32) -> Result<abi::Stat, Errno> {
+    let mut buf = [0u8; abi::Stat::SIZE];
+    // SAFETY: the kernel writes 144 bytes to `buf`, which we borrow mutably.
+    let ret = unsafe { raw::syscall2(nr::FSTAT, fd.into(), buf.as_mut_ptr() as u64) };
+    decode(ret).map(|_| abi::Stat::from_bytes(&buf))
+}
+
+/// Bytes ready to read from `fd` (`ioctl(FIONREAD)`).
+pub fn bytes_ready(fd: u32) -> Result<usize, Errno> {
+    let mut n = 0i32;
+    let req = abi::ioctl::FIONREAD.into();
+    // SAFETY: the kernel writes one int to `n`, which we borrow mutably.
+    let ret = unsafe { raw::syscall3(nr::IOCTL, fd.into(), req, &raw mut n as u64) };
+    decode(ret).map(|_| n as usize)
+}
+
+/// The terminal size of `fd` (`ioctl(TIOCGWINSZ)`); `ENOTTY` for others.
+pub fn window_size(fd: u32) -> Result<abi::Winsize, Errno> {
+    let mut b = [0u8; abi::Winsize::SIZE];
+    let req = abi::ioctl::TIOCGWINSZ.into();
+    // SAFETY: the kernel writes 8 bytes to `b`, which we borrow mutably.
+    let ret = unsafe { raw::syscall3(nr::IOCTL, fd.into(), req, b.as_mut_ptr() as u64) };
+    let half = |i: usize| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]);
+    decode(ret).map(|_| abi::Winsize {
+        row: half(0),
+        col: half(1),
+        xpixel: half(2),
+        ypixel: half(3),
+    })
+}
+
+/// One buffer of a [`writev`]: Linux's `struct iovec`, borrowing its bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoVec<'a> {
+    base: *const u8,
+    len: usize,
+    _bytes: core::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> IoVec<'a> {
+    pub fn new(bytes: &'a [u8]) -> IoVec<'a> {
+        IoVec {
+            base: bytes.as_ptr(),
+            len: bytes.len(),
+            _bytes: core::marker::PhantomData,
+        }
+    }
+}
+
+/// Writes the buffers in order as one write (atomic on a pipe up to
+/// `PIPE_BUF` bytes in all); returns how many bytes were written.
+pub fn writev(fd: u32, bufs: &[IoVec<'_>]) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads the array and the buffers it lists, all
+    // borrowed for the call; IoVec is laid out as struct iovec.
+    let ret = unsafe {
+        raw::syscall3(
+            nr::WRITEV,
+            fd.into(),
+            bufs.as_ptr() as u64,
+            bufs.len() as u64,
+        )
+    };
+    decode(ret).map(|n| n as usize)
+}

@@ -1,21 +1,76 @@
 use super::*;
 use crate::mm::phys::SimMemory;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
 use core::ops::{Deref, DerefMut};
 
-/// A pipe over simulated memory, with the memory argument filled in.
+/// Frames for tests: scattered numbers (so code that assumed neighbouring
+/// frames were adjacent would read the wrong bytes), every one tracked,
+/// and a budget after which it refuses.
+struct TestFrames {
+    next: Cell<u64>,
+    live: RefCell<BTreeSet<u64>>,
+    budget: Cell<usize>,
+}
+
+impl TestFrames {
+    fn new() -> TestFrames {
+        TestFrames {
+            next: Cell::new(0x100),
+            live: RefCell::new(BTreeSet::new()),
+            budget: Cell::new(usize::MAX),
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.borrow().len()
+    }
+}
+
+impl Frames for TestFrames {
+    fn take_frame(&self) -> Option<Pfn> {
+        if self.budget.get() == 0 {
+            return None;
+        }
+        self.budget.set(self.budget.get() - 1);
+        let pfn = self.next.get();
+        // A stride that is not a power of two: no two frames of one pipe
+        // are neighbours, and their order is not their index order.
+        self.next.set(pfn + 37);
+        assert!(self.live.borrow_mut().insert(pfn));
+        Some(Pfn(pfn))
+    }
+
+    fn give_frame(&self, pfn: Pfn) {
+        assert!(
+            self.live.borrow_mut().remove(&pfn.0),
+            "{pfn:?} given back twice or never taken"
+        );
+    }
+}
+
+/// The capacity the old tests were written for: one frame.
+const PIPE_CAPACITY: usize = PAGE;
+
+/// A pipe over simulated memory, with the memory and frames filled in.
 struct TestPipe {
     pipe: Pipe,
     mem: SimMemory,
+    frames: TestFrames,
 }
 
 impl TestPipe {
     fn new() -> TestPipe {
-        TestPipe {
-            pipe: Pipe::new(Pfn(0x42)),
-            mem: SimMemory::new(),
-        }
+        TestPipe::with_pages(1)
+    }
+
+    fn with_pages(pages: usize) -> TestPipe {
+        let mem = SimMemory::new();
+        let frames = TestFrames::new();
+        let pipe = Pipe::new(&mem, pages, &frames).expect("frames");
+        assert_eq!(frames.live(), pages + 1);
+        TestPipe { pipe, mem, frames }
     }
 
     fn read(&mut self, out: &mut [u8]) -> ReadResult {
@@ -24,6 +79,16 @@ impl TestPipe {
 
     fn write(&mut self, data: &[u8]) -> WriteResult {
         self.pipe.write(&self.mem, data)
+    }
+
+    fn resize(&mut self, pages: usize) -> Result<(), ResizeError> {
+        let r = self.pipe.resize(&self.mem, pages, &self.frames);
+        assert_eq!(
+            self.frames.live(),
+            self.pipe.frames_held(),
+            "frames leaked or lost"
+        );
+        r
     }
 }
 
@@ -186,26 +251,30 @@ fn rand(state: &mut u64) -> u64 {
     x
 }
 
-/// Random reads, writes and end changes against a VecDeque model.
+/// Random reads, writes, end changes and resizes against a VecDeque
+/// model, over rings of one to eight frames.
 #[test]
 fn random_against_a_model() {
-    for seed in [1u64, 0xfeed_f00d, 0x9e37_79b9_7f4a_7c15] {
+    for seed in [1u64, 0xfeed_f00d, 0x9e37_79b9_7f4a_7c15, 77] {
         let mut rng = seed;
-        let mut p = TestPipe::new();
+        let mut p = TestPipe::with_pages(1 << (seed % 4));
         let mut model: VecDeque<u8> = VecDeque::new();
         let (mut readers, mut writers) = (1u32, 1u32);
         let mut counter = 0usize;
+        let mut resized = [0usize; 3];
         for step in 0..20_000 {
             let r = rand(&mut rng);
+            let cap = p.capacity();
             // Mostly large requests, so the buffer fills and wraps.
             let n = match r % 4 {
                 0 => (r >> 8) as usize % 8,
-                _ => (r >> 8) as usize % (PIPE_CAPACITY + 100),
+                _ => (r >> 8) as usize % (cap + 100),
             };
+            let why = format!("seed {seed} step {step}");
             match (r >> 32) % 100 {
-                0..45 => {
+                0..44 => {
                     let data = bytes(counter, n);
-                    let room = PIPE_CAPACITY - model.len();
+                    let room = cap - model.len();
                     let want = if n == 0 {
                         WriteResult::Wrote(0)
                     } else if readers == 0 {
@@ -215,13 +284,13 @@ fn random_against_a_model() {
                     } else {
                         WriteResult::Wrote(n.min(room))
                     };
-                    assert_eq!(p.write(&data), want, "seed {seed} step {step}");
+                    assert_eq!(p.write(&data), want, "{why}");
                     if let WriteResult::Wrote(k) = want {
                         model.extend(&data[..k]);
                         counter += k;
                     }
                 }
-                45..90 => {
+                44..88 => {
                     let mut out = vec![0; n];
                     let want = if n == 0 {
                         ReadResult::Data(0)
@@ -234,27 +303,40 @@ fn random_against_a_model() {
                     } else {
                         ReadResult::Data(n.min(model.len()))
                     };
-                    assert_eq!(p.read(&mut out), want, "seed {seed} step {step}");
+                    assert_eq!(p.read(&mut out), want, "{why}");
                     if let ReadResult::Data(k) = want {
                         let expected: Vec<u8> = model.drain(..k).collect();
-                        assert_eq!(out[..k], expected[..], "seed {seed} step {step}");
+                        assert_eq!(out[..k], expected[..], "{why}");
                     }
                 }
-                90..93 => {
+                88..91 => {
                     p.add_reader();
                     readers += 1;
                 }
-                93..96 => {
+                91..94 => {
                     p.add_writer();
                     writers += 1;
                 }
-                96..98 => {
+                94..95 => {
                     p.close_reader();
                     readers = readers.saturating_sub(1);
                 }
-                _ => {
+                95..96 => {
                     p.close_writer();
                     writers = writers.saturating_sub(1);
+                }
+                _ => {
+                    let pages = 1 << ((r >> 40) % 4);
+                    let want = if model.len() > pages * PAGE {
+                        Err(ResizeError::Busy)
+                    } else {
+                        Ok(())
+                    };
+                    assert_eq!(p.resize(pages), want, "{why}");
+                    resized[usize::from(want.is_ok())] += 1;
+                    if want.is_ok() && pages * PAGE < cap && !model.is_empty() {
+                        resized[2] += 1;
+                    }
                 }
             }
             assert_eq!(p.len(), model.len());
@@ -262,17 +344,133 @@ fn random_against_a_model() {
             assert_eq!((p.readers(), p.writers()), (readers, writers));
             assert_eq!(p.is_closed(), readers == 0 && writers == 0);
         }
+        assert!(
+            resized.iter().all(|&k| k > 10),
+            "seed {seed}: resizes {resized:?}"
+        );
+        // Whatever is left comes out whole and in order.
+        let mut rest = vec![0; p.capacity()];
+        let want = model.len();
+        if want > 0 {
+            assert_eq!(p.read(&mut rest), ReadResult::Data(want));
+            assert!(rest[..want].iter().eq(model.iter()));
+        }
     }
 }
 
+/// A ring whose data starts `head` bytes in and holds `len`, resized to
+/// `pages`: every byte must come out in order, and frames balance.
+fn resize_keeps_the_data(from: usize, head: usize, len: usize, pages: usize) {
+    let mut p = TestPipe::with_pages(from);
+    // Move the head by writing and reading, then fill.
+    let skip = bytes(9999, head % p.capacity());
+    assert_eq!(p.write(&skip), WriteResult::Wrote(skip.len()));
+    let mut sink = vec![0; skip.len()];
+    assert_eq!(p.read(&mut sink), ReadResult::Data(skip.len()));
+    let data = bytes(0, len);
+    assert_eq!(p.write(&data), WriteResult::Wrote(len));
+    assert_eq!(
+        p.resize(pages),
+        Ok(()),
+        "{from} -> {pages}, head {head}, len {len}"
+    );
+    assert_eq!((p.capacity(), p.len()), (pages * PAGE, len));
+    // The new room is all usable, and the old bytes come first.
+    let more = bytes(50_000, p.room());
+    assert_eq!(p.write(&more), WriteResult::Wrote(more.len()));
+    let mut out = vec![0; p.capacity()];
+    assert_eq!(p.read(&mut out), ReadResult::Data(p.capacity()));
+    assert_eq!(
+        out[..len],
+        data[..],
+        "{from} -> {pages}, head {head}, len {len}"
+    );
+    assert_eq!(out[len..], more[..]);
+    let TestPipe { pipe, mem, frames } = p;
+    pipe.free(&mem, &frames);
+    assert_eq!(frames.live(), 0);
+}
+
 #[test]
-fn bytes_live_in_the_given_frame() {
-    let mut p = TestPipe::new();
-    p.write(b"frame");
-    let mut raw = [0; 5];
-    p.mem.read_bytes(Pfn(0x42).addr(), &mut raw);
-    assert_eq!(&raw, b"frame");
-    assert_eq!(p.frame(), Pfn(0x42));
+fn resizing_moves_frames_and_keeps_every_byte() {
+    // Data inside the frames it starts in: frames only move.
+    resize_keeps_the_data(2, 100, 3000, 4);
+    resize_keeps_the_data(4, 5000, 3000, 1);
+    resize_keeps_the_data(8, 3 * PAGE + 17, 2 * PAGE, 2);
+    // A full ring whose data wraps onto the frame it starts in, grown:
+    // that frame's front is copied to a new frame after the old end.
+    resize_keeps_the_data(2, 300, 2 * PAGE, 4);
+    resize_keeps_the_data(1, 1, PAGE, 2);
+    // Shrunk so that the data must wrap around the new, smaller ring:
+    // the tail's bytes move to the front of the first frame.
+    resize_keeps_the_data(4, 3000, 2 * PAGE, 2);
+    resize_keeps_the_data(2, PAGE - 1, PAGE, 1);
+    resize_keeps_the_data(8, 7 * PAGE + 4000, PAGE, 1);
+    // Empty, from anywhere: the ring starts afresh.
+    resize_keeps_the_data(4, 12_345, 0, 1);
+}
+
+#[test]
+fn resizing_refuses_what_does_not_fit_and_changes_nothing() {
+    let mut p = TestPipe::with_pages(4);
+    let data = bytes(0, 2 * PAGE + 1);
+    p.write(&data);
+    assert_eq!(p.resize(2), Err(ResizeError::Busy));
+    assert_eq!(p.resize(3), Err(ResizeError::BadSize));
+    assert_eq!(p.resize(0), Err(ResizeError::BadSize));
+    assert_eq!(p.resize(2 * MAX_PAGES), Err(ResizeError::BadSize));
+    // Out of frames part-way through: what was taken goes back.
+    p.frames.budget.set(3);
+    assert_eq!(p.resize(8), Err(ResizeError::NoMemory));
+    assert_eq!(p.frames.live(), 5);
+    p.frames.budget.set(0);
+    assert_eq!(p.resize(4), Ok(()), "the same size needs nothing");
+    assert_eq!(p.resize(1), Err(ResizeError::Busy));
+    p.frames.budget.set(usize::MAX);
+    assert_eq!(p.capacity(), 4 * PAGE);
+    let mut out = vec![0; 4 * PAGE];
+    assert_eq!(p.read(&mut out), ReadResult::Data(data.len()));
+    assert_eq!(out[..data.len()], data[..]);
+}
+
+#[test]
+fn creation_is_all_or_nothing() {
+    let mem = SimMemory::new();
+    let frames = TestFrames::new();
+    for pages in [0, 3, 2 * MAX_PAGES] {
+        assert!(Pipe::new(&mem, pages, &frames).is_none(), "{pages} pages");
+    }
+    for budget in [0, 1, 16] {
+        frames.budget.set(budget);
+        assert!(Pipe::new(&mem, 16, &frames).is_none());
+        assert_eq!(frames.live(), 0, "budget {budget}");
+    }
+    frames.budget.set(17);
+    let p = Pipe::new(&mem, 16, &frames).expect("exactly enough");
+    assert_eq!(
+        (p.capacity(), p.frames_held(), frames.live()),
+        (16 * PAGE, 17, 17)
+    );
+    p.free(&mem, &frames);
+    assert_eq!(frames.live(), 0);
+}
+
+#[test]
+fn bytes_live_in_the_listed_frames() {
+    let mut p = TestPipe::with_pages(2);
+    let data = bytes(0, PAGE + 5);
+    assert_eq!(p.write(&data), WriteResult::Wrote(PAGE + 5));
+    let first = p.pipe.frame(&p.mem, 0);
+    let second = p.pipe.frame(&p.mem, 1);
+    assert_ne!(second.0, first.0 + 1, "the test frames are scattered");
+    let mut raw = vec![0; 5];
+    p.mem.read_bytes(second.addr(), &mut raw);
+    assert_eq!(raw, data[PAGE..]);
+    p.mem.read_bytes(first.addr(), &mut raw);
+    assert_eq!(raw, data[..5]);
+    let TestPipe { pipe, mem, frames } = p;
+    pipe.free(&mem, &frames);
+    assert_eq!(frames.live(), 0, "free gives every frame back");
 }
 
 #[test]

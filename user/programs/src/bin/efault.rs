@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use rt::abi::{Errno, STDOUT, USER_END, arch_prctl, clock, decode, futex, nr};
+use rt::abi::{Errno, STDOUT, USER_END, arch_prctl, clock, decode, futex, ioctl, nr};
 use rt::{Args, Stack, println, raw};
 
 rt::entry!(main);
@@ -45,7 +45,7 @@ type Call = (&'static str, bool, fn(&Ctx, u64) -> u64);
 /// A futex word that is always good: the timeout's check comes first.
 static WORD: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
-const CALLS: [Call; 10] = [
+const CALLS: [Call; 16] = [
     ("write", false, |_, ptr| {
         // SAFETY: the kernel only reads at `ptr`; nothing of ours lives at
         // any of the bad addresses.
@@ -96,6 +96,34 @@ const CALLS: [Call; 10] = [
     ("arch_prctl_get_fs", false, |_, ptr| {
         // SAFETY: as for read.
         unsafe { raw::syscall2(nr::ARCH_PRCTL, arch_prctl::GET_FS as u64, ptr) }
+    }),
+    ("fstat", false, |ctx, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall2(nr::FSTAT, ctx.pipe_read.into(), ptr) }
+    }),
+    ("pipe2", false, |_, ptr| {
+        // SAFETY: as for read; valid flags, so only the pointer is wrong.
+        unsafe { raw::syscall2(nr::PIPE2, ptr, rt::abi::o::CLOEXEC.into()) }
+    }),
+    ("writev_array", false, |_, ptr| {
+        // SAFETY: the kernel only reads the array at `ptr`.
+        unsafe { raw::syscall3(nr::WRITEV, STDOUT.into(), ptr, 1) }
+    }),
+    ("writev_buffer", false, |_, ptr| {
+        // A good array whose one buffer is bad; were it accepted, a write
+        // of LEN bytes from `ptr` to the console.
+        let iov = [ptr, LEN];
+        // SAFETY: the kernel reads our array and, it must refuse, nothing
+        // at `ptr`.
+        unsafe { raw::syscall3(nr::WRITEV, STDOUT.into(), iov.as_ptr() as u64, 1) }
+    }),
+    ("ioctl_fionread", false, |ctx, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall3(nr::IOCTL, ctx.pipe_read.into(), ioctl::FIONREAD.into(), ptr) }
+    }),
+    ("ioctl_tiocgwinsz", false, |_, ptr| {
+        // SAFETY: as for read.
+        unsafe { raw::syscall3(nr::IOCTL, STDOUT.into(), ioctl::TIOCGWINSZ.into(), ptr) }
     }),
 ];
 

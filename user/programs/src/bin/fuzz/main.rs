@@ -3,8 +3,9 @@
 //! Makes CALLS random system calls (0: until killed) of every kind in
 //! `abi::nr`, with valid and hostile arguments, and predicts each result
 //! exactly from a model of its own state (thread.rs, model.rs): the
-//! descriptor table (the kernel picks the lowest free number), each pipe's
-//! buffered bytes and open ends, its helper threads. Every call is made
+//! descriptor table (the kernel picks the lowest free number; dups share
+//! an end, close-on-exec is per descriptor), each pipe's buffered bytes,
+//! capacity, open ends and their O_NONBLOCK, its helper threads. Every call is made
 //! through check.rs, which fails the run if the kernel changed any
 //! register but rax, rcx and r11. Memory the kernel writes is painted
 //! around the target first and checked byte by byte after.
@@ -18,19 +19,29 @@
 //!
 //! What the model cannot predict is never asked for (each rule is at the
 //! code it concerns):
-//! - a read of an empty pipe whose write end is open, or a write to a
-//!   full pipe whose read end is open, would block: it is made only after
-//!   spawning a helper that does the opposite transfer (a "rendezvous"),
-//!   else skipped;
+//! - a blocking read of an empty pipe whose write end is open, or a
+//!   blocking write of n bytes to a pipe with room for fewer whose read
+//!   end is open, would block: it is made only after spawning a helper
+//!   that does the opposite transfer (a "rendezvous": it writes at most
+//!   PIPE_BUF bytes, one atomic step; or reads at least the n - room
+//!   bytes the write lacks), else skipped. Non-blocking ends are
+//!   predicted directly (EAGAIN, or a partial write);
+//! - a pipe holds at most MODEL_BYTES in the model, so a pipe grown past
+//!   it is never filled past it; growth past CAPACITY_BUDGET in all is not
+//!   asked for (ENOMEM cannot be predicted);
 //! - a valid write to the console prints: rare, and only a fixed line;
-//! - fd 1 is never closed: it carries the report;
+//! - fd 1 is never closed or replaced by a dup: it carries the report;
 //! - sleeps are short; `exit` is made only by helpers and at the end;
 //! - helpers make only calls whose result no other thread can change
 //!   (thread.rs `stateless`), besides the one job they were spawned for
 //!   (helper.rs `Job`): a rendezvous transfer, a pipe call that the main
 //!   thread's close ends (EOF, EPIPE) whatever the order, or a wait for
 //!   another helper, which the main thread then never waits for itself;
-//! - a descriptor a helper uses is left alone until the helper is reaped;
+//! - a descriptor a helper uses is neither closed nor replaced (dup2)
+//!   until the helper is reaped, and a helper's pipe call that the main
+//!   thread's close ends is only started on a blocking end with every
+//!   descriptor of the other end closed right after (so O_NONBLOCK set
+//!   later cannot change it: EOF and EPIPE come first);
 //! - while a helper may or may not have reaped another, the thread count
 //!   is uncertain, and a valid spawn_thread that could hit the limit of
 //!   64 is skipped (EAGAIN is predicted only when sure).
@@ -51,21 +62,21 @@ mod thread;
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use rt::abi::{Errno, nr};
+use rt::abi::{Errno, IOV_MAX, Stat, Winsize, fcntl, ioctl, nr, o, stat};
 use rt::{Args, println};
 
-use helper::{FAILED, Job, SPARE};
-use model::{File, Model, PIPE_CAPACITY};
+use helper::{DATA_BYTES, FAILED, Job, SPARE};
+use model::{CAPACITY_BUDGET, File, MODEL_BYTES, Model};
 use rng::Rng;
 use space::{Dir, Region, Space};
-use thread::{Checked, Expect, MAX_FDS, MAX_IO, Switches, Thread, Why};
+use thread::{Checked, Expect, MAX_FDS, MAX_RW, PIPE_BUF, Switches, Thread, Why};
 
 rt::entry!(main);
 
 /// The main thread's buffer: write sources are filled with fresh random
-/// bytes here, read destinations are painted here. Three pages, so any
-/// transfer (at most one page) fits at any of many offsets.
-const BUF_BYTES: usize = 3 * 4096;
+/// bytes here, read destinations are painted here. Twenty pages, so a
+/// transfer of more than a default pipe's 64 KiB fits.
+const BUF_BYTES: usize = 20 * 4096;
 
 #[repr(C, align(4096))]
 struct Buf(UnsafeCell<[u8; BUF_BYTES]>);
@@ -114,15 +125,18 @@ pub fn space() -> Space {
 const PHASE_CALLS: u64 = 1500;
 
 /// Weights of the main thread's operations, one row per phase.
-const OPS: usize = 12;
-const PHASES: [[u32; OPS]; 6] = [
-    // write read pipe close spawn wait gettid yield time sleep unknown stateless
-    [200, 200, 60, 60, 50, 50, 30, 30, 30, 4, 30, 60], // balanced
-    [150, 150, 200, 20, 30, 40, 20, 20, 20, 2, 20, 40], // fill the descriptor table
-    [150, 200, 20, 200, 30, 60, 20, 20, 20, 2, 20, 40], // close and drain
-    [100, 100, 40, 40, 250, 30, 20, 20, 20, 2, 20, 40], // fill the thread table
-    [100, 100, 40, 40, 30, 250, 20, 20, 20, 2, 20, 40], // reap
-    [350, 350, 40, 30, 30, 30, 20, 20, 20, 2, 20, 20], // transfers
+const OPS: usize = 15;
+#[rustfmt::skip]
+const PHASES: [[u32; OPS]; 8] = [
+    // write read pipe close spawn wait gettid yield time sleep unknown stateless dup fcntl info
+    [200, 200, 60, 60, 50, 50, 30, 30, 30, 4, 30, 60, 40, 60, 40],       // balanced
+    [150, 150, 200, 20, 30, 40, 20, 20, 20, 2, 20, 40, 120, 30, 20],     // fill the descriptor table
+    [150, 200, 20, 200, 30, 60, 20, 20, 20, 2, 20, 40, 20, 40, 20],      // close and drain
+    [100, 100, 40, 40, 250, 30, 20, 20, 20, 2, 20, 40, 20, 30, 20],      // fill the thread table
+    [100, 100, 40, 40, 30, 250, 20, 20, 20, 2, 20, 40, 20, 30, 20],      // reap
+    [350, 350, 40, 30, 30, 30, 20, 20, 20, 2, 20, 20, 30, 60, 30],       // transfers
+    [150, 150, 60, 40, 30, 30, 20, 20, 20, 2, 20, 40, 100, 200, 100],    // descriptors and flags
+    [400, 100, 20, 20, 60, 40, 20, 20, 20, 2, 20, 20, 20, 60, 20],       // fill pipes
 ];
 
 #[derive(Default)]
@@ -139,6 +153,24 @@ struct Stats {
     eof: u64,
     emfile: u64,
     eagain: u64,
+    einval: u64,
+    ebusy: u64,
+    eperm: u64,
+    enotty: u64,
+    dups: u64,
+    fcntls: u64,
+    resizes: u64,
+    fstats: u64,
+    ioctls: u64,
+    writevs: u64,
+    /// Writes that went in only in part (O_NONBLOCK, no room for all).
+    partial: u64,
+    /// Blocking writes short of room made through a rendezvous: atomic
+    /// ones (at most PIPE_BUF) into a pipe with some room, and larger
+    /// ones that must go in pieces.
+    waits_atomic: u64,
+    waits_large: u64,
+    epipe_jobs: u64,
     skipped: u64,
     /// Helpers blocked (or about to be) in a pipe call that our close ends.
     woken_by_close: u64,
@@ -257,7 +289,10 @@ impl Fuzz {
             8 => self.t.time().map(drop),
             9 => self.t.sleep(),
             10 => self.t.unknown(),
-            _ => self.t.stateless(&spawner),
+            11 => self.t.stateless(&spawner),
+            12 => self.dup(),
+            13 => self.fcntl(),
+            _ => self.info(),
         }
     }
 
@@ -268,7 +303,8 @@ impl Fuzz {
     /// one, the console's, or one that is never open.
     fn pick_fd(&mut self, want: fn(File) -> bool) -> u64 {
         let fd = match self.t.rng.below(20) {
-            0..=10 => self.random_fd(&|f| f.is_some_and(want)),
+            0..=3 => self.fullest_fd(want),
+            4..=10 => self.random_fd(&|f| f.is_some_and(want)),
             11..=13 => self.random_fd(&|f| f.is_some()),
             14..=15 => self.random_fd(&|f| f.is_none()),
             16 => Some(self.t.rng.range(1, 2) as usize),
@@ -279,6 +315,19 @@ impl Fuzz {
             Some(fd) if !self.m.busy(fd as u64) => fd as u64,
             _ => self.t.never_open_fd(),
         }
+    }
+
+    /// A descriptor of the right kind on the pipe with the least room, so
+    /// that pipes fill (a 64 KiB pipe rarely does by chance) and the
+    /// paths of a full pipe and of one short of room come up.
+    fn fullest_fd(&mut self, want: fn(File) -> bool) -> Option<usize> {
+        let m = &*self.m;
+        (0..m.fds.len())
+            .filter(|&fd| m.fds[fd].is_some_and(want) && !m.busy(fd as u64))
+            .min_by_key(|&fd| match m.fds[fd] {
+                Some(File::Read(p) | File::Write(p)) => m.pipes[p].room(),
+                _ => usize::MAX,
+            })
     }
 
     /// A descriptor number below 64 whose model entry passes `ok`.
@@ -296,11 +345,23 @@ impl Fuzz {
     fn write(&mut self) -> Checked<()> {
         let fd = self.pick_fd(|f| matches!(f, File::Write(_)));
         let file = self.m.file(fd);
+        if self.t.rng.chance(1, 4) {
+            return self.writev(fd, file);
+        }
         if file == Some(File::Console) {
             return self.write_console(fd);
         }
-        let len = self.t.gen_len();
-        let eff = len.min(MAX_IO);
+        let len = match file {
+            // Every byte costs time: a room's worth only when the room is
+            // small (a small pipe, F_SETPIPE_SZ's, or a nearly full one).
+            Some(File::Write(p))
+                if self.t.rng.chance(1, 3) && self.m.pipes[p].room() <= 4 * PIPE_BUF as usize =>
+            {
+                self.len_near_room(p)
+            }
+            _ => self.t.gen_len(),
+        };
+        let eff = len.min(MAX_RW);
         let (ptr, ok) = self.t.gen_ptr(eff, Dir::KernelReads);
         if ok {
             self.fill_random(ptr, eff);
@@ -308,18 +369,11 @@ impl Fuzz {
         let expect = if !ok {
             Expect::Err(Errno::EFAULT)
         } else {
-            match file {
-                None | Some(File::Read(_)) | Some(File::Console) => Expect::Err(Errno::EBADF),
-                Some(File::Write(_)) if eff == 0 => Expect::Ret(0),
-                Some(File::Write(p)) if !self.m.pipes[p].read_open => Expect::Err(Errno::EPIPE),
-                Some(File::Write(p)) => {
-                    // A full pipe with a reader would block us forever:
-                    // only with a helper that reads from it.
-                    if self.m.pipes[p].room() == 0 && !self.rendezvous_reader(p)? {
-                        self.stats.skipped += 1;
-                        return Ok(());
-                    }
-                    Expect::Ret(eff.min(self.m.pipes[p].room() as u64))
+            match self.write_expect(file, eff)? {
+                Some(e) => e,
+                None => {
+                    self.stats.skipped += 1;
+                    return Ok(());
                 }
             }
         };
@@ -327,6 +381,7 @@ impl Fuzz {
         unsafe { self.t.call(nr::WRITE, &[fd, ptr, len], expect)? };
         self.count(expect);
         if let (Expect::Ret(n), Some(File::Write(p))) = (expect, file) {
+            self.note_partial(n, eff);
             let pipe = &mut self.m.pipes[p];
             for i in 0..n {
                 // SAFETY: the kernel just read these bytes: they are mapped
@@ -336,6 +391,227 @@ impl Fuzz {
             self.stats.bytes_written += n;
         }
         Ok(())
+    }
+
+    /// What a write of `eff` readable bytes to `file` (not the console)
+    /// must return (docs/abi.md "write"), arranging a rendezvous when it
+    /// would block; None when it cannot be predicted (then it is skipped).
+    fn write_expect(&mut self, file: Option<File>, eff: u64) -> Checked<Option<Expect>> {
+        let p = match file {
+            Some(File::Write(p)) => p,
+            _ => return Ok(Some(Expect::Err(Errno::EBADF))),
+        };
+        if eff == 0 {
+            return Ok(Some(Expect::Ret(0)));
+        }
+        let pipe = &self.m.pipes[p];
+        if !pipe.read_open() {
+            return Ok(Some(Expect::Err(Errno::EPIPE)));
+        }
+        let (room, len) = (pipe.room() as u64, pipe.len as u64);
+        let store = MODEL_BYTES as u64;
+        if room >= eff {
+            return Ok((len + eff <= store).then_some(Expect::Ret(eff)));
+        }
+        if pipe.nonblocking(false) {
+            // Up to PIPE_BUF: all or nothing. More: what fits, if any.
+            if eff <= PIPE_BUF || room == 0 {
+                return Ok(Some(Expect::Err(Errno::EAGAIN)));
+            }
+            return Ok((len + room <= store).then_some(Expect::Ret(room)));
+        }
+        // Blocking, and short of room: a helper must read first, at least
+        // what the write lacks (and what the model could not keep).
+        let need = (eff - room).max((len + eff).saturating_sub(store));
+        let most = len.min(DATA_BYTES as u64);
+        if need > most || !self.rendezvous_reader(p, need, most)? {
+            return Ok(None);
+        }
+        if eff > PIPE_BUF {
+            self.stats.waits_large += 1;
+        } else if room > 0 {
+            self.stats.waits_atomic += 1;
+        }
+        Ok(Some(Expect::Ret(eff)))
+    }
+
+    /// A length about the room pipe `p` has: a little less (it fills), or
+    /// up to PIPE_BUF more (it would block, or go in part; a rendezvous
+    /// helper can read that much): pipes of 64 KiB seldom fill by chance.
+    /// At most BUF's size.
+    fn len_near_room(&mut self, p: usize) -> u64 {
+        let room = self.m.pipes[p].room() as u64;
+        let r = &mut self.t.rng;
+        let len = match r.below(3) {
+            0 => room.saturating_sub(r.below(64)),
+            _ => room + r.range(1, PIPE_BUF),
+        };
+        len.clamp(1, BUF_BYTES as u64)
+    }
+
+    fn note_partial(&mut self, n: u64, eff: u64) {
+        if n < eff {
+            self.stats.partial += 1;
+        }
+    }
+
+    /// writev: an iovec array in BUF (or a bad one), buffers anywhere a
+    /// write's may be; checked as the kernel does (docs/abi.md): the
+    /// count, the array, negative lengths, the buffers, the descriptor.
+    fn writev(&mut self, fd: u64, file: Option<File>) -> Checked<()> {
+        self.stats.writevs += 1;
+        let console = file == Some(File::Console);
+        let r = &mut self.t.rng;
+        let count: u64 = match r.below(40) {
+            0 => u64::from(IOV_MAX),
+            1 => r.range(u64::from(IOV_MAX) + 1, 1 << 33),
+            2 => 0,
+            _ => r.range(1, 8),
+        };
+        let wide = count > u64::from(IOV_MAX) && count >> 32 != 0;
+        let (count_low, count_reg) = if wide {
+            // An unsigned int: the high half is dropped, so the count
+            // becomes its low half (kept at most IOV_MAX here).
+            let low = r.below(9);
+            (low, count << 32 | low)
+        } else {
+            (count, count)
+        };
+        let array_len = count_low.min(u64::from(IOV_MAX)) * 16;
+        let buf = self.t.space.owned[0];
+        let (array, array_ok) = if array_len > 0 && self.t.rng.chance(1, 10) {
+            self.t.gen_ptr(array_len, Dir::KernelReads)
+        } else {
+            (
+                buf.start + self.t.rng.below(buf.len() - array_len + 1),
+                true,
+            )
+        };
+        let array_ours = array_len == 0
+            || buf.clip(array, array + array_len) == Some(Region::new(array, array + array_len));
+        let listed = if array_ours && count_low <= u64::from(IOV_MAX) {
+            count_low
+        } else {
+            0
+        };
+        // The buffers first, filled; then the array over them, so a
+        // buffer that overlaps it sends the array's bytes, as read back.
+        let mut segs = [(0u64, 0u64); 8];
+        let mut negative = false;
+        let mut bad = false;
+        let mut total = 0u64;
+        for seg in segs.iter_mut().take(listed as usize) {
+            let (base, len) = if console {
+                let (base, len, ok) = self.console_segment();
+                bad |= !ok;
+                (base, len)
+            } else {
+                // Mostly small and good: one bad buffer of several spoils
+                // the call, and every good byte is filled and checked.
+                let len = match self.t.rng.below(40) {
+                    0 => 1 << 63 | self.t.rng.next(),
+                    1 => self.t.gen_len(),
+                    2..=5 => 0,
+                    6..=9 => self.t.rng.range(PIPE_BUF / 2, 2 * PIPE_BUF),
+                    _ => self.t.rng.range(1, 512),
+                };
+                if (len as i64) < 0 {
+                    (self.t.rng.next(), len)
+                } else {
+                    let eff = len.min(MAX_RW - total);
+                    let (base, ok) = if self.t.rng.chance(3, 4) && eff <= buf.len() {
+                        (buf.start + self.t.rng.below(buf.len() - eff + 1), true)
+                    } else {
+                        self.t.gen_ptr(eff, Dir::KernelReads)
+                    };
+                    if ok {
+                        self.fill_random(base, eff);
+                    }
+                    bad |= !ok;
+                    (base, len)
+                }
+            };
+            negative |= (len as i64) < 0;
+            if (len as i64) >= 0 {
+                total += len.min(MAX_RW - total);
+            }
+            *seg = (base, len);
+        }
+        for i in 0..listed {
+            // Past the first eight: empty, anywhere.
+            let (base, len) = segs
+                .get(i as usize)
+                .copied()
+                .unwrap_or((self.t.rng.next(), 0));
+            let at = (array + 16 * i) as *mut u64;
+            // SAFETY: inside BUF, ours alone; nothing borrows it.
+            unsafe {
+                at.write_unaligned(base);
+                at.add(1).write_unaligned(len);
+            }
+        }
+        let expect = if count_low > u64::from(IOV_MAX) {
+            Expect::Err(Errno::EINVAL)
+        } else if !array_ok {
+            Expect::Err(Errno::EFAULT)
+        } else if !array_ours {
+            // A readable array we did not write (rodata, text): unknown
+            // lengths. Not made.
+            return Ok(());
+        } else if negative {
+            Expect::Err(Errno::EINVAL)
+        } else if bad {
+            Expect::Err(Errno::EFAULT)
+        } else if console {
+            Expect::Ret(total)
+        } else {
+            match self.write_expect(file, total)? {
+                Some(e) => e,
+                None => {
+                    self.stats.skipped += 1;
+                    return Ok(());
+                }
+            }
+        };
+        // SAFETY: the kernel only reads the array and the buffers.
+        unsafe { self.t.call(nr::WRITEV, &[fd, array, count_reg], expect)? };
+        self.count(expect);
+        if let (Expect::Ret(n), Some(File::Write(p))) = (expect, file) {
+            self.note_partial(n, total);
+            let mut left = n;
+            for &(base, len) in segs.iter().take(listed as usize) {
+                let k = len.min(left);
+                for i in 0..k {
+                    // SAFETY: the kernel just read these bytes.
+                    let byte = unsafe { ptr::read_volatile((base + i) as *const u8) };
+                    self.m.pipes[p].push(byte);
+                }
+                left -= k;
+            }
+            self.stats.bytes_written += n;
+        }
+        Ok(())
+    }
+
+    /// A buffer of a writev to the console, and whether it is good: the
+    /// console prints what it gets, so a good one is the start of
+    /// CONSOLE_LINE (rarely) or empty, and the rest are bad.
+    fn console_segment(&mut self) -> (u64, u64, bool) {
+        let r = self.t.rng.below(64);
+        if r == 0 {
+            let line = CONSOLE_LINE.as_ptr() as u64;
+            (line, self.t.rng.below(CONSOLE_LINE.len() as u64), true)
+        } else if r < 40 {
+            (self.t.rng.next(), 0, true)
+        } else {
+            let len = self.t.rng.range(2, 64);
+            loop {
+                let p = self.t.space.hostile(&mut self.t.rng, len);
+                if !self.t.predict(p, len, Dir::KernelReads) {
+                    break (p, len, false);
+                }
+            }
+        }
     }
 
     /// The console prints what it gets, so valid writes are rare and send
@@ -354,9 +630,10 @@ impl Fuzz {
             (ptr, 0, Expect::Ret(0))
         } else {
             let len = self.t.gen_len().max(2);
+            let eff = len.min(MAX_RW);
             let ptr = loop {
-                let p = self.t.space.hostile(&mut self.t.rng, len.min(MAX_IO));
-                if !self.t.predict(p, len.min(MAX_IO), Dir::KernelReads) {
+                let p = self.t.space.hostile(&mut self.t.rng, eff);
+                if !self.t.predict(p, eff, Dir::KernelReads) {
                     break p;
                 }
             };
@@ -372,7 +649,7 @@ impl Fuzz {
         let fd = self.pick_fd(|f| matches!(f, File::Read(_)));
         let file = self.m.file(fd);
         let len = self.t.gen_len();
-        let eff = len.min(MAX_IO);
+        let eff = len.min(MAX_RW);
         let (ptr, ok) = self.t.gen_ptr(eff, Dir::KernelWrites);
         let expect = if !ok {
             Expect::Err(Errno::EFAULT)
@@ -382,15 +659,19 @@ impl Fuzz {
                 Some(File::Read(_)) if eff == 0 => Expect::Ret(0),
                 Some(File::Read(p)) => {
                     let pipe = &self.m.pipes[p];
-                    if pipe.len == 0 && pipe.write_open {
+                    if pipe.len == 0 && !pipe.write_open() {
+                        Expect::Ret(0)
+                    } else if pipe.len == 0 && pipe.nonblocking(true) {
+                        Expect::Err(Errno::EAGAIN)
+                    } else {
                         // Empty with a writer: would block us forever,
                         // unless a helper writes.
-                        if !self.rendezvous_writer(p)? {
+                        if pipe.len == 0 && !self.rendezvous_writer(p)? {
                             self.stats.skipped += 1;
                             return Ok(());
                         }
+                        Expect::Ret(eff.min(self.m.pipes[p].len as u64))
                     }
-                    Expect::Ret(eff.min(self.m.pipes[p].len as u64))
                 }
             }
         };
@@ -421,11 +702,29 @@ impl Fuzz {
         Ok(())
     }
 
+    /// pipe, or pipe2 with flags (good ones, or bad ones refused before
+    /// the pointer is looked at).
     fn pipe(&mut self) -> Checked<()> {
         let (ptr, ok) = self.t.gen_ptr(8, Dir::KernelWrites);
         let r = self.m.lowest_free(None);
         let w = r.and_then(|r| self.m.lowest_free(Some(r)));
-        let expect = if !ok {
+        let (call, flags, bad) = match self.t.rng.below(10) {
+            0..=3 => (nr::PIPE, 0, false),
+            4..=8 => {
+                let good = self
+                    .t
+                    .rng
+                    .pick(&[0, o::NONBLOCK, o::CLOEXEC, o::NONBLOCK | o::CLOEXEC]);
+                (nr::PIPE2, u64::from(good) | self.t.rng.next() << 32, false)
+            }
+            _ => {
+                let bit = self.t.rng.pick(&[o::DIRECT, 1, o::APPEND, 1 << 31, 0o100]);
+                (nr::PIPE2, u64::from(bit | o::NONBLOCK), true)
+            }
+        };
+        let expect = if bad {
+            Expect::Err(Errno::EINVAL)
+        } else if !ok {
             Expect::Err(Errno::EFAULT)
         } else if self.m.open_count() + 2 > MAX_FDS as usize {
             // The kernel refuses when it cannot place both ends.
@@ -436,13 +735,14 @@ impl Fuzz {
         let salt = self.t.rng.next();
         self.paint(ptr, 8, salt);
         // SAFETY: as for read: BUF, the slack, or refused.
-        unsafe { self.t.call(nr::PIPE, &[ptr], expect)? };
+        unsafe { self.t.call(call, &[ptr, flags], expect)? };
         self.count(expect);
         let mut fds = [0u8; 8];
         let written = if let (Expect::Ret(0), Some(r), Some(w)) = (expect, r, w) {
             fds[..4].copy_from_slice(&(r as u32).to_le_bytes());
             fds[4..].copy_from_slice(&(w as u32).to_le_bytes());
-            self.m.add_pipe(r, w);
+            let flags = if call == nr::PIPE2 { flags as u32 } else { 0 };
+            self.m.add_pipe(r, w, flags);
             self.stats.pipes += 1;
             8
         } else {
@@ -478,6 +778,463 @@ impl Fuzz {
         Ok(())
     }
 
+    /// Any descriptor: mostly an open one (a helper's too: the calls that
+    /// take this one never change what it names), else a free one or one
+    /// that is never open; with noise in the high half of the register.
+    fn any_fd(&mut self) -> u64 {
+        let fd = match self.t.rng.below(10) {
+            0..=7 => self.random_fd(&|f| f.is_some()),
+            8 => self.random_fd(&|f| f.is_none()),
+            _ => None,
+        };
+        match fd {
+            Some(fd) => fd as u64 | self.wide(),
+            None => self.t.never_open_fd(),
+        }
+    }
+
+    /// Random bits for the high half of an `int` or `unsigned int`.
+    fn wide(&mut self) -> u64 {
+        match self.t.rng.below(4) {
+            0 => self.t.rng.next() << 32,
+            _ => 0,
+        }
+    }
+
+    /// A descriptor to be made to name another file: an open one (never
+    /// 1, which carries the report, nor a helper's), a free one, or one
+    /// past the limit.
+    fn target_fd(&mut self, fd: u64) -> u64 {
+        let new = match self.t.rng.below(10) {
+            0..=3 => self.random_fd(&|f| f.is_some()),
+            4..=6 => self.random_fd(&|f| f.is_none()),
+            7 => Some(fd as u32 as usize),
+            _ => None,
+        };
+        match new {
+            Some(new) if new != 1 && !self.m.busy(new as u64) && new < MAX_FDS as usize => {
+                new as u64 | self.wide()
+            }
+            _ => self.t.never_open_fd(),
+        }
+    }
+
+    /// dup, dup2, dup3 and F_DUPFD(_CLOEXEC), with Linux's errors.
+    fn dup(&mut self) -> Checked<()> {
+        self.stats.dups += 1;
+        let fd = self.any_fd();
+        let open = self.m.file(fd as u32 as u64).is_some();
+        let old = fd as u32 as usize;
+        let (call, args, expect, place) = match self.t.rng.below(4) {
+            0 => {
+                let new = self.m.lowest_free(None);
+                let expect = match (open, new) {
+                    (false, _) => Expect::Err(Errno::EBADF),
+                    (true, None) => Expect::Err(Errno::EMFILE),
+                    (true, Some(new)) => Expect::Ret(new as u64),
+                };
+                (nr::DUP, [fd, 0, 0], expect, new.map(|n| (n, false)))
+            }
+            1 | 2 => {
+                let dup3 = self.t.rng.chance(1, 2);
+                let new = self.target_fd(fd);
+                let newl = new as u32 as u64;
+                let flags = if dup3 && self.t.rng.chance(1, 5) {
+                    u64::from(self.t.rng.pick(&[o::NONBLOCK, 1, o::DIRECT, 1 << 30]))
+                } else if dup3 {
+                    u64::from(self.t.rng.pick(&[0, o::CLOEXEC])) | self.wide()
+                } else {
+                    0
+                };
+                let bad_flags = (flags as u32) & !o::CLOEXEC != 0;
+                let cloexec = (flags as u32) & o::CLOEXEC != 0;
+                let same = newl == old as u64;
+                let expect = if dup3 && (bad_flags || same) {
+                    Expect::Err(Errno::EINVAL)
+                } else if same {
+                    // dup2(fd, fd): fd, once known open.
+                    if open {
+                        Expect::Ret(newl)
+                    } else {
+                        Expect::Err(Errno::EBADF)
+                    }
+                } else if newl >= MAX_FDS || !open {
+                    Expect::Err(Errno::EBADF)
+                } else {
+                    Expect::Ret(newl)
+                };
+                let call = if dup3 { nr::DUP3 } else { nr::DUP2 };
+                let place = (!same).then_some((newl as usize, cloexec));
+                (call, [fd, new, flags], expect, place)
+            }
+            _ => {
+                let cloexec = self.t.rng.chance(1, 2);
+                let cmd = if cloexec {
+                    fcntl::F_DUPFD_CLOEXEC
+                } else {
+                    fcntl::F_DUPFD
+                };
+                let min = match self.t.rng.below(8) {
+                    0 => self.t.rng.range(MAX_FDS, u64::from(u32::MAX)),
+                    1 => u64::from(self.t.rng.pick(&[64u32, u32::MAX, 1 << 31])),
+                    _ => self.t.rng.below(MAX_FDS),
+                };
+                let min_reg = min | self.wide();
+                let new = self.m.lowest_free_from(min as usize, None);
+                let expect = match (open, new) {
+                    (false, _) => Expect::Err(Errno::EBADF),
+                    _ if min >= MAX_FDS => Expect::Err(Errno::EINVAL),
+                    (true, None) => Expect::Err(Errno::EMFILE),
+                    (true, Some(new)) => Expect::Ret(new as u64),
+                };
+                let cmd = u64::from(cmd) | self.wide();
+                (
+                    nr::FCNTL,
+                    [fd, cmd, min_reg],
+                    expect,
+                    new.map(|n| (n, cloexec)),
+                )
+            }
+        };
+        // SAFETY: none of these takes a pointer.
+        unsafe { self.t.call(call, &args, expect)? };
+        self.count(expect);
+        if let (Expect::Ret(_), Some((new, cloexec))) = (expect, place) {
+            self.m.dup(old, new, cloexec);
+        }
+        Ok(())
+    }
+
+    /// fcntl's other commands on any descriptor; unknown ones are EINVAL
+    /// once the descriptor is known open.
+    fn fcntl(&mut self) -> Checked<()> {
+        self.stats.fcntls += 1;
+        let fd = self.any_fd();
+        let file = self.m.file(fd as u32 as u64);
+        let fdl = fd as u32 as usize;
+        let arg = self.t.rng.next();
+        let (cmd, arg) = match self.t.rng.below(12) {
+            0 => (fcntl::F_GETFD, arg),
+            1 => (fcntl::F_SETFD, self.t.rng.pick(&[0, 1, 0xff, 1 << 32, arg])),
+            2 | 3 => (fcntl::F_GETFL, arg),
+            4 | 5 => (fcntl::F_SETFL, self.setfl_arg()),
+            6 => (fcntl::F_GETPIPE_SZ, arg),
+            7 | 8 => (fcntl::F_SETPIPE_SZ, self.pipe_size_arg()),
+            _ => {
+                let cmd = loop {
+                    let c = self.t.fcntl_cmd() as u32;
+                    let known = [0, 1, 2, 3, 4, 1030, 1031, 1032];
+                    if !known.contains(&c) {
+                        break c;
+                    }
+                };
+                (cmd, arg)
+            }
+        };
+        let Some(file) = file else {
+            return self.fcntl_call(fd, cmd, arg, Expect::Err(Errno::EBADF));
+        };
+        let expect = match cmd {
+            fcntl::F_GETFD => Expect::Ret(self.m.cloexec[fdl].into()),
+            fcntl::F_SETFD => Expect::Ret(0),
+            fcntl::F_GETFL => Expect::Ret(self.getfl(file).into()),
+            fcntl::F_SETFL if arg as u32 & (o::DIRECT | o::ASYNC) != 0 => {
+                Expect::Err(Errno::EINVAL)
+            }
+            fcntl::F_SETFL => Expect::Ret(0),
+            fcntl::F_GETPIPE_SZ | fcntl::F_SETPIPE_SZ => match file {
+                File::Console => Expect::Err(Errno::EBADF),
+                File::Read(p) | File::Write(p) if cmd == fcntl::F_GETPIPE_SZ => {
+                    Expect::Ret(self.m.pipes[p].cap as u64)
+                }
+                File::Read(p) | File::Write(p) => {
+                    let size = round_pipe_size(arg as u32);
+                    let pipe = &self.m.pipes[p];
+                    if size == 0 {
+                        Expect::Err(Errno::EINVAL)
+                    } else if size > rt::abi::pipe::MAX_SIZE as u64 {
+                        Expect::Err(Errno::EPERM)
+                    } else if pipe.len as u64 > size {
+                        Expect::Err(Errno::EBUSY)
+                    } else if self.m.capacity_held() - pipe.cap + size as usize > CAPACITY_BUDGET {
+                        self.stats.skipped += 1;
+                        return Ok(());
+                    } else {
+                        Expect::Ret(size)
+                    }
+                }
+            },
+            _ => Expect::Err(Errno::EINVAL),
+        };
+        self.fcntl_call(fd, cmd, arg, expect)?;
+        if let Expect::Ret(v) = expect {
+            let flags = arg as u32 & (o::NONBLOCK | o::APPEND | o::NOATIME);
+            match (cmd, file) {
+                (fcntl::F_SETFD, _) => self.m.cloexec[fdl] = arg as u32 & 1 != 0,
+                (fcntl::F_SETFL, File::Console) => self.m.console_flags = flags,
+                (fcntl::F_SETFL, File::Read(p)) => self.m.pipes[p].read_flags = flags,
+                (fcntl::F_SETFL, File::Write(p)) => self.m.pipes[p].write_flags = flags,
+                (fcntl::F_SETPIPE_SZ, File::Read(p) | File::Write(p)) => {
+                    self.m.pipes[p].cap = v as usize;
+                    self.stats.resizes += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn fcntl_call(&mut self, fd: u64, cmd: u32, arg: u64, expect: Expect) -> Checked<()> {
+        // The command is an unsigned int: noise above it must not matter.
+        let cmd = u64::from(cmd) | self.wide();
+        // SAFETY: none of the commands takes a pointer.
+        unsafe { self.t.call(nr::FCNTL, &[fd, cmd, arg], expect)? };
+        self.count(expect);
+        Ok(())
+    }
+
+    /// F_GETFL's answer (docs/abi.md).
+    fn getfl(&self, file: File) -> u32 {
+        match file {
+            File::Console => o::WRONLY | o::LARGEFILE | self.m.console_flags,
+            File::Read(p) => o::RDONLY | self.m.pipes[p].read_flags,
+            File::Write(p) => o::WRONLY | self.m.pipes[p].write_flags,
+        }
+    }
+
+    /// F_SETFL's argument: the settable flags, bits it ignores, and now
+    /// and then the two it refuses.
+    fn setfl_arg(&mut self) -> u64 {
+        let r = &mut self.t.rng;
+        let mut flags = 0;
+        for f in [o::NONBLOCK, o::NONBLOCK, o::APPEND, o::NOATIME] {
+            if r.chance(1, 2) {
+                flags |= f;
+            }
+        }
+        if r.chance(1, 4) {
+            // Ignored: the access mode, O_CREAT, O_CLOEXEC, O_LARGEFILE.
+            flags |= r.pick(&[o::RDWR, o::WRONLY, 0o100, o::CLOEXEC, o::LARGEFILE]);
+        }
+        if r.chance(1, 10) {
+            flags |= r.pick(&[o::DIRECT, o::ASYNC]);
+        }
+        u64::from(flags) | (r.below(2) * (r.next() << 32))
+    }
+
+    /// F_SETPIPE_SZ's argument: sizes around every rounding and limit.
+    fn pipe_size_arg(&mut self) -> u64 {
+        let r = &mut self.t.rng;
+        let size = match r.below(10) {
+            0..=4 => r.pick(&[0, 1, 4095, 4096, 4097, 8192, 12288, 16384, 65536]),
+            5 => r.pick(&[32768, 131072, 1 << 20]),
+            6 => r.pick(&[(1 << 20) + 1, 2 << 20, 1 << 31, (1 << 31) + 1, u32::MAX]),
+            _ => r.range(0, 40_000) as u32,
+        };
+        u64::from(size) | (r.below(2) * (r.next() << 32))
+    }
+
+    /// fstat or ioctl on any descriptor.
+    fn info(&mut self) -> Checked<()> {
+        if self.t.rng.chance(1, 2) {
+            self.fstat()
+        } else {
+            self.ioctl()
+        }
+    }
+
+    fn fstat(&mut self) -> Checked<()> {
+        self.stats.fstats += 1;
+        let fd = self.any_fd();
+        let file = self.m.file(fd as u32 as u64);
+        let size = Stat::SIZE as u64;
+        let (ptr, ok) = self.t.gen_ptr(size, Dir::KernelWrites);
+        let expect = match (ok, file) {
+            (false, _) => Expect::Err(Errno::EFAULT),
+            (true, None) => Expect::Err(Errno::EBADF),
+            (true, Some(_)) => Expect::Ret(0),
+        };
+        let salt = self.t.rng.next();
+        self.paint(ptr, size, salt);
+        // SAFETY: BUF, the slack, or refused.
+        unsafe { self.t.call(nr::FSTAT, &[fd, ptr], expect)? };
+        self.count(expect);
+        let (Expect::Ret(0), Some(file)) = (expect, file) else {
+            return self.verify(ptr, size, 0, salt, &|_| 0);
+        };
+        let want = match file {
+            File::Console => Stat {
+                dev: stat::CONSOLE_DEV,
+                ino: stat::CONSOLE_INO,
+                nlink: 1,
+                mode: stat::CONSOLE_MODE,
+                rdev: stat::CONSOLE_RDEV,
+                blksize: stat::BLKSIZE,
+                ..Stat::default()
+            },
+            File::Read(p) | File::Write(p) => self.pipe_stat(p, ptr)?,
+        };
+        let bytes = want.to_bytes();
+        self.verify(ptr, size, size, salt, &|i| bytes[i as usize])
+    }
+
+    /// What fstat of pipe `p` must have written at `ptr`: fixed fields,
+    /// and the inode number and time learned from the first fstat (the
+    /// inode distinct from every other live pipe's, the three times one
+    /// time no later than now).
+    fn pipe_stat(&mut self, p: usize, ptr: u64) -> Checked<Stat> {
+        let mut raw = [0u8; Stat::SIZE];
+        for (i, b) in raw.iter_mut().enumerate() {
+            // SAFETY: the kernel just wrote these 144 bytes of ours.
+            *b = unsafe { ptr::read_volatile((ptr + i as u64) as *const u8) };
+        }
+        let got = Stat::from_bytes(&raw);
+        let time: [u8; 16] = raw[88..104].try_into().unwrap_or([0; 16]);
+        let pipe = &self.m.pipes[p];
+        let (ino, t) = match (pipe.ino, pipe.time) {
+            (Some(ino), Some(t)) => (ino, t),
+            _ => {
+                let now = self.t.time()?;
+                let ts = rt::abi::Timespec::from_bytes(time);
+                if got.ino == 0 || self.m.other_inos(p).any(|i| i == got.ino) {
+                    return Err(self.t.fail(Why::Note(
+                        "fstat gave a pipe no inode number, or another live pipe's",
+                    )));
+                }
+                if ts.to_ns().is_none_or(|ns| ns > now) || got.atime != ts || got.ctime != ts {
+                    return Err(self.t.fail(Why::Note(
+                        "fstat gave a pipe times that differ or lie in the future",
+                    )));
+                }
+                let pipe = &mut self.m.pipes[p];
+                pipe.ino = Some(got.ino);
+                pipe.time = Some(time);
+                (got.ino, time)
+            }
+        };
+        let t = rt::abi::Timespec::from_bytes(t);
+        Ok(Stat {
+            dev: stat::PIPE_DEV,
+            ino,
+            nlink: 1,
+            mode: stat::PIPE_MODE,
+            blksize: stat::BLKSIZE,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            ..Stat::default()
+        })
+    }
+
+    fn ioctl(&mut self) -> Checked<()> {
+        self.stats.ioctls += 1;
+        let fd = self.any_fd();
+        let file = self.m.file(fd as u32 as u64);
+        let known = [
+            ioctl::FIONREAD,
+            ioctl::TIOCGWINSZ,
+            ioctl::FIONBIO,
+            ioctl::FIOCLEX,
+            ioctl::FIONCLEX,
+            ioctl::FIOASYNC,
+        ];
+        let request = match self.t.rng.below(12) {
+            0..=2 => ioctl::FIONREAD,
+            3 | 4 => ioctl::TIOCGWINSZ,
+            5 => ioctl::FIONBIO,
+            6 => self.t.rng.pick(&[ioctl::FIOCLEX, ioctl::FIONCLEX]),
+            7 => ioctl::FIOASYNC,
+            // TCGETS, TIOCSWINSZ, TIOCINQ's twin TIOCOUTQ: a terminal's.
+            8 => self.t.rng.pick(&[0x5401, 0x5414, 0x5411]),
+            _ => loop {
+                let r = self.t.rng.next() as u32;
+                if !known.contains(&r) {
+                    break r;
+                }
+            },
+        };
+        // FIONBIO and FIOASYNC read an int; the answers are stored.
+        let reads = matches!(request, ioctl::FIONBIO | ioctl::FIOASYNC);
+        let size = match request {
+            ioctl::FIONREAD | ioctl::FIONBIO | ioctl::FIOASYNC => 4,
+            _ => 8,
+        };
+        let dir = if reads {
+            Dir::KernelReads
+        } else {
+            Dir::KernelWrites
+        };
+        let (ptr, ok) = self.t.gen_ptr(size, dir);
+        let salt = self.t.rng.next();
+        self.paint(ptr, size, salt);
+        let int = if ok && reads {
+            let mut b = [0u8; 4];
+            for (k, byte) in b.iter_mut().enumerate() {
+                // SAFETY: readable memory (predicted so): ours, painted
+                // just now, or bytes whose contents we may read.
+                *byte = unsafe { ptr::read_volatile((ptr + k as u64) as *const u8) };
+            }
+            i32::from_le_bytes(b)
+        } else {
+            0
+        };
+        let answer: Option<[u8; 8]> = match (request, file) {
+            (_, None) => None,
+            (ioctl::FIONREAD, Some(File::Console)) => Some([0; 8]),
+            (ioctl::FIONREAD, Some(File::Read(p) | File::Write(p))) => {
+                let mut b = [0; 8];
+                b[..4].copy_from_slice(&(self.m.pipes[p].len as i32).to_le_bytes());
+                Some(b)
+            }
+            (ioctl::TIOCGWINSZ, Some(File::Console)) => Some(Winsize::CONSOLE.to_bytes()),
+            _ => None,
+        };
+        let expect = match (request, file, answer) {
+            (_, None, _) => Expect::Err(Errno::EBADF),
+            (ioctl::FIOCLEX | ioctl::FIONCLEX, _, _) => Expect::Ret(0),
+            (ioctl::FIONBIO | ioctl::FIOASYNC, _, _) if !ok => Expect::Err(Errno::EFAULT),
+            (ioctl::FIOASYNC, _, _) if int != 0 => Expect::Err(Errno::EINVAL),
+            (ioctl::FIONBIO | ioctl::FIOASYNC, _, _) => Expect::Ret(0),
+            (_, Some(_), None) => Expect::Err(Errno::ENOTTY),
+            (_, Some(_), Some(_)) if !ok => Expect::Err(Errno::EFAULT),
+            (_, Some(_), Some(_)) => Expect::Ret(0),
+        };
+        let req = u64::from(request) | self.wide();
+        // SAFETY: BUF, the slack, or refused; readable memory for the two
+        // requests that read; nothing is written for a request the kernel
+        // does not answer.
+        unsafe { self.t.call(nr::IOCTL, &[fd, req, ptr], expect)? };
+        self.count(expect);
+        if let (Expect::Ret(0), Some(file)) = (expect, file) {
+            let fdl = fd as u32 as usize;
+            match request {
+                ioctl::FIOCLEX | ioctl::FIONCLEX => {
+                    self.m.cloexec[fdl] = request == ioctl::FIOCLEX;
+                }
+                ioctl::FIONBIO => {
+                    let flags = match file {
+                        File::Console => &mut self.m.console_flags,
+                        File::Read(p) => &mut self.m.pipes[p].read_flags,
+                        File::Write(p) => &mut self.m.pipes[p].write_flags,
+                    };
+                    if int != 0 {
+                        *flags |= o::NONBLOCK;
+                    } else {
+                        *flags &= !o::NONBLOCK;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = if expect == Expect::Ret(0) && !reads && answer.is_some() {
+            size
+        } else {
+            0
+        };
+        let bytes = answer.unwrap_or([0; 8]);
+        self.verify(ptr, size, n, salt, &|i| bytes[i as usize])
+    }
+
     // --- threads ------------------------------------------------------------
 
     fn spawn(&mut self) -> Checked<()> {
@@ -502,15 +1259,14 @@ impl Fuzz {
         }
     }
 
-    /// A pipe (by model index) whose ends are both open, not in use by a
-    /// helper, and whose buffer passes `ok`; with its (read, write) fds.
-    fn idle_pipe(&mut self, ok: fn(usize) -> bool) -> Option<(usize, usize, usize)> {
+    /// A pipe (by model index) whose ends are both open, that no helper
+    /// uses, and that passes `ok`; with a (read, write) descriptor of it.
+    fn idle_pipe(&mut self, ok: fn(&model::Pipe) -> bool) -> Option<(usize, usize, usize)> {
         let m = &*self.m;
         let usable = |fd: usize| match m.fds[fd] {
-            Some(File::Read(p)) if !m.busy(fd as u64) && ok(m.pipes[p].len) => m
-                .fd_of(File::Write(p))
-                .filter(|&w| !m.busy(w as u64))
-                .map(|w| (p, fd, w)),
+            Some(File::Read(p)) if !m.pipe_busy(p) && ok(&m.pipes[p]) => {
+                m.fd_of(File::Write(p)).map(|w| (p, fd, w))
+            }
             _ => None,
         };
         let n = (0..m.fds.len()).filter_map(usable).count();
@@ -521,46 +1277,64 @@ impl Fuzz {
         (0..m.fds.len()).filter_map(usable).nth(nth)
     }
 
-    /// A helper reads an empty pipe whose write end we close right away:
-    /// it must see end of file, woken by the close if it was blocked.
+    /// Closes every descriptor naming `file`, as steps of a setup.
+    fn close_all(&mut self, file: File) -> Checked<()> {
+        while let Some(fd) = self.m.fd_of(file) {
+            self.close_now(fd)?;
+        }
+        Ok(())
+    }
+
+    /// A helper reads an empty pipe whose write end we close right away
+    /// (every descriptor of it): it must see end of file, woken by the
+    /// close if it was blocked. The read end blocks, so an early read
+    /// waits rather than failing with EAGAIN.
     fn spawn_eof_reader(&mut self) -> Checked<()> {
-        let Some((_, r, w)) = self.idle_pipe(|len| len == 0) else {
+        let Some((p, r, _)) = self.idle_pipe(|pipe| pipe.len == 0 && !pipe.nonblocking(true))
+        else {
             return self.t.spawn_hostile(&helper::spawner());
         };
         let job = Job::EofRead {
             calls: self.t.rng.range(0, 3) as u32,
             fd: r as u32,
-            len: self.t.rng.range(1, MAX_IO) as u32,
+            len: self.t.rng.range(1, DATA_BYTES as u64) as u32,
         };
         let Some(slot) = self.spawn_helper(job)? else {
             return Ok(());
         };
-        self.close_now(w)?;
+        self.close_all(File::Write(p))?;
         self.stats.woken_by_close += 1;
         if let Some(h) = self.m.helpers[slot].as_mut() {
             h.busy_fd = Some(r);
+            h.busy_pipe = Some(p);
         }
         Ok(())
     }
 
-    /// A helper writes to a full pipe whose read end we close right away:
-    /// EPIPE, woken by the close if it was blocked.
+    /// A helper writes more than there is room for (at most PIPE_BUF, so
+    /// it waits for room for all) to a pipe whose read end we close right
+    /// away: EPIPE, woken by the close if it was blocked.
     fn spawn_epipe_writer(&mut self) -> Checked<()> {
-        let Some((_, r, w)) = self.idle_pipe(|len| len == PIPE_CAPACITY) else {
+        let Some((p, _, w)) =
+            self.idle_pipe(|pipe| pipe.room() < PIPE_BUF as usize && !pipe.nonblocking(false))
+        else {
             return self.t.spawn_hostile(&helper::spawner());
         };
+        let room = self.m.pipes[p].room() as u64;
         let job = Job::EpipeWrite {
             calls: self.t.rng.range(0, 3) as u32,
             fd: w as u32,
-            len: self.t.rng.range(1, MAX_IO) as u32,
+            len: self.t.rng.range(room + 1, PIPE_BUF) as u32,
         };
         let Some(slot) = self.spawn_helper(job)? else {
             return Ok(());
         };
-        self.close_now(r)?;
+        self.close_all(File::Read(p))?;
         self.stats.woken_by_close += 1;
+        self.stats.epipe_jobs += 1;
         if let Some(h) = self.m.helpers[slot].as_mut() {
             h.busy_fd = Some(w);
+            h.busy_pipe = Some(p);
         }
         Ok(())
     }
@@ -679,24 +1453,27 @@ impl Fuzz {
             job,
             claimed: false,
             busy_fd: None,
+            busy_pipe: None,
         });
         self.stats.threads += 1;
         Ok(Some(slot))
     }
 
-    /// Makes room in full pipe `p` through a helper that reads, so the
-    /// write about to be made finds room instead of blocking forever. The
-    /// helper reads from a full pipe, so it never blocks; the write cannot
-    /// finish before the helper's read, so the result is the same in any
-    /// order. False when no thread can be spawned.
-    fn rendezvous_reader(&mut self, p: usize) -> Checked<bool> {
+    /// Makes room in pipe `p` through a helper that reads, so the write
+    /// about to be made, which lacks room, need not block forever. The
+    /// helper reads between `need` and `most` (at most what is buffered)
+    /// bytes in one call, which never blocks (the pipe holds them) and is
+    /// one atomic step (at most PIPE_BUF): so it takes the oldest bytes
+    /// whatever the order, and the write, which cannot finish before the
+    /// room appears, then fits. False when no thread can be spawned.
+    fn rendezvous_reader(&mut self, p: usize, need: u64, most: u64) -> Checked<bool> {
         if self.m.threads_max() >= helper::MAX_THREADS {
             return Ok(false);
         }
         let Some(fd) = self.m.fd_of(File::Read(p)) else {
             return Ok(false);
         };
-        let len = self.t.rng.range(1, PIPE_CAPACITY as u64) as u32;
+        let len = self.t.rng.range(need.max(1), most) as u32;
         let calls = self.t.rng.range(0, 3) as u32;
         let Some(slot) = self.m.free_slot(self.t.rng.next()) else {
             return Ok(false);
@@ -718,8 +1495,9 @@ impl Fuzz {
     }
 
     /// The opposite: data for an empty pipe `p` the main thread is about to
-    /// read. The helper writes at most a pipe's capacity into an empty pipe
-    /// in one call, which never blocks; the read cannot finish before it.
+    /// read. The helper writes at most PIPE_BUF bytes into an empty pipe
+    /// in one call: it never blocks, and it is one atomic step, so the
+    /// read, which cannot finish before it, sees all of it or none.
     fn rendezvous_writer(&mut self, p: usize) -> Checked<bool> {
         if self.m.threads_max() >= helper::MAX_THREADS {
             return Ok(false);
@@ -727,7 +1505,7 @@ impl Fuzz {
         let Some(fd) = self.m.fd_of(File::Write(p)) else {
             return Ok(false);
         };
-        let len = self.t.rng.range(1, PIPE_CAPACITY as u64) as u32;
+        let len = self.t.rng.range(1, PIPE_BUF) as u32;
         let calls = self.t.rng.range(0, 3) as u32;
         let Some(slot) = self.m.free_slot(self.t.rng.next()) else {
             return Ok(false);
@@ -764,6 +1542,7 @@ impl Fuzz {
             job,
             claimed: false,
             busy_fd: None,
+            busy_pipe: None,
         });
         self.stats.threads += 1;
         Ok(())
@@ -897,7 +1676,7 @@ impl Fuzz {
             let fds = self.t.space.owned[0].start;
             // SAFETY: eight bytes into BUF, ours alone.
             unsafe { self.t.call(nr::PIPE, &[fds], Expect::Ret(0))? };
-            self.m.add_pipe(r, w);
+            self.m.add_pipe(r, w, 0);
             self.spawn_helper(Job::BlockRead { fd: r as u32 })?;
             self.stats.left += 1;
         }
@@ -910,10 +1689,16 @@ impl Fuzz {
     fn fill_random(&mut self, ptr: u64, len: u64) {
         let buf = self.t.space.owned[0];
         if let Some(r) = buf.clip(ptr, ptr.saturating_add(len)) {
+            let mut word = 0u64;
             for a in r.start..r.end {
+                // Eight bytes per number: long sources are common.
+                if (a - r.start) % 8 == 0 {
+                    word = self.t.rng.next();
+                }
                 // SAFETY: inside BUF, which only this thread uses and
                 // nothing borrows.
-                unsafe { (a as *mut u8).write(self.t.rng.next() as u8) };
+                unsafe { (a as *mut u8).write(word as u8) };
+                word >>= 8;
             }
         }
     }
@@ -988,6 +1773,11 @@ impl Fuzz {
             Expect::Err(Errno::EBADF) => self.stats.ebadf += 1,
             Expect::Err(Errno::EPIPE) => self.stats.epipe += 1,
             Expect::Err(Errno::EMFILE) => self.stats.emfile += 1,
+            Expect::Err(Errno::EAGAIN) => self.stats.eagain += 1,
+            Expect::Err(Errno::EINVAL) => self.stats.einval += 1,
+            Expect::Err(Errno::EBUSY) => self.stats.ebusy += 1,
+            Expect::Err(Errno::EPERM) => self.stats.eperm += 1,
+            Expect::Err(Errno::ENOTTY) => self.stats.enotty += 1,
             _ => {}
         }
     }
@@ -1006,7 +1796,9 @@ impl Fuzz {
         println!(
             "fuzz seed={} ok calls={} helper_calls={} threads={} rendezvous={} pipes={} \
              bytes_written={} bytes_read={} efault={} ebadf={} epipe={} eof={} emfile={} \
-             eagain={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
+             eagain={} einval={} ebusy={} eperm={} enotty={} dups={} fcntls={} resizes={} \
+             fstats={} ioctls={} writevs={} partial={} waits_atomic={} waits_large={} \
+             epipe_jobs={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
              ms={}",
             self.seed,
             self.t.calls,
@@ -1022,6 +1814,20 @@ impl Fuzz {
             s.eof,
             s.emfile,
             s.eagain,
+            s.einval,
+            s.ebusy,
+            s.eperm,
+            s.enotty,
+            s.dups,
+            s.fcntls,
+            s.resizes,
+            s.fstats,
+            s.ioctls,
+            s.writevs,
+            s.partial,
+            s.waits_atomic,
+            s.waits_large,
+            s.epipe_jobs,
             s.skipped,
             s.woken_by_close,
             s.cross_waits,
@@ -1032,4 +1838,15 @@ impl Fuzz {
     }
 }
 
-const _: () = assert!(PIPE_CAPACITY as u64 == MAX_IO);
+/// Linux's `round_pipe_size`, as F_SETPIPE_SZ applies it: a power of two
+/// of at least a page; 0 (EINVAL) above 2^31.
+fn round_pipe_size(size: u32) -> u64 {
+    match size {
+        s if s > 1 << 31 => 0,
+        s if s < 4096 => 4096,
+        s => u64::from(s).next_power_of_two(),
+    }
+}
+
+// A rendezvous helper's transfer fits its data and is one atomic step.
+const _: () = assert!(DATA_BYTES as u64 == PIPE_BUF);

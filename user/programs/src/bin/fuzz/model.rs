@@ -1,19 +1,30 @@
-//! The main thread's model of its program: the descriptor table, every
-//! pipe's buffered bytes and open ends, and the helper threads not yet
-//! reaped. Each prediction is made from it, and each call that succeeds
-//! is applied to it.
+//! The main thread's model of its program: the descriptor table (which
+//! file each descriptor names, and its close-on-exec flag), every pipe's
+//! buffered bytes, capacity, open ends and their status flags, and the
+//! helper threads not yet reaped. Each prediction is made from it, and
+//! each call that succeeds is applied to it.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 
+use rt::abi::o;
+
 use crate::helper::{Job, SLOTS, SPARE};
 use crate::thread::MAX_FDS;
 
-/// Bytes a pipe holds before writers wait (kernel/src/task/pipe.rs).
-pub const PIPE_CAPACITY: usize = 4096;
+/// A new pipe's capacity (docs/abi.md).
+pub const DEFAULT_CAPACITY: usize = rt::abi::pipe::DEFAULT_SIZE;
+/// Bytes the model keeps per pipe: a default pipe's worth. A pipe grown
+/// past it by F_SETPIPE_SZ is never filled past it (the fuzzer skips
+/// writes that would), so its bytes are always known.
+pub const MODEL_BYTES: usize = DEFAULT_CAPACITY;
+/// The most bytes of pipe capacity the fuzzer holds at once: growing
+/// past it is not asked for, so six instances never exhaust the frames of
+/// a 256 MiB machine (ENOMEM cannot be predicted).
+pub const CAPACITY_BUDGET: usize = 4 << 20;
 const FDS: usize = MAX_FDS as usize;
-/// Without dup, each pipe end has one descriptor, so there are never more
-/// pipes than descriptors.
+/// Every live pipe has a descriptor, so there are never more pipes than
+/// descriptors.
 const PIPES: usize = FDS;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,32 +36,58 @@ pub enum File {
 
 pub struct Pipe {
     live: bool,
-    buf: [u8; PIPE_CAPACITY],
+    buf: [u8; MODEL_BYTES],
     head: usize,
     pub len: usize,
-    pub read_open: bool,
-    pub write_open: bool,
+    pub cap: usize,
+    /// Descriptors naming each end.
+    pub readers: u32,
+    pub writers: u32,
+    /// Each end's status flags (F_GETFL's, without the access mode).
+    pub read_flags: u32,
+    pub write_flags: u32,
+    /// fstat's st_ino and st_mtime, learned from the first fstat (the
+    /// kernel picks them); every later one must agree.
+    pub ino: Option<u64>,
+    pub time: Option<[u8; 16]>,
 }
 
 impl Pipe {
     pub fn room(&self) -> usize {
-        PIPE_CAPACITY - self.len
+        self.cap - self.len
+    }
+
+    pub fn read_open(&self) -> bool {
+        self.readers > 0
+    }
+
+    pub fn write_open(&self) -> bool {
+        self.writers > 0
+    }
+
+    pub fn nonblocking(&self, reader: bool) -> bool {
+        let flags = if reader {
+            self.read_flags
+        } else {
+            self.write_flags
+        };
+        flags & o::NONBLOCK != 0
     }
 
     pub fn push(&mut self, byte: u8) {
-        debug_assert!(self.len < PIPE_CAPACITY);
-        self.buf[(self.head + self.len) % PIPE_CAPACITY] = byte;
+        debug_assert!(self.len < MODEL_BYTES.min(self.cap));
+        self.buf[(self.head + self.len) % MODEL_BYTES] = byte;
         self.len += 1;
     }
 
     /// The `i`th oldest byte buffered.
     pub fn peek(&self, i: usize) -> u8 {
-        self.buf[(self.head + i) % PIPE_CAPACITY]
+        self.buf[(self.head + i) % MODEL_BYTES]
     }
 
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.len);
-        self.head = (self.head + n) % PIPE_CAPACITY;
+        self.head = (self.head + n) % MODEL_BYTES;
         self.len -= n;
     }
 }
@@ -63,12 +100,17 @@ pub struct Helper {
     /// of the two got it would depend on timing), and reaps the other.
     pub claimed: bool,
     /// A descriptor the helper uses until it is reaped, so the main
-    /// thread leaves it alone until then.
+    /// thread neither closes nor replaces it until then.
     pub busy_fd: Option<usize>,
+    /// The pipe that descriptor's end belongs to.
+    pub busy_pipe: Option<usize>,
 }
 
 pub struct Model {
     pub fds: [Option<File>; FDS],
+    pub cloexec: [bool; FDS],
+    /// The console's description's status flags (fds 1 and 2 share it).
+    pub console_flags: u32,
     pub pipes: [Pipe; PIPES],
     /// By slot; the spare slot never holds a helper.
     pub helpers: [Option<Helper>; SPARE],
@@ -95,10 +137,13 @@ impl Model {
         let mut fds = [None; FDS];
         fds[1] = Some(File::Console);
         fds[2] = Some(File::Console);
-        // SAFETY: the caller makes this the only access; after these two
-        // writes every field holds a valid value, so the reference is sound.
+        // SAFETY: the caller makes this the only access; after these
+        // writes every field holds a valid value (the pipes are zero: not
+        // live), so the reference is sound.
         unsafe {
             (&raw mut (*m).fds).write(fds);
+            (&raw mut (*m).cloexec).write([false; FDS]);
+            (&raw mut (*m).console_flags).write(0);
             (&raw mut (*m).helpers).write([None; SPARE]);
             &mut *m
         }
@@ -112,17 +157,28 @@ impl Model {
         self.fds.iter().filter(|f| f.is_some()).count()
     }
 
-    /// The lowest free descriptor other than `skip` (the kernel's choice).
-    pub fn lowest_free(&self, skip: Option<usize>) -> Option<usize> {
-        (0..FDS).find(|&fd| self.fds[fd].is_none() && Some(fd) != skip)
+    /// The lowest free descriptor at or above `min` other than `skip` (the
+    /// kernel's choice).
+    pub fn lowest_free_from(&self, min: usize, skip: Option<usize>) -> Option<usize> {
+        (min..FDS).find(|&fd| self.fds[fd].is_none() && Some(fd) != skip)
     }
 
+    pub fn lowest_free(&self, skip: Option<usize>) -> Option<usize> {
+        self.lowest_free_from(0, skip)
+    }
+
+    /// Some descriptor naming `file` (the lowest).
     pub fn fd_of(&self, file: File) -> Option<usize> {
         self.fds.iter().position(|f| *f == Some(file))
     }
 
-    /// Applies a successful pipe(): returns (read fd, write fd).
-    pub fn add_pipe(&mut self, r: usize, w: usize) {
+    /// Total capacity of the live pipes, for CAPACITY_BUDGET.
+    pub fn capacity_held(&self) -> usize {
+        self.pipes.iter().filter(|p| p.live).map(|p| p.cap).sum()
+    }
+
+    /// Applies a successful pipe2(flags) whose ends got `r` and `w`.
+    pub fn add_pipe(&mut self, r: usize, w: usize, flags: u32) {
         let Some(p) = self.pipes.iter().position(|p| !p.live) else {
             return;
         };
@@ -130,24 +186,66 @@ impl Model {
         pipe.live = true;
         pipe.head = 0;
         pipe.len = 0;
-        pipe.read_open = true;
-        pipe.write_open = true;
+        pipe.cap = DEFAULT_CAPACITY;
+        pipe.readers = 1;
+        pipe.writers = 1;
+        pipe.read_flags = flags & o::NONBLOCK;
+        pipe.write_flags = flags & o::NONBLOCK;
+        pipe.ino = None;
+        pipe.time = None;
+        let cloexec = flags & o::CLOEXEC != 0;
         self.fds[r] = Some(File::Read(p));
         self.fds[w] = Some(File::Write(p));
+        self.cloexec[r] = cloexec;
+        self.cloexec[w] = cloexec;
     }
 
-    /// Applies a successful close(fd).
+    /// Applies a successful dup of `old` to `new` (open or not before).
+    pub fn dup(&mut self, old: usize, new: usize, cloexec: bool) {
+        let Some(file) = self.fds[old] else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        // The reference first, so a pipe both name never dies in between.
+        match file {
+            File::Read(p) => self.pipes[p].readers += 1,
+            File::Write(p) => self.pipes[p].writers += 1,
+            File::Console => {}
+        }
+        self.close(new);
+        self.fds[new] = Some(file);
+        self.cloexec[new] = cloexec;
+    }
+
+    /// Applies a successful close(fd) (or its replacement by a dup).
     pub fn close(&mut self, fd: usize) {
-        match self.fds[fd].take() {
-            Some(File::Read(p)) => self.pipes[p].read_open = false,
-            Some(File::Write(p)) => self.pipes[p].write_open = false,
-            _ => return,
-        }
-        for pipe in self.pipes.iter_mut() {
-            if pipe.live && !pipe.read_open && !pipe.write_open {
-                pipe.live = false;
+        let p = match self.fds[fd].take() {
+            Some(File::Read(p)) => {
+                self.pipes[p].readers -= 1;
+                p
             }
+            Some(File::Write(p)) => {
+                self.pipes[p].writers -= 1;
+                p
+            }
+            _ => return,
+        };
+        self.cloexec[fd] = false;
+        let pipe = &mut self.pipes[p];
+        if !pipe.read_open() && !pipe.write_open() {
+            pipe.live = false;
         }
+    }
+
+    /// The inode numbers learned for live pipes other than `p`.
+    pub fn other_inos(&self, p: usize) -> impl Iterator<Item = u64> + '_ {
+        self.pipes
+            .iter()
+            .enumerate()
+            .filter(move |&(i, pipe)| i != p && pipe.live)
+            .filter_map(|(_, pipe)| pipe.ino)
     }
 
     pub fn live_helpers(&self) -> usize {
@@ -165,11 +263,20 @@ impl Model {
         self.threads_max() - self.helpers.iter().flatten().filter(|h| h.claimed).count()
     }
 
+    /// Whether a helper uses descriptor `fd` (it must stay as it is).
     pub fn busy(&self, fd: u64) -> bool {
         self.helpers
             .iter()
             .flatten()
             .any(|h| h.busy_fd.is_some_and(|b| b as u64 == fd))
+    }
+
+    /// Whether a helper uses pipe `p` at all.
+    pub fn pipe_busy(&self, p: usize) -> bool {
+        self.helpers
+            .iter()
+            .flatten()
+            .any(|h| h.busy_pipe == Some(p))
     }
 
     pub fn free_slot(&self, pick: u64) -> Option<usize> {

@@ -138,24 +138,27 @@ impl Space {
         None
     }
 
-    /// A pointer for `len` (at most a page) bytes that the kernel will
-    /// access in `dir`: valid about half the time, else one of every kind
-    /// of bad address. Valid ones lie in `own` (which the caller may use
-    /// freely) or, for reads by the kernel, in memory whose contents the
-    /// caller can read itself; `slack` allows the slack region too.
+    /// A pointer for `len` bytes that the kernel will access in `dir`:
+    /// valid about half the time, else one of every kind of bad address.
+    /// Valid ones lie in `own` (which the caller may use freely) or, for
+    /// reads by the kernel, in memory whose contents the caller can read
+    /// itself; `slack` allows the slack region too. A range longer than
+    /// every region that could hold it gets a bad address, so no range is
+    /// ever generated that `predict` cannot judge.
     pub fn pointer(&self, rng: &mut Rng, len: u64, dir: Dir, own: Region, slack: bool) -> u64 {
-        debug_assert!(len <= PAGE && len <= own.len());
+        let fits = |r: Region| len <= r.len();
         match rng.below(20) {
-            0..=7 => own.place(rng, len),
-            8 if slack && self.slack.len() >= len => self.slack.place(rng, len),
+            0..=7 if fits(own) => own.place(rng, len),
+            8 if slack && fits(self.slack) => self.slack.place(rng, len),
             // Read-only memory: fine to read from, EFAULT to read into.
-            9 if self.ro.len() >= len => self.ro.place(rng, len),
-            10 if self.ro.len() >= len => self.ro.place(rng, len),
+            9 if fits(self.ro) => self.ro.place(rng, len),
+            10 if fits(self.ro) => self.ro.place(rng, len),
             11 => match self.text {
-                Some(text) => text.place(rng, len),
-                None => own.place(rng, len),
+                Some(text) if fits(text) => text.place(rng, len),
+                _ if fits(own) => own.place(rng, len),
+                _ => self.hostile(rng, len),
             },
-            12 if dir == Dir::KernelReads && self.stack_bottom.len() >= len => {
+            12 if dir == Dir::KernelReads && fits(self.stack_bottom) => {
                 self.stack_bottom.place(rng, len)
             }
             _ => self.hostile(rng, len),

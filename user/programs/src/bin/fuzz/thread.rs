@@ -5,14 +5,17 @@
 
 use core::fmt;
 
-use rt::abi::{Errno, Timespec, USER_END, clock, decode, encode, nr};
+use rt::abi::{Errno, IOV_MAX, Timespec, USER_END, clock, decode, encode, fcntl, nr, o};
 
 use crate::check::{self, Clobber, NAMES};
 use crate::rng::Rng;
 use crate::space::{Dir, PAGE, Region, Space};
 
-/// The kernel moves at most this much per read or write (docs/abi.md).
-pub const MAX_IO: u64 = 4096;
+/// The kernel moves at most this much per read or write (docs/abi.md):
+/// longer lengths are cut to it before their buffer is checked.
+pub const MAX_RW: u64 = rt::abi::MAX_RW_COUNT;
+/// Writes of at most this many bytes are atomic.
+pub const PIPE_BUF: u64 = rt::abi::pipe::PIPE_BUF as u64;
 /// Descriptors a program may hold (boot/src/process.rs MAX_FDS): the
 /// kernel never hands out a higher number, so any fd from here up is
 /// closed whatever the other threads do.
@@ -114,6 +117,14 @@ impl fmt::Display for Rec {
             ),
             nr::SET_TID_ADDRESS => ("set_tid_address", &["tidptr"]),
             nr::ARCH_PRCTL => ("arch_prctl", &["code", "addr"]),
+            nr::FSTAT => ("fstat", &["fd", "statbuf"]),
+            nr::IOCTL => ("ioctl", &["fd", "request", "arg"]),
+            nr::WRITEV => ("writev", &["fd", "iov", "iovcnt"]),
+            nr::DUP => ("dup", &["fd"]),
+            nr::DUP2 => ("dup2", &["fd", "new"]),
+            nr::DUP3 => ("dup3", &["fd", "new", "flags"]),
+            nr::FCNTL => ("fcntl", &["fd", "cmd", "arg"]),
+            nr::PIPE2 => ("pipe2", &["fds", "flags"]),
             _ => ("unknown", &["a0", "a1", "a2", "a3", "a4", "a5"]),
         };
         write!(f, "call={} nr={:#x} {name}(", self.index, self.nr)?;
@@ -318,17 +329,24 @@ impl Thread {
     }
 
     /// How many bytes a read or write is asked for: mostly small, but every
-    /// boundary of the kernel's clamp (0, 4096, just past it, and lengths
-    /// that overflow a pointer or a 32-bit count) comes up.
+    /// boundary comes up: 0, PIPE_BUF (atomic up to it), more than a pipe
+    /// holds, and lengths past the kernel's MAX_RW_COUNT cut or that
+    /// overflow a pointer or a 32-bit count. Lengths longer than the
+    /// thread's own memory can only come with pointers the kernel refuses
+    /// (space.rs), so they stay rare: every valid byte is painted, copied
+    /// and checked.
     pub fn gen_len(&mut self) -> u64 {
         let r = &mut self.rng;
         match r.below(100) {
             0..=7 => 0,
-            8..=39 => r.range(1, 16),
-            40..=64 => r.range(17, 512),
-            65..=79 => r.range(513, MAX_IO - 1),
-            80..=84 => MAX_IO,
-            85..=89 => r.range(MAX_IO + 1, 2 * MAX_IO),
+            8..=38 => r.range(1, 16),
+            39..=62 => r.range(17, 512),
+            63..=74 => r.range(513, PIPE_BUF - 1),
+            75..=77 => PIPE_BUF,
+            78..=79 => PIPE_BUF + 1,
+            80..=82 => r.range(PIPE_BUF + 2, 4 * PIPE_BUF),
+            83..=84 => r.range(4 * PIPE_BUF, 80 * 1024),
+            85..=89 => r.pick(&[MAX_RW, MAX_RW + 1, 1 << 31]),
             _ => {
                 let wide = r.range(1, 64);
                 r.pick(&[
@@ -337,7 +355,7 @@ impl Thread {
                     1 << 40,
                     1 << 63,
                     u64::MAX,
-                    u64::MAX - MAX_IO,
+                    u64::MAX - PIPE_BUF,
                     USER_END,
                 ])
             }
@@ -378,9 +396,9 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(24) {
+        match self.rng.below(26) {
             // Linux's thread calls (linux_threads.rs).
-            14..=21 => {
+            16..=23 => {
                 self.linux_calls += 1;
                 match self.rng.below(6) {
                     0..=2 => self.futex_hostile(),
@@ -405,8 +423,144 @@ impl Thread {
             11 => self.ids(),
             12 => self.clock_hostile(),
             13 => self.sleep_hostile(),
+            14 | 15 => self.descriptor_hostile(),
             _ => self.spawn_hostile(spawn),
         }
+    }
+
+    /// A descriptor call whose failure no other thread can change: on a
+    /// descriptor that is never open, with flags or counts the kernel
+    /// refuses before it looks at any descriptor, or with a pointer it
+    /// must refuse.
+    pub fn descriptor_hostile(&mut self) -> Checked<()> {
+        let closed = self.never_open_fd();
+        let any = self.rng.below(MAX_FDS) | self.rng.next() << 32;
+        let (call, args, err): (u64, [u64; 3], Errno) = match self.rng.below(12) {
+            0 => (nr::DUP, [closed, 0, 0], Errno::EBADF),
+            // A new descriptor past the limit is EBADF before the old one
+            // is looked at (and dup2 of a closed one onto itself too).
+            1 => (nr::DUP2, [any, closed, 0], Errno::EBADF),
+            2 => (nr::DUP2, [closed, closed, 0], Errno::EBADF),
+            3 => {
+                let bad = self.bad_fd_flags(o::CLOEXEC);
+                (nr::DUP3, [any, self.rng.below(MAX_FDS), bad], Errno::EINVAL)
+            }
+            4 => {
+                let flags = self.rng.pick(&[0, o::CLOEXEC]).into();
+                (nr::DUP3, [any, any, flags], Errno::EINVAL)
+            }
+            5 => {
+                let cmd = self.fcntl_cmd();
+                (nr::FCNTL, [closed, cmd, self.rng.next()], Errno::EBADF)
+            }
+            6 => {
+                let request = self.rng.next();
+                (nr::IOCTL, [closed, request, self.rng.next()], Errno::EBADF)
+            }
+            7 => {
+                // More iovecs than IOV_MAX, judged before anything else.
+                let count = self.rng.range(u64::from(IOV_MAX) + 1, u64::from(u32::MAX));
+                let count = count | self.rng.below(4) << 32;
+                (nr::WRITEV, [any, self.rng.next(), count], Errno::EINVAL)
+            }
+            8 => {
+                let bad = self.bad_fd_flags(o::CLOEXEC | o::NONBLOCK);
+                (nr::PIPE2, [self.rng.next(), bad, 0], Errno::EINVAL)
+            }
+            9 => {
+                let (ptr, ok) = self.gen_ptr(8, Dir::KernelWrites);
+                if ok {
+                    // A valid pipe2 would make descriptors.
+                    return Ok(());
+                }
+                let flags = self.rng.pick(&[0, o::CLOEXEC, o::NONBLOCK]).into();
+                (nr::PIPE2, [ptr, flags, 0], Errno::EFAULT)
+            }
+            10 => {
+                let (ptr, ok) = self.gen_ptr(rt::abi::Stat::SIZE as u64, Dir::KernelWrites);
+                let err = if ok { Errno::EBADF } else { Errno::EFAULT };
+                (nr::FSTAT, [closed, ptr, 0], err)
+            }
+            _ => return self.writev_on_closed_fd(),
+        };
+        // SAFETY: every one of these must fail before the kernel writes
+        // anything; a valid pointer is in our own memory all the same.
+        unsafe { self.call(call, &args, Expect::Err(err))? };
+        Ok(())
+    }
+
+    /// Flags with some bit outside `allowed` (an `int`: the high half of
+    /// the register is noise).
+    fn bad_fd_flags(&mut self, allowed: u32) -> u64 {
+        let bit = loop {
+            let bit = 1u32 << self.rng.below(32);
+            if bit & allowed == 0 {
+                break bit;
+            }
+        };
+        let noise = self.rng.next() as u32 & allowed;
+        u64::from(bit | noise) | self.rng.next() << 32
+    }
+
+    /// An fcntl command: one Faultline has, one only Linux has, or noise.
+    pub fn fcntl_cmd(&mut self) -> u64 {
+        let r = &mut self.rng;
+        let cmd = match r.below(3) {
+            0 => r.pick(&[
+                fcntl::F_DUPFD,
+                fcntl::F_GETFD,
+                fcntl::F_SETFD,
+                fcntl::F_GETFL,
+                fcntl::F_SETFL,
+                fcntl::F_DUPFD_CLOEXEC,
+                fcntl::F_SETPIPE_SZ,
+                fcntl::F_GETPIPE_SZ,
+            ]),
+            1 => r.pick(&[
+                5, 6, 7, 8, 9, 10, 11, 15, 16, 36, 1024, 1025, 1026, 1033, 1034,
+            ]),
+            _ => r.next() as u32,
+        };
+        // The command is an unsigned int: the high half must not matter.
+        u64::from(cmd) | r.next() << 32
+    }
+
+    /// writev to a closed descriptor with an iovec array in our own
+    /// memory: the array's checks (a bad buffer, a negative length) come
+    /// before the descriptor's, so EFAULT, EINVAL, or EBADF.
+    fn writev_on_closed_fd(&mut self) -> Checked<()> {
+        let fd = self.never_open_fd();
+        let count = self.rng.range(1, 4);
+        let array = self.own.start;
+        let mut err = Errno::EBADF;
+        let mut negative = false;
+        for i in 0..count {
+            let len = match self.rng.below(8) {
+                0 => 1 << 63 | self.rng.next(),
+                _ => self.rng.range(0, 64),
+            };
+            negative |= (len as i64) < 0;
+            let (base, ok) = if (len as i64) < 0 {
+                (self.rng.next(), true)
+            } else {
+                self.gen_ptr(len, Dir::KernelReads)
+            };
+            if !ok && err == Errno::EBADF {
+                err = Errno::EFAULT;
+            }
+            let at = (array + 16 * i) as *mut u64;
+            // SAFETY: our own memory, which nothing borrows.
+            unsafe {
+                at.write_unaligned(base);
+                at.add(1).write_unaligned(len);
+            }
+        }
+        if negative {
+            err = Errno::EINVAL;
+        }
+        // SAFETY: the kernel only reads; it must fail before any write.
+        unsafe { self.call(nr::WRITEV, &[fd, array, count], Expect::Err(err))? };
+        Ok(())
     }
 
     /// getpid and getppid: the same answers every time, in every thread
@@ -588,7 +742,7 @@ impl Thread {
     fn io_on_closed_fd(&mut self) -> Checked<()> {
         let fd = self.never_open_fd();
         let len = self.gen_len();
-        let eff = len.min(MAX_IO);
+        let eff = len.min(MAX_RW);
         let (call, dir) = if self.rng.chance(1, 2) {
             (nr::WRITE, Dir::KernelReads)
         } else {
