@@ -941,6 +941,28 @@ program_tests() {
         ./run.sh bench --program "$dir/hello_c"
 }
 
+# faultline_bench_output ELF OUT: the same benchmark binary Linux ran,
+# on Faultline's release build under -icount shift=0; OUT gets its
+# NAME=cycles lines (docs/oracle.md, "Benchmarks").
+faultline_bench_output() {
+    local elf=$1 out=$2 dir status=0
+    dir=$(mktemp -d target/oracle-bench-XXXXXX)
+    cp "$elf" "$dir/bench"
+    printf 'run bench\n' >"$dir/script.fl"
+    pack_archive "$dir/module.cpio" "$dir/script.fl" "$dir/bench" || status=1
+    if [ "$status" = 0 ]; then
+        boot_qemu "$RELEASE_KERNEL" 600 -icount shift=0 -initrd "$dir/module.cpio" </dev/null \
+            >"$dir/serial.log" 2>&1 || status=$?
+    fi
+    tr -d '\r' <"$dir/serial.log" | grep -E '^[a-z0-9_]+=[0-9]+$' | grep -v '^checks_failed=' >"$out" || true
+    if [ "$status" != "$QEMU_SUCCESS" ] || [ ! -s "$out" ]; then
+        sed 's/^/    /' "$dir/serial.log" >&2
+        rm -rf "$dir"
+        return 1
+    fi
+    rm -rf "$dir"
+}
+
 # faultline_program_output NAME ELF OUT: the oracle's Faultline side
 # (docs/oracle.md): ELF run as `NAME a b` with ORACLE=1 in its environment,
 # as tests/linux/init.c runs it on Linux; OUT gets the program's key=value
