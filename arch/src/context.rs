@@ -137,23 +137,8 @@ core::arch::global_asm!(
     .global faultline_enter_user_frame
 faultline_enter_user_frame:         /* rdi = a TrapFrame on this stack */
     movq %rdi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
-    addq $16, %rsp                  /* vector, error */
-    iretq
+    /* The trap path's own return: pops the frame, iretq. */
+    jmp faultline_trap_return
     "#,
     options(att_syntax)
 );

@@ -96,6 +96,10 @@ faultline_trap_common:
     movq %rsp, %rdi
     cld
     call {dispatch}
+    /* Also the way into ring 3 for a thread that starts from a copied
+       trap frame (context.rs, faultline_enter_user_frame). */
+    .global faultline_trap_return
+faultline_trap_return:
     popq %r15
     popq %r14
     popq %r13

@@ -18,6 +18,7 @@
 #![no_std]
 
 mod args;
+mod checks;
 mod entry;
 mod panic;
 mod print;
@@ -27,6 +28,7 @@ mod thread;
 
 pub use abi::{self, Errno};
 pub use args::Args;
+pub use checks::Checks;
 pub use panic::PANIC_STATUS;
 #[doc(hidden)]
 pub use print::{_print, _print_to};

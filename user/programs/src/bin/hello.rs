@@ -13,28 +13,10 @@ use rt::{Args, Stack, println};
 
 rt::entry!(main);
 
-/// Counts checks so the exit status can say whether all passed.
-struct Checks {
-    run: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn report(&mut self, key: &str, value: impl Display, ok: bool) {
-        self.run += 1;
-        if ok {
-            println!("{key}={value}");
-        } else {
-            self.failed += 1;
-            println!("{key}={value} FAILED");
-        }
-    }
-}
-
 fn main(args: Args) -> i64 {
     println!("hello from ring 3");
     println!("args={args}");
-    let mut checks = Checks { run: 0, failed: 0 };
+    let mut checks = rt::Checks::new();
     // argv[0] is the name the console ran us under (docs/abi.md).
     checks.report("argv0", args.program(), args.program() == "hello");
 

@@ -20,26 +20,9 @@ use core::fmt::Display;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use rt::abi::{Errno, TASK_SIZE_MAX, Timespec, arch_prctl, clone, decode, futex, nr};
-use rt::{Args, println, raw};
+use rt::{Args, Checks, println, raw};
 
 rt::entry!(main);
-
-struct Checks {
-    run: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, key: &str, value: impl Display, ok: bool) {
-        self.run += 1;
-        if ok {
-            println!("{key}={value}");
-        } else {
-            self.failed += 1;
-            println!("{key}={value} FAILED");
-        }
-    }
-}
 
 /// A result as the lines show it.
 struct Shown(Result<u64, Errno>);
@@ -63,7 +46,7 @@ fn main(args: Args) -> i64 {
         }
         None => {}
     }
-    let mut c = Checks { run: 0, failed: 0 };
+    let mut c = Checks::new();
     for (name, flags) in [
         ("musl", clone::MUSL_PTHREAD),
         ("glibc", clone::GLIBC_PTHREAD),
@@ -270,18 +253,18 @@ fn clone_registers(c: &mut Checks, name: &str, flags: u32) {
     let tid = match decode(ret) {
         Ok(tid) => tid,
         Err(e) => {
-            c.check(&alloc_key(name, "clone"), e.name(), false);
+            c.report(&alloc_key(name, "clone"), e.name(), false);
             return;
         }
     };
     let settid = u64::from(TID_WORD.load(Ordering::Acquire));
-    c.check(
+    c.report(
         &alloc_key(name, "parent_settid"),
         settid,
         settid == tid || settid == 0,
     );
     join_word(&TID_WORD);
-    c.check(&alloc_key(name, "cleartid"), "ok", true);
+    c.report(&alloc_key(name, "cleartid"), "ok", true);
     let child = CHILD_REGS.get();
     let parent = PARENT_REGS.get();
     // What each register must hold: the parent's at the call, rax 0 and
@@ -323,17 +306,17 @@ fn clone_registers(c: &mut Checks, name: &str, flags: u32) {
         }
     }
     match bad {
-        None => c.check(&alloc_key(name, "child_registers"), "parent's", true),
+        None => c.report(&alloc_key(name, "child_registers"), "parent's", true),
         Some((reg, got, want)) => {
             println!("threads: {name} {reg}={got:#x}, expected {want:#x}");
-            c.check(&alloc_key(name, "child_registers"), reg, false);
+            c.report(&alloc_key(name, "child_registers"), reg, false);
         }
     }
     let saw = CHILD_SAW.get();
-    c.check(&alloc_key(name, "child_fs_base"), "tls", saw[0] == tls);
-    c.check(&alloc_key(name, "child_fs0"), "tls", saw[1] == tls);
-    c.check(&alloc_key(name, "child_tid"), "clone's", saw[2] == tid);
-    c.check(
+    c.report(&alloc_key(name, "child_fs_base"), "tls", saw[0] == tls);
+    c.report(&alloc_key(name, "child_fs0"), "tls", saw[1] == tls);
+    c.report(&alloc_key(name, "child_tid"), "clone's", saw[2] == tid);
+    c.report(
         &alloc_key(name, "parent_fs_base"),
         "kept",
         rt::fs_base() == parent_fs,
@@ -399,12 +382,12 @@ fn clone_refusals(c: &mut Checks) {
         // faults on NO_STACK); the tid pointers are never written.
         let r = decode(unsafe { raw::syscall5(nr::CLONE, flags.into(), NO_STACK, 0, 0, 0) });
         let key = alloc_key("clone_einval", name);
-        c.check(&key, Shown(r), r == Err(Errno::EINVAL));
+        c.report(&key, Shown(r), r == Err(Errno::EINVAL));
     }
     for tls in [TASK_SIZE_MAX, 0x0000_8000_0000_0000, 0xffff_8000_0000_0000] {
         // SAFETY: as above (EPERM).
         let r = decode(unsafe { raw::syscall5(nr::CLONE, glibc.into(), NO_STACK, 0, 0, tls) });
-        c.check("clone_bad_tls", Shown(r), r == Err(Errno::EPERM));
+        c.report("clone_bad_tls", Shown(r), r == Err(Errno::EPERM));
     }
 }
 
@@ -425,7 +408,7 @@ fn tid_address(c: &mut Checks) {
     CHILD_MODE.store(0, Ordering::Release);
     let saw = CHILD_SAW.get();
     let ok = r.is_ok_and(|tid| saw[0] == tid && saw[2] == tid);
-    c.check("set_tid_address", Shown(r), ok);
+    c.report("set_tid_address", Shown(r), ok);
 }
 
 // ---- futexes --------------------------------------------------------------
@@ -451,31 +434,31 @@ fn futex_results(c: &mut Checks) {
     let w = WORD.as_ptr() as u64;
     let p = futex::PRIVATE_FLAG;
     let r = futex_call(w, futex::WAIT | p, 6, 0, 0);
-    c.check("futex_mismatch", Shown(r), r == Err(Errno::EAGAIN));
+    c.report("futex_mismatch", Shown(r), r == Err(Errno::EAGAIN));
     let r = futex_call(w + 2, futex::WAIT | p, 5, 0, 0);
-    c.check("futex_unaligned", Shown(r), r == Err(Errno::EINVAL));
+    c.report("futex_unaligned", Shown(r), r == Err(Errno::EINVAL));
     let r = futex_call(0x1000, futex::WAIT | p, 0, 0, 0);
-    c.check("futex_unmapped", Shown(r), r == Err(Errno::EFAULT));
+    c.report("futex_unmapped", Shown(r), r == Err(Errno::EFAULT));
     let r = futex_call(w, futex::WAKE, 1, 0, 0);
-    c.check("futex_wake_nobody", Shown(r), r == Ok(0));
+    c.report("futex_wake_nobody", Shown(r), r == Ok(0));
     let r = futex_call(w, futex::WAIT_BITSET | p, 5, 0, 0);
-    c.check("futex_bitset_zero", Shown(r), r == Err(Errno::EINVAL));
+    c.report("futex_bitset_zero", Shown(r), r == Err(Errno::EINVAL));
     let r = futex_call(w, 14, 0, 0, 0);
-    c.check("futex_unknown_op", Shown(r), r == Err(Errno::ENOSYS));
+    c.report("futex_unknown_op", Shown(r), r == Err(Errno::ENOSYS));
     // A relative timeout really waits that long.
     const WAIT_NS: u64 = 20_000_000;
     let ts = Timespec::from_ns(WAIT_NS).to_bytes();
     let before = rt::time_ns();
     let r = futex_call(w, futex::WAIT | p, 5, ts.as_ptr() as u64, 0);
     let waited = rt::time_ns() - before;
-    c.check("futex_timeout", Shown(r), r == Err(Errno::ETIMEDOUT));
-    c.check("futex_timeout_waited", waited >= WAIT_NS, waited >= WAIT_NS);
+    c.report("futex_timeout", Shown(r), r == Err(Errno::ETIMEDOUT));
+    c.report("futex_timeout_waited", waited >= WAIT_NS, waited >= WAIT_NS);
     // An absolute one, on CLOCK_MONOTONIC, ends at its time.
     let until = rt::time_ns() + WAIT_NS;
     let ts = Timespec::from_ns(until).to_bytes();
     let r = futex_call(w, futex::WAIT_BITSET | p, 5, ts.as_ptr() as u64, u32::MAX);
     let late = rt::time_ns() >= until;
-    c.check(
+    c.report(
         "futex_absolute",
         Shown(r),
         r == Err(Errno::ETIMEDOUT) && late,
@@ -525,16 +508,16 @@ fn fs_bases_follow_their_threads(c: &mut Checks) {
         rt::join(t);
     }
     let bad = FS_BAD.load(Ordering::Relaxed);
-    c.check("fs_base_per_thread", bad, all && bad == 0);
+    c.report("fs_base_per_thread", bad, all && bad == 0);
     let r = rt::set_fs_base(TASK_SIZE_MAX);
-    c.check(
+    c.report(
         "fs_base_eperm",
         Shown(r.map(|()| 0)),
         r == Err(Errno::EPERM),
     );
     // SAFETY: the kernel refuses the code before it looks at the pointer.
     let r = decode(unsafe { raw::syscall2(nr::ARCH_PRCTL, arch_prctl::SET_GS as u64, 0) });
-    c.check("arch_prctl_set_gs", Shown(r), r == Err(Errno::EINVAL));
+    c.report("arch_prctl_set_gs", Shown(r), r == Err(Errno::EINVAL));
 }
 
 // ---- many threads, joined -----------------------------------------------
@@ -573,7 +556,7 @@ fn many_threads_joined(c: &mut Checks) {
             }
         }
     }
-    c.check("threads_joined", made, made == 200 && wrong == 0);
+    c.report("threads_joined", made, made == 200 && wrong == 0);
 }
 
 // ---- a token ring: no lost wake-up under preemption -------------------------
@@ -625,7 +608,7 @@ fn token_ring(c: &mut Checks) {
     for t in threads.into_iter().flatten() {
         rt::join(t);
     }
-    c.check("token_ring_turns", turns, turns == LAPS * RING as u32);
+    c.report("token_ring_turns", turns, turns == LAPS * RING as u32);
 }
 
 // ---- requeue, as musl's condition variables use it ------------------------
@@ -675,12 +658,12 @@ fn requeue(c: &mut Checks) {
     for t in threads.into_iter().flatten() {
         results += rt::join(t).abs();
     }
-    c.check(
+    c.report(
         "requeue_moved",
         Shown(moved),
         moved == Ok(2) && after_move == 0,
     );
-    c.check(
+    c.report(
         "requeue_woken",
         Shown(woken.map(u64::from)),
         woken == Ok(2) && results == 0,
