@@ -770,7 +770,7 @@ console_test() {
     if [ "$status" = "$QEMU_FAILURE" ] && grep -q 'faultline> ' "$out" &&
         grep -q "error: unknown command 'no_such_command'" "$out" &&
         grep -q 'usage: mem' "$out" && grep -q 'expect typed == 42: ok' "$out" &&
-        grep -q 'exited exit_status=130' "$out"; then
+        grep -q 'killed by SIGINT signal=2 wait_status=0x2' "$out"; then
         pass "console:interactive_bad_input_then_halt"
     else
         sed 's/^/    /' "$out"
@@ -978,7 +978,10 @@ faultline_program_output() {
             >"$dir/serial.log" 2>&1 || status=$?
     fi
     tr -d '\r' <"$dir/serial.log" >"$dir/log" 2>/dev/null || true
-    code=$(sed -n 's/^task [0-9]* exited exit_status=\(-\{0,1\}[0-9]*\)$/\1/p' "$dir/log" | tail -1)
+    # "exited exit_status=N" or "killed by SIG... signal=N ...", as
+    # /init's "status=N" or "status=signal:N".
+    code=$(sed -n -e 's/^task [0-9]* exited exit_status=\(-\{0,1\}[0-9]*\)$/\1/p' \
+        -e 's/^task [0-9]* killed by .* signal=\([0-9]*\) .*$/signal:\1/p' "$dir/log" | tail -1)
     grep -E '^[A-Za-z0-9_.]+=' "$dir/log" >"$out" || true
     if [ -z "$code" ]; then
         sed 's/^/    /' "$dir/log" >&2

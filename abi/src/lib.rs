@@ -64,6 +64,13 @@ pub mod nr {
     pub const DUP3: u64 = 292;
     /// `pipe2(fds: *mut [i32; 2], flags) -> 0`: `O_NONBLOCK`, `O_CLOEXEC`.
     pub const PIPE2: u64 = 293;
+    pub const RT_SIGACTION: u64 = 13;
+    pub const RT_SIGPROCMASK: u64 = 14;
+    pub const RT_SIGRETURN: u64 = 15;
+    pub const KILL: u64 = 62;
+    pub const SIGALTSTACK: u64 = 131;
+    pub const TKILL: u64 = 200;
+    pub const TGKILL: u64 = 234;
 
     /// The first number of the calls Linux lacks.
     pub const FAULTLINE_BASE: u64 = 1000;
@@ -76,7 +83,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 27] = [
+    pub const ALL: [u64; 34] = [
         READ,
         WRITE,
         CLOSE,
@@ -102,6 +109,13 @@ pub mod nr {
         EXIT_GROUP,
         DUP3,
         PIPE2,
+        RT_SIGACTION,
+        RT_SIGPROCMASK,
+        RT_SIGRETURN,
+        KILL,
+        SIGALTSTACK,
+        TKILL,
+        TGKILL,
         SPAWN_THREAD,
         WAIT_THREAD,
     ];
@@ -460,11 +474,23 @@ pub enum Errno {
     ENOSYS = 38,
     EOPNOTSUPP = 95,
     ETIMEDOUT = 110,
+    // Linux's kernel-internal codes for a call a signal interrupted. They
+    // never reach a program: the return to user mode turns them into a
+    // restart of the call or EINTR, as the handler's SA_RESTART decides.
+    /// Restart if no handler runs or the handler has SA_RESTART.
+    ERESTARTSYS = 512,
+    /// Restart whatever happens.
+    ERESTARTNOINTR = 513,
+    /// Restart if no handler runs; EINTR when one does.
+    ERESTARTNOHAND = 514,
+    /// As ERESTARTNOHAND (Linux restarts through `restart_syscall`).
+    #[allow(non_camel_case_types)]
+    ERESTART_RESTARTBLOCK = 516,
 }
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 19] = [
+    pub const ALL: [Errno; 23] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -484,6 +510,10 @@ impl Errno {
         Errno::ENOSYS,
         Errno::EOPNOTSUPP,
         Errno::ETIMEDOUT,
+        Errno::ERESTARTSYS,
+        Errno::ERESTARTNOINTR,
+        Errno::ERESTARTNOHAND,
+        Errno::ERESTART_RESTARTBLOCK,
     ];
 
     /// The symbolic name, e.g. "EFAULT".
@@ -508,6 +538,10 @@ impl Errno {
             Errno::ENOSYS => "ENOSYS",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::ETIMEDOUT => "ETIMEDOUT",
+            Errno::ERESTARTSYS => "ERESTARTSYS",
+            Errno::ERESTARTNOINTR => "ERESTARTNOINTR",
+            Errno::ERESTARTNOHAND => "ERESTARTNOHAND",
+            Errno::ERESTART_RESTARTBLOCK => "ERESTART_RESTARTBLOCK",
         }
     }
 
@@ -545,9 +579,244 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// Exit status of a task killed for a fault: 128 + vector, as a shell would say it.
+/// Linux's wait status of a process that called `exit(code)`: the low
+/// byte of the code, shifted left by 8 (`WEXITSTATUS`).
+pub const fn exited_status(code: i64) -> i64 {
+    (code & 0xff) << 8
+}
+
+/// Linux's wait status of a process killed by `signo`: the number, with
+/// the core bit (0x80) for the signals whose default action dumps core.
+pub const fn signaled_status(signo: u32) -> i64 {
+    let core = if sig::dumps_core(signo) { 0x80 } else { 0 };
+    (signo as i64 & 0x7f) | core
+}
+
+/// The signal behind a hardware exception in user mode, as Linux's trap
+/// handlers choose it (arch/x86/kernel/traps.c).
+pub const fn fault_signal(vector: u64) -> u32 {
+    match vector {
+        0 | 16 | 19 => sig::SIGFPE,
+        1 | 3 => sig::SIGTRAP,
+        6 => sig::SIGILL,
+        11 | 12 | 17 => sig::SIGBUS,
+        _ => sig::SIGSEGV,
+    }
+}
+
+/// Wait status of a process killed by an exception (`bad`, the tests).
 pub const fn killed_status(vector: u64) -> i64 {
-    128 + vector as i64
+    signaled_status(fault_signal(vector))
+}
+
+/// Describes a wait status as a shell would: `exit_status=N` for an exit,
+/// the signal's name for a kill.
+pub struct WaitStatus(pub i64);
+
+impl core::fmt::Display for WaitStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = self.0;
+        let signo = (s & 0x7f) as u32;
+        if signo == 0 {
+            write!(f, "exited exit_status={}", (s >> 8) & 0xff)
+        } else {
+            let core = if s & 0x80 != 0 { " (core dumped)" } else { "" };
+            write!(
+                f,
+                "killed by {}{core} signal={signo} wait_status={s:#x}",
+                sig::name(signo)
+            )
+        }
+    }
+}
+
+/// Signals: Linux's x86_64 numbers, flags and structure layouts.
+pub mod sig {
+    pub const SIGHUP: u32 = 1;
+    pub const SIGINT: u32 = 2;
+    pub const SIGQUIT: u32 = 3;
+    pub const SIGILL: u32 = 4;
+    pub const SIGTRAP: u32 = 5;
+    pub const SIGABRT: u32 = 6;
+    pub const SIGBUS: u32 = 7;
+    pub const SIGFPE: u32 = 8;
+    pub const SIGKILL: u32 = 9;
+    pub const SIGUSR1: u32 = 10;
+    pub const SIGSEGV: u32 = 11;
+    pub const SIGUSR2: u32 = 12;
+    pub const SIGPIPE: u32 = 13;
+    pub const SIGALRM: u32 = 14;
+    pub const SIGTERM: u32 = 15;
+    pub const SIGSTKFLT: u32 = 16;
+    pub const SIGCHLD: u32 = 17;
+    pub const SIGCONT: u32 = 18;
+    pub const SIGSTOP: u32 = 19;
+    pub const SIGTSTP: u32 = 20;
+    pub const SIGTTIN: u32 = 21;
+    pub const SIGTTOU: u32 = 22;
+    pub const SIGURG: u32 = 23;
+    pub const SIGXCPU: u32 = 24;
+    pub const SIGXFSZ: u32 = 25;
+    pub const SIGVTALRM: u32 = 26;
+    pub const SIGPROF: u32 = 27;
+    pub const SIGWINCH: u32 = 28;
+    pub const SIGIO: u32 = 29;
+    pub const SIGPWR: u32 = 30;
+    pub const SIGSYS: u32 = 31;
+    pub const SIGRTMIN: u32 = 32;
+    /// The highest signal number (`_NSIG`).
+    pub const NSIG: u32 = 64;
+
+    /// `sa_handler` values.
+    pub const SIG_DFL: u64 = 0;
+    pub const SIG_IGN: u64 = 1;
+
+    pub const SA_NOCLDSTOP: u64 = 0x1;
+    pub const SA_NOCLDWAIT: u64 = 0x2;
+    pub const SA_SIGINFO: u64 = 0x4;
+    pub const SA_UNSUPPORTED: u64 = 0x400;
+    pub const SA_EXPOSE_TAGBITS: u64 = 0x800;
+    pub const SA_RESTORER: u64 = 0x0400_0000;
+    pub const SA_ONSTACK: u64 = 0x0800_0000;
+    pub const SA_RESTART: u64 = 0x1000_0000;
+    pub const SA_NODEFER: u64 = 0x4000_0000;
+    pub const SA_RESETHAND: u64 = 0x8000_0000;
+
+    /// `rt_sigprocmask`'s `how`.
+    pub const SIG_BLOCK: i32 = 0;
+    pub const SIG_UNBLOCK: i32 = 1;
+    pub const SIG_SETMASK: i32 = 2;
+
+    /// `sigaltstack`'s flags, and its smallest stack.
+    pub const SS_ONSTACK: i32 = 1;
+    pub const SS_DISABLE: i32 = 2;
+    pub const SS_AUTODISARM: u32 = 1 << 31;
+    pub const MINSIGSTKSZ: u64 = 2048;
+
+    /// `si_code` values.
+    pub const SI_USER: i32 = 0;
+    pub const SI_KERNEL: i32 = 0x80;
+    pub const SI_TKILL: i32 = -6;
+    pub const SEGV_MAPERR: i32 = 1;
+    pub const SEGV_ACCERR: i32 = 2;
+    pub const ILL_ILLOPN: i32 = 2;
+    pub const FPE_INTDIV: i32 = 1;
+    pub const FPE_FLTDIV: i32 = 3;
+    pub const FPE_FLTOVF: i32 = 4;
+    pub const FPE_FLTUND: i32 = 5;
+    pub const FPE_FLTRES: i32 = 6;
+    pub const FPE_FLTINV: i32 = 7;
+    pub const BUS_ADRALN: i32 = 1;
+    pub const TRAP_BRKPT: i32 = 1;
+
+    /// `struct sigaction` as the kernel reads it: handler, flags,
+    /// restorer, mask.
+    pub const SIGACTION_SIZE: usize = 32;
+    /// The only `sigsetsize` Linux takes on x86_64.
+    pub const SIGSET_SIZE: u64 = 8;
+    /// `stack_t`: ss_sp, ss_flags (int, padded), ss_size.
+    pub const STACK_SIZE: usize = 24;
+    pub const SIGINFO_SIZE: usize = 128;
+    /// `struct ucontext`: flags, link, stack, mcontext (256), sigmask (8).
+    pub const UCONTEXT_SIZE: usize = 304;
+    /// `struct rt_sigframe`: the restorer's address, the ucontext, the
+    /// siginfo; the FPU state lies above it.
+    pub const FRAME_SIZE: usize = 8 + UCONTEXT_SIZE + SIGINFO_SIZE;
+    /// Offsets in the frame.
+    pub const FRAME_UC: usize = 8;
+    pub const FRAME_INFO: usize = 8 + UCONTEXT_SIZE;
+    /// Offsets in the ucontext.
+    pub const UC_STACK: usize = 16;
+    pub const UC_MCONTEXT: usize = 40;
+    pub const UC_SIGMASK: usize = 296;
+    /// `uc_flags`: the saved SS is meaningful and restored strictly.
+    pub const UC_SIGCONTEXT_SS: u64 = 0x2;
+    pub const UC_STRICT_RESTORE_SS: u64 = 0x4;
+    /// The legacy FXSAVE area `fpstate` points at.
+    pub const FPSTATE_SIZE: usize = 512;
+    /// The bytes below the stack pointer a handler's frame never touches.
+    pub const REDZONE: u64 = 128;
+
+    /// The signals Linux takes first, because they come from the
+    /// instruction that just ran (`SYNCHRONOUS_MASK`).
+    pub const SYNCHRONOUS: u64 =
+        bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS);
+
+    /// The bit of `signo` in a signal set.
+    pub const fn bit(signo: u32) -> u64 {
+        1 << (signo - 1)
+    }
+
+    /// What a signal does when its handler is `SIG_DFL`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Default {
+        Terminate,
+        Core,
+        Ignore,
+        /// Stop and continue: Faultline has no job control, so these are
+        /// ignored (docs/abi.md).
+        Stop,
+        Continue,
+    }
+
+    pub const fn default_action(signo: u32) -> Default {
+        match signo {
+            SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU
+            | SIGXFSZ | SIGSYS => Default::Core,
+            SIGCHLD | SIGURG | SIGWINCH => Default::Ignore,
+            SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU => Default::Stop,
+            SIGCONT => Default::Continue,
+            _ => Default::Terminate,
+        }
+    }
+
+    pub const fn dumps_core(signo: u32) -> bool {
+        matches!(default_action(signo), Default::Core)
+    }
+
+    pub const fn name(signo: u32) -> &'static str {
+        const NAMES: [&str; 32] = [
+            "SIG0",
+            "SIGHUP",
+            "SIGINT",
+            "SIGQUIT",
+            "SIGILL",
+            "SIGTRAP",
+            "SIGABRT",
+            "SIGBUS",
+            "SIGFPE",
+            "SIGKILL",
+            "SIGUSR1",
+            "SIGSEGV",
+            "SIGUSR2",
+            "SIGPIPE",
+            "SIGALRM",
+            "SIGTERM",
+            "SIGSTKFLT",
+            "SIGCHLD",
+            "SIGCONT",
+            "SIGSTOP",
+            "SIGTSTP",
+            "SIGTTIN",
+            "SIGTTOU",
+            "SIGURG",
+            "SIGXCPU",
+            "SIGXFSZ",
+            "SIGVTALRM",
+            "SIGPROF",
+            "SIGWINCH",
+            "SIGIO",
+            "SIGPWR",
+            "SIGSYS",
+        ];
+        if (signo as usize) < NAMES.len() {
+            NAMES[signo as usize]
+        } else if signo <= NSIG {
+            "SIGRT"
+        } else {
+            "SIG?"
+        }
+    }
 }
 
 #[cfg(test)]

@@ -224,3 +224,142 @@ impl FpuArea {
         }
     }
 }
+
+// ---- Signal frames ----
+//
+// A signal handler's frame holds the interrupted thread's x87/SSE state
+// in FXSAVE's layout (Linux's `fpstate` for a frame without extended
+// state), and the handler starts from the clean state. The registers are
+// the running thread's own whenever the kernel runs for it (see above).
+
+/// A legacy image, aligned as FXSAVE and FXRSTOR require.
+#[repr(C, align(16))]
+struct Legacy([u8; FXSAVE_SIZE]);
+
+/// The clean state as XRSTOR reads it: the legacy region and a zero
+/// header (every component in its initial configuration).
+#[repr(C, align(64))]
+struct Clean([u8; FXSAVE_SIZE + 64]);
+
+static CLEAN: Clean = {
+    let mut b = [0u8; FXSAVE_SIZE + 64];
+    let fcw = CLEAN_FCW.to_le_bytes();
+    b[FCW_OFFSET] = fcw[0];
+    b[FCW_OFFSET + 1] = fcw[1];
+    let mxcsr = CLEAN_MXCSR.to_le_bytes();
+    let mut i = 0;
+    while i < 4 {
+        b[MXCSR_OFFSET + i] = mxcsr[i];
+        i += 1;
+    }
+    Clean(b)
+};
+
+/// The MXCSR bits this CPU accepts (FXSAVE's MXCSR_MASK; 0 there means
+/// the architectural default 0xffbf).
+fn mxcsr_mask() -> u32 {
+    static MASK: Once<u32> = Once::new();
+    *MASK.call_once(|| {
+        let mut area = Legacy([0; FXSAVE_SIZE]);
+        // SAFETY: 512 bytes, 16-byte aligned, CR4.OSFXSR set by init.
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags))
+        };
+        match u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]) {
+            0 => 0xffbf,
+            m => m,
+        }
+    })
+}
+
+/// Stores the live x87/SSE registers into `out` in FXSAVE's layout.
+pub fn save_legacy(out: &mut [u8; FXSAVE_SIZE]) {
+    let mut area = Legacy([0; FXSAVE_SIZE]);
+    // SAFETY: 512 bytes, 16-byte aligned, CR4.OSFXSR set by init.
+    unsafe {
+        asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags))
+    };
+    *out = area.0;
+}
+
+/// Loads x87/SSE registers from an image a program may have written:
+/// MXCSR's bits outside the CPU's mask, the only part FXRSTOR refuses
+/// (#GP), are cleared first.
+pub fn restore_legacy(image: &[u8; FXSAVE_SIZE]) {
+    let mut area = Legacy(*image);
+    let m = &mut area.0[MXCSR_OFFSET..MXCSR_OFFSET + 4];
+    let mxcsr = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) & mxcsr_mask();
+    m.copy_from_slice(&mxcsr.to_le_bytes());
+    // SAFETY: aligned as FXRSTOR requires, CR4.OSFXSR set, and MXCSR has
+    // no bit the CPU refuses; every other field is accepted as it is.
+    unsafe {
+        asm!(
+            "fxrstor64 [{}]",
+            in(reg) area.0.as_ptr(),
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+}
+
+/// Puts the registers in the clean state a new thread starts with (the
+/// upper YMM halves too, where XSAVE is used).
+pub fn reset() {
+    let Some(f) = features() else {
+        return;
+    };
+    let ptr = CLEAN.0.as_ptr();
+    if f.xsave {
+        // SAFETY: 64-byte aligned; the header is zero, so XRSTOR reads no
+        // component area, only the legacy region's MXCSR (valid) and the
+        // header; CR4.OSXSAVE is set.
+        unsafe {
+            asm!(
+                "xrstor64 [{}]",
+                in(reg) ptr,
+                in("eax") f.xcr0 as u32,
+                in("edx") (f.xcr0 >> 32) as u32,
+                options(nostack, preserves_flags, readonly)
+            )
+        }
+    } else {
+        // SAFETY: 512 bytes, aligned, a clean image with a valid MXCSR.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) ptr, options(nostack, preserves_flags, readonly)) }
+    }
+}
+
+/// The `si_code` of a floating-point exception (#MF, vector 16, or #XM,
+/// vector 19), read from the unmasked exception flags as Linux does; 0
+/// when none is found.
+pub fn exception_code(vector: u64) -> i32 {
+    // (flags, masks): the low six bits of each are one exception apiece.
+    let (flags, masks) = if vector == 19 {
+        let mut mxcsr = 0u32;
+        // SAFETY: stores MXCSR into a local; CR4.OSFXSR is set.
+        unsafe { asm!("stmxcsr [{}]", in(reg) &mut mxcsr, options(nostack, preserves_flags)) };
+        (mxcsr, mxcsr >> 7)
+    } else {
+        let (mut sw, mut cw) = (0u16, 0u16);
+        // SAFETY: stores the x87 status and control words into locals.
+        unsafe {
+            asm!("fnstsw [{}]", in(reg) &mut sw, options(nostack, preserves_flags));
+            asm!("fnstcw [{}]", in(reg) &mut cw, options(nostack, preserves_flags));
+        }
+        (u32::from(sw), u32::from(cw))
+    };
+    let err = flags & !masks & 0x3f;
+    // Linux's order (fpu__exception_code): invalid, divide, overflow,
+    // underflow or denormal, precision.
+    if err & 0x01 != 0 {
+        7 // FPE_FLTINV
+    } else if err & 0x04 != 0 {
+        3 // FPE_FLTDIV
+    } else if err & 0x08 != 0 {
+        4 // FPE_FLTOVF
+    } else if err & 0x12 != 0 {
+        5 // FPE_FLTUND
+    } else if err & 0x20 != 0 {
+        6 // FPE_FLTRES
+    } else {
+        0
+    }
+}

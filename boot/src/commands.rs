@@ -191,26 +191,24 @@ fn parse_tid(text: &str) -> Result<u32, CmdError> {
 
 fn report_exit(out: &mut Output<'_>, tid: u32, result: Result<i64, abi::Errno>) -> CmdResult {
     match result {
-        Ok(status) => Ok(writeln!(out, "task {tid} exited exit_status={status}")?),
+        // A program's status is Linux's wait status: "exited
+        // exit_status=N", or "killed by SIGNAME ... wait_status=0x..".
+        Ok(status) => Ok(writeln!(out, "task {tid} {}", abi::WaitStatus(status))?),
         Err(e) => Err(CmdError::Failed(alloc::format!("task {tid}: {}", e.name()))),
     }
 }
 
 /// Ctrl-C on the console.
 const INTERRUPT: u8 = 0x03;
-/// Exit status of a program ended by Ctrl-C (128 + SIGINT, as a shell says).
-const INTERRUPTED_STATUS: i64 = 128 + 2;
-
 /// Runs a program in the foreground: the console waits for it, and Ctrl-C
-/// kills it (other keys typed meanwhile are dropped: programs cannot read
-/// the console yet).
+/// sends it SIGINT, as a terminal does (other keys typed meanwhile are
+/// dropped: programs cannot read the console yet).
 fn run(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = start_program(args)?;
     while !crate::task::system().process_ended(tid) {
         if arch::serial::try_read_byte() == Some(INTERRUPT) {
-            let _ = crate::task::system().kill_process(tid, INTERRUPTED_STATUS);
+            let _ = crate::task::system().signal_process(tid, abi::sig::SIGINT);
             writeln!(out, "^C")?;
-            break;
         }
         crate::task::sleep_ns(crate::task::TICK_NS);
     }
@@ -235,11 +233,16 @@ fn wait(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     report_exit(out, tid, result)
 }
 
-/// Kills a program's task group; `wait` then collects it.
+/// Sends a program a signal (`kill PID [SIGNO]`, SIGKILL by default);
+/// `wait` then collects it.
 fn kill(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
     let tid = parse_tid(args.first().copied().unwrap_or(""))?;
+    let signo = match args.get(1) {
+        Some(n) => parse_tid(n)?,
+        None => abi::sig::SIGKILL,
+    };
     crate::task::system()
-        .kill_process(tid, 128 + 9)
+        .signal_process(tid, signo)
         .map_err(|e| {
             CmdError::Failed(alloc::format!(
                 "kill {tid}: {} (only programs can be killed)",
@@ -369,10 +372,10 @@ pub fn register(shell: &mut Shell) {
         },
         Command {
             name: "kill",
-            usage: "TID",
-            help: "kill a program (then wait collects it)",
+            usage: "TID [SIGNO]",
+            help: "send a program a signal, SIGKILL (9) unless told (then wait collects it)",
             min_args: 1,
-            max_args: 1,
+            max_args: 2,
             run: kill,
         },
     ];

@@ -23,7 +23,7 @@ use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::proc::{Machine, Start, System, UserRegs};
+use kernel::proc::{Machine, Start, System, UserFrame, UserRegs};
 use kernel::sync::IrqMutex;
 use kernel::task::sched::{SchedError, Tid};
 use spin::Once;
@@ -298,6 +298,18 @@ impl Machine for BootMachine {
         // that belongs to the incoming task.
         unsafe { arch::context::switch(from.save, to.rsp) };
     }
+
+    fn fpu_save(&self, out: &mut [u8; 512]) {
+        arch::fpu::save_legacy(out);
+    }
+
+    fn fpu_restore(&self, image: &[u8; 512]) {
+        arch::fpu::restore_legacy(image);
+    }
+
+    fn fpu_reset(&self) {
+        arch::fpu::reset();
+    }
 }
 
 // SAFETY: a SwitchPoint's pointers are only used by the CPU that performs
@@ -333,7 +345,7 @@ pub fn init() {
     arch::timer::set_tick_hook(|_| system().tick());
     arch::syscall::init(syscall_entry);
     arch::trap::set_user_fault_hook(user_fault);
-    arch::trap::set_return_to_user_hook(|_| system().return_to_user());
+    arch::trap::set_return_to_user_hook(return_to_user);
 }
 
 extern "C" fn idle_entry(_: u64) -> ! {
@@ -391,8 +403,9 @@ extern "C" fn clone_entry(_: u64) -> ! {
             unsafe { arch::context::enter_user_frame(&trap_frame(&regs)) }
         }
         Start::Clone { regs, .. } => {
-            system().user_fault(13, "general protection", 0, regs.rip, None);
-            system().exit_current(-1)
+            system().user_fault(13, "general protection", 0, regs.rip, None, 0);
+            // A handler cannot run with that rip either.
+            system().exit_process(abi::signaled_status(abi::sig::SIGSEGV))
         }
         _ => system().exit_current(-1),
     }
@@ -447,6 +460,31 @@ fn trap_frame(r: &UserRegs) -> TrapFrame {
     }
 }
 
+/// A system call's or trap's frame, as the process model reads and
+/// replaces it.
+struct Frame<'a>(&'a mut TrapFrame);
+
+impl UserFrame for Frame<'_> {
+    fn regs(&self) -> UserRegs {
+        user_regs(self.0)
+    }
+
+    fn set_regs(&mut self, r: &UserRegs) {
+        // The selectors stay ring 3's, and the flags keep interrupts on
+        // and I/O privilege 0 whatever a signal frame said (the process
+        // model passes only the flags a program may set).
+        let (vector, error, cs, ss) = (self.0.vector, self.0.error, self.0.cs, self.0.ss);
+        *self.0 = TrapFrame {
+            vector,
+            error,
+            cs,
+            ss,
+            ..trap_frame(r)
+        };
+        self.0.rflags = (r.rflags | 0x200) & !0x3000;
+    }
+}
+
 /// Entry from `arch::syscall`, with interrupts off and on the task's
 /// kernel stack.
 fn syscall_entry(frame: &mut TrapFrame) {
@@ -456,10 +494,23 @@ fn syscall_entry(frame: &mut TrapFrame) {
     let args = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
-    let regs = || user_regs(frame);
-    let rax = system().syscall(frame.rax, args, &regs);
+    let number = frame.rax;
+    // Linux's orig_rax: the error-code slot, unused for a system call,
+    // keeps the number for a restart after a signal.
+    frame.error = number;
+    let rax = system().syscall(number, args, &mut Frame(frame));
     frame.rax = rax;
     arch::cpu::disable_interrupts();
+}
+
+/// Every return to ring 3 (a system call's, a trap's, an interrupt's):
+/// kills and signals are carried out here.
+fn return_to_user(frame: &mut TrapFrame) {
+    if !system().return_work() {
+        return;
+    }
+    let syscall = (frame.vector == arch::syscall::SYSCALL_VECTOR).then_some(frame.error);
+    system().return_to_user(&mut Frame(frame), syscall);
 }
 
 /// A fault in ring 3: the portable fault path decides.
@@ -469,7 +520,11 @@ fn user_fault(frame: &mut TrapFrame) {
         access: arch::trap::page_fault_access(frame.error),
     });
     let what = arch::trap::exception_name(frame.vector);
-    system().user_fault(frame.vector, what, frame.error, frame.rip, fault);
+    let fpu_code = match frame.vector {
+        16 | 19 => arch::fpu::exception_code(frame.vector),
+        _ => 0,
+    };
+    system().user_fault(frame.vector, what, frame.error, frame.rip, fault, fpu_code);
 }
 
 // ---- Conveniences over the System for the console and test kernels ----

@@ -42,7 +42,7 @@ impl<M: Machine> System<M> {
         parent_tid: u64,
         child_tid: u64,
         tls: u64,
-        user_regs: &dyn Fn() -> UserRegs,
+        regs: UserRegs,
     ) -> SysResult {
         // Linux reads the low 32 bits; the low byte is the exit signal,
         // which a thread does not send.
@@ -55,7 +55,7 @@ impl<M: Machine> System<M> {
         if !has(REQUIRED) || flags & !ALLOWED != 0 {
             return Err(Errno::EINVAL);
         }
-        let mut regs = user_regs();
+        let mut regs = regs;
         regs.rax = 0;
         // Linux keeps the parent's stack pointer for newsp 0 and checks
         // nothing else about it: a bad one makes the child fault in user
@@ -93,6 +93,7 @@ impl<M: Machine> System<M> {
         if has(clone::SETTLS) && tls >= TASK_SIZE_MAX {
             return Err(Errno::EPERM);
         }
+        let sig = s.ext(me).ok_or(Errno::ESRCH)?.sig.inherit();
         let ext = TaskExt {
             ctx,
             clear_child_tid: if has(clone::CHILD_CLEARTID) {
@@ -100,6 +101,7 @@ impl<M: Machine> System<M> {
             } else {
                 0
             },
+            sig,
         };
         let tid = s
             .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)

@@ -217,6 +217,10 @@ impl<M: Machine> System<M> {
         match wake {
             Some(WakeReason::Woken) => Ok(0),
             Some(WakeReason::TimedOut) => Err(Errno::ETIMEDOUT),
+            // Linux restarts an untimed wait after SA_RESTART handlers; a
+            // timed one returns EINTR to a handler's program.
+            Some(WakeReason::Interrupted) if deadline.is_none() => Err(Errno::ERESTARTSYS),
+            Some(WakeReason::Interrupted) => Err(Errno::ERESTART_RESTARTBLOCK),
             _ => Err(Errno::EINTR),
         }
     }

@@ -43,6 +43,16 @@ pub struct UserRegs {
     pub rflags: u64,
 }
 
+/// A user thread's saved registers while the kernel runs on its behalf
+/// (the trap frame): what `clone` copies, `rt_sigreturn` replaces, and a
+/// signal's delivery rewrites on the way back to user mode.
+pub trait UserFrame {
+    fn regs(&self) -> UserRegs;
+    /// Replaces them; the machine keeps its own selectors and sanitises
+    /// the flags as its CPU requires (interrupts on, no I/O privilege).
+    fn set_regs(&mut self, regs: &UserRegs);
+}
+
 /// How a new task begins.
 #[derive(Debug, Clone, Copy)]
 pub enum Start {
@@ -111,4 +121,15 @@ pub trait Machine: Sync + Sized + 'static {
     /// something switches back to `from`. Called with interrupts off and
     /// no lock held.
     fn switch(&self, from: Self::SwitchPoint, to: Self::SwitchPoint);
+
+    /// The running user thread's x87/SSE registers in the FXSAVE layout
+    /// (what a signal frame's `fpstate` holds). The kernel is soft-float,
+    /// so they are still the thread's when the kernel runs for it.
+    fn fpu_save(&self, out: &mut [u8; 512]);
+    /// Loads an FXSAVE image a program may have written: the machine
+    /// drops whatever its CPU would refuse (reserved MXCSR bits), so no
+    /// image faults the kernel.
+    fn fpu_restore(&self, image: &[u8; 512]);
+    /// The registers a new thread starts with (a handler starts so).
+    fn fpu_reset(&self);
 }

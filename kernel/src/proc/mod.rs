@@ -55,6 +55,7 @@ mod fd;
 mod futex;
 mod machine;
 mod pipes;
+mod signal;
 mod syscall;
 #[cfg(test)]
 mod tests;
@@ -73,7 +74,7 @@ use crate::task::elf;
 use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, Start, UserRegs};
+pub use machine::{Machine, Start, UserFrame, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -88,6 +89,8 @@ pub struct Process<M: Machine> {
     parent: Pid,
     space: UserSpace<'static, M::Pte, M::Mem>,
     fds: FdTable,
+    /// Its signal handlers (signal.rs).
+    signals: signal::Actions,
 }
 
 impl<M: Machine> Process<M> {
@@ -133,6 +136,8 @@ pub struct TaskExt<M: Machine> {
     /// `CLONE_CHILD_CLEARTID` or `set_tid_address`: at exit, 0 is stored
     /// here and one futex waiter woken. 0: none.
     clear_child_tid: u64,
+    /// Its signal mask, pending signals and alternate stack (signal.rs).
+    sig: signal::ThreadSignals,
 }
 
 impl<M: Machine> TaskExt<M> {
@@ -140,6 +145,7 @@ impl<M: Machine> TaskExt<M> {
         TaskExt {
             ctx,
             clear_child_tid: 0,
+            sig: signal::ThreadSignals::new(),
         }
     }
 
@@ -167,6 +173,9 @@ pub struct System<M: Machine> {
     /// mode asks whether the current task must die; this keeps that
     /// question to one load while nobody is being killed.
     kills_in_flight: AtomicUsize,
+    /// Threads marked as having a signal to take (signal.rs): the same
+    /// one-load question for signals.
+    signal_work: AtomicUsize,
 }
 
 /// Writes formatted text to the machine's console without allocating.
@@ -200,6 +209,7 @@ impl<M: Machine> System<M> {
             sched: IrqMutex::new(sched),
             futexes,
             kills_in_flight: AtomicUsize::new(0),
+            signal_work: AtomicUsize::new(0),
             current: AtomicU32::new(crate::task::sched::BOOT),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
@@ -368,9 +378,11 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let sw = {
             let mut s = self.sched.lock();
-            if s.kill_pending(s.current()).is_some() {
+            let me = s.current();
+            if s.kill_pending(me).is_some() {
                 self.kills_in_flight.fetch_sub(1, Ordering::Relaxed);
             }
+            self.signals_at_exit(&mut s, me);
             s.exit_current(status)
         };
         match sw {
@@ -410,6 +422,11 @@ impl<M: Machine> System<M> {
     /// `spawn_thread` refuses.
     fn kill_others(&self, pid: Pid, except: Tid, status: i64) {
         let mut s = self.sched.lock();
+        self.kill_group(&mut s, pid, except, status);
+    }
+
+    /// [`System::kill_others`] with the scheduler's lock already held.
+    fn kill_group(&self, s: &mut Scheduler<TaskExt<M>>, pid: Pid, except: Tid, status: i64) {
         // Found one at a time rather than collected: no allocation.
         loop {
             let next = s.tasks().find(|t| {
@@ -421,7 +438,7 @@ impl<M: Machine> System<M> {
             let Some(t) = next.map(|t| t.tid) else {
                 break;
             };
-            self.request_kill(&mut s, t, status);
+            self.request_kill(s, t, status);
         }
     }
 
@@ -540,6 +557,7 @@ impl<M: Machine> System<M> {
             parent,
             space,
             fds,
+            signals: [signal::Action::default(); abi::sig::NSIG as usize],
         });
         Ok(pid)
     }
@@ -615,6 +633,12 @@ impl<M: Machine> System<M> {
         self.exit_current(status)
     }
 
+    /// `exit_group(code)` (and a program's return from `_start`): Linux's
+    /// wait status says "exited with the code's low byte".
+    pub fn exit_group(&self, code: i32) -> ! {
+        self.exit_process(abi::exited_status(code.into()))
+    }
+
     /// Whether every thread of process `pid` has exited (or it does not
     /// exist): the process has ended and can be collected.
     pub fn process_ended(&self, pid: Pid) -> bool {
@@ -626,13 +650,27 @@ impl<M: Machine> System<M> {
         self.procs.lock().iter().any(|p| p.pid == pid)
     }
 
-    /// Kills process `pid` from outside (the `kill` command).
+    /// Kills process `pid` from outside (tests) with `status`, which need
+    /// not be a signal's: nothing can catch it.
     pub fn kill_process(&self, pid: Pid, status: i64) -> Result<(), Errno> {
         if !self.is_process(pid) {
             return Err(Errno::ESRCH);
         }
         self.kill_others(pid, Tid::MAX, status);
         Ok(())
+    }
+
+    /// Sends signal `signo` to process `pid` from the kernel (the
+    /// console's `kill` and Ctrl-C), as `kill(2)` from pid 0 would.
+    pub fn signal_process(&self, pid: Pid, signo: u32) -> Result<(), Errno> {
+        if !(1..=abi::sig::NSIG).contains(&signo) {
+            return Err(Errno::EINVAL);
+        }
+        let info = signal::Info {
+            code: abi::sig::SI_USER,
+            word: 0,
+        };
+        self.send_signal(signal::Target::Process(pid), signo, info)
     }
 
     /// Waits for process `pid` to end (its last thread to exit), then
@@ -704,9 +742,19 @@ impl<M: Machine> System<M> {
     // ---- Faults ----
 
     /// A fault in user mode, `what` the architecture's name for it: the
-    /// memory manager's fault handler decides; what it cannot resolve ends
-    /// the whole process with status 128 + vector, after a one-line report.
-    pub fn user_fault(&self, vector: u64, what: &str, error: u64, rip: u64, fault: Option<Fault>) {
+    /// memory manager's fault handler decides; what it cannot resolve
+    /// becomes the signal Linux sends (signal.rs), which a handler may
+    /// take or which ends the process after a one-line report. `fpu_code`
+    /// is the `si_code` of a floating-point exception.
+    pub fn user_fault(
+        &self,
+        vector: u64,
+        what: &str,
+        error: u64,
+        rip: u64,
+        fault: Option<Fault>,
+        fpu_code: i32,
+    ) {
         let outcome = match fault {
             Some(fault) => self
                 .with_current_process(|p| Ok(crate::mm::fault::handle(&mut p.space, fault)))
@@ -714,29 +762,40 @@ impl<M: Machine> System<M> {
             None => Outcome::Kill,
         };
         match outcome {
-            Outcome::Resolved => return,
-            Outcome::Kill => {}
+            Outcome::Resolved => {}
+            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, fpu_code),
         }
-        let tid = self.current();
-        let name = self
-            .sched
-            .lock()
-            .task(tid)
-            .map(|t| t.name)
-            .unwrap_or_default();
-        let addr = fault.map_or(0, |f| f.addr);
-        let _ = writeln!(
-            Console(&self.m),
-            "task {tid} ({name}) killed: {what} vector={vector} error={error:#x} rip={rip:#x} addr={addr:#x}",
-        );
-        self.exit_process(abi::killed_status(vector))
     }
 
-    /// Before any return to user mode: a task asked to die ends here,
-    /// after its system call has unwound and released what it held.
-    pub fn return_to_user(&self) {
+    /// Whether the return to user mode has anything to do: one load each
+    /// while nobody is killed or signalled.
+    pub fn return_work(&self) -> bool {
+        self.kills_in_flight.load(Ordering::Relaxed) != 0
+            || self.signal_work.load(Ordering::Relaxed) != 0
+    }
+
+    /// Before any return to user mode with `frame`, from system call
+    /// `syscall` if it is one: a task asked to die ends here, after its
+    /// system call has unwound and released what it held; signals are
+    /// taken (a handler's frame built, an interrupted call restarted).
+    pub fn return_to_user(&self, frame: &mut dyn UserFrame, syscall: Option<u64>) {
+        if !self.return_work() {
+            return;
+        }
         if let Some(status) = self.kill_pending() {
             self.exit_current(status)
+        }
+        if self.signal_work.load(Ordering::Relaxed) != 0 {
+            self.deliver_signals(frame, syscall);
+        }
+    }
+
+    /// Whether the current thread has a signal to take: a blocked call
+    /// ends with a restart code when it has.
+    fn signal_interrupts(&self) -> bool {
+        self.signal_work.load(Ordering::Relaxed) != 0 && {
+            let s = self.sched.lock();
+            s.signal_pending(s.current())
         }
     }
 

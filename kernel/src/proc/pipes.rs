@@ -113,7 +113,7 @@ impl PipeTable {
 /// bytes returns their count, as any end after some bytes does.
 fn partial_end(result: Result<u64, Errno>, done: usize) -> Result<u64, Errno> {
     match result {
-        Err(Errno::EINTR | Errno::EBADF) if done > 0 => Ok(done as u64),
+        Err(Errno::EINTR | Errno::ERESTARTSYS | Errno::EBADF) if done > 0 => Ok(done as u64),
         _ => result,
     }
 }
@@ -376,6 +376,11 @@ impl<M: Machine> System<M> {
             if self.kill_pending().is_some() {
                 return Err(Errno::EINTR);
             }
+            // A signal to take: Linux's pipe calls restart when its
+            // handler says SA_RESTART.
+            if self.signal_interrupts() {
+                return Err(Errno::ERESTARTSYS);
+            }
             let _off = IrqOff::new();
             let next = {
                 let procs = self.procs.lock();
@@ -414,6 +419,7 @@ impl<M: Machine> System<M> {
         let mem = self.m.mem();
         let n = src.len() as usize;
         let done = Cell::new(0usize);
+        let broken = Cell::new(false);
         let result = self.pipe_op(id, |obj, p| {
             let sofar = done.get();
             if n == 0 {
@@ -424,6 +430,7 @@ impl<M: Machine> System<M> {
                 k => Ok(k as u64),
             };
             if obj.pipe.readers() == 0 {
+                broken.set(true);
                 return Attempt::Done(partial(Errno::EPIPE), None);
             }
             let room = obj.pipe.room();
@@ -459,6 +466,17 @@ impl<M: Machine> System<M> {
                 _ => Attempt::Again(obj.readable),
             }
         });
+        if broken.get() {
+            // Linux sends SIGPIPE to the writer's process whenever a write
+            // finds no reader, even after some bytes went in: it ends the
+            // program unless caught, ignored or blocked.
+            let pid = self.current_pid();
+            let info = super::signal::Info {
+                code: abi::sig::SI_USER,
+                word: pid.into(),
+            };
+            let _ = self.send_signal(super::signal::Target::Process(pid), abi::sig::SIGPIPE, info);
+        }
         partial_end(result, done.get())
     }
 

@@ -9,7 +9,7 @@
 
 use abi::{Errno, IOV_MAX, IOVEC_SIZE, MAX_RW_COUNT, Timespec, clock, nr, o};
 
-use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, UserRegs};
+use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, UserFrame};
 use crate::mm::paging::PageTable;
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::PteFormat;
@@ -126,13 +126,13 @@ fn rw_count(len: u64) -> u64 {
 impl<M: Machine> System<M> {
     /// Runs system call `number` with arguments `a` (rdi, rsi, rdx, r10,
     /// r8, r9) for the current task; returns what goes back in rax.
-    /// `user_regs` gives every register the call was made with, for the
-    /// calls that copy them (`clone`); only they call it, so the others
-    /// pay nothing for it.
-    pub fn syscall(&self, number: u64, a: [u64; 6], user_regs: &dyn Fn() -> UserRegs) -> u64 {
+    /// `frame` holds every register the call was made with, for the calls
+    /// that copy or replace them (`clone`, `rt_sigreturn`); only they read
+    /// it, so the others pay nothing for it.
+    pub fn syscall(&self, number: u64, a: [u64; 6], frame: &mut dyn UserFrame) -> u64 {
         let result = match number {
             // Threads (clone.rs, futex.rs).
-            nr::CLONE => self.sys_clone(a[0], a[1], a[2], a[3], a[4], user_regs),
+            nr::CLONE => self.sys_clone(a[0], a[1], a[2], a[3], a[4], frame.regs()),
             nr::ARCH_PRCTL => self.sys_arch_prctl(int(a[0]), a[1]),
             nr::FUTEX => self.sys_futex(a[0], int(a[1]), a[2] as u32, a[3], a[4], a[5] as u32),
             nr::SET_TID_ADDRESS => Ok(self.sys_set_tid_address(a[0])),
@@ -146,12 +146,20 @@ impl<M: Machine> System<M> {
             }
             nr::NANOSLEEP => self.sys_nanosleep(a[0], a[1]),
             nr::GETPID => Ok(self.current_pid().into()),
-            nr::EXIT => self.exit_thread(int(a[0]).into()),
+            nr::EXIT => self.exit_thread(abi::exited_status(int(a[0]).into())),
             nr::GETPPID => self.with_current_process(|p| Ok(p.parent.into())),
             nr::GETTID => Ok(self.current().into()),
             nr::CLOCK_GETTIME => self.sys_clock_gettime(int(a[0]), a[1]),
             nr::CLOCK_NANOSLEEP => self.sys_clock_nanosleep(int(a[0]), int(a[1]), a[2], a[3]),
-            nr::EXIT_GROUP => self.exit_process(int(a[0]).into()),
+            nr::EXIT_GROUP => self.exit_group(int(a[0])),
+            // Signals (signal.rs).
+            nr::RT_SIGACTION => self.sys_rt_sigaction(int(a[0]), a[1], a[2], a[3]),
+            nr::RT_SIGPROCMASK => self.sys_rt_sigprocmask(int(a[0]), a[1], a[2], a[3]),
+            nr::RT_SIGRETURN => self.sys_rt_sigreturn(frame),
+            nr::SIGALTSTACK => self.sys_sigaltstack(a[0], a[1], frame.regs().rsp),
+            nr::KILL => self.sys_kill(int(a[0]), int(a[1])),
+            nr::TKILL => self.sys_tgkill(None, int(a[0]), int(a[1])),
+            nr::TGKILL => self.sys_tgkill(Some(int(a[0])), int(a[1]), int(a[2])),
             nr::SPAWN_THREAD => self.sys_spawn_thread(a[0], a[1], a[2]),
             nr::WAIT_THREAD => self.sys_wait(a[0], a[1]),
             // Descriptors and pipes.
@@ -223,7 +231,7 @@ impl<M: Machine> System<M> {
     fn sys_nanosleep(&self, req: u64, rem: u64) -> SysResult {
         let ns = self.read_timespec(req)?;
         let until = self.m.now_ns().saturating_add(ns);
-        self.sleep_until(until, rem)
+        self.sleep_until(until, rem, Errno::ERESTART_RESTARTBLOCK)
     }
 
     fn sys_clock_nanosleep(&self, clock: i32, flags: i32, req: u64, rem: u64) -> SysResult {
@@ -246,27 +254,29 @@ impl<M: Machine> System<M> {
         // Linux ignores flag bits other than TIMER_ABSTIME.
         if flags & clock::TIMER_ABSTIME != 0 {
             // An absolute sleep is not restarted with a remainder.
-            return self.sleep_until(ns, 0);
+            return self.sleep_until(ns, 0, Errno::ERESTARTNOHAND);
         }
         let until = self.m.now_ns().saturating_add(ns);
-        self.sleep_until(until, rem)
+        self.sleep_until(until, rem, Errno::ERESTART_RESTARTBLOCK)
     }
 
-    /// Sleeps until `until`; a kill ends the sleep early with `EINTR` and
-    /// the time left stored at `rem` (unless null).
-    fn sleep_until(&self, until: u64, rem: u64) -> SysResult {
+    /// Sleeps until `until`; a kill ends the sleep early with `EINTR`, a
+    /// signal with `restart` (EINTR once a handler runs, a restart when
+    /// none does), and the time left is stored at `rem` (unless null).
+    fn sleep_until(&self, until: u64, rem: u64, restart: Errno) -> SysResult {
         let now = self.m.now_ns();
         if until > now {
             self.sleep_ns(until - now);
         }
-        if self.kill_pending().is_none() {
+        let killed = self.kill_pending().is_some();
+        if !killed && (!self.signal_interrupts() || self.m.now_ns() >= until) {
             return Ok(0);
         }
         if rem != 0 {
             let left = until.saturating_sub(self.m.now_ns());
             self.copy_to_user(rem, &Timespec::from_ns(left).to_bytes())?;
         }
-        Err(Errno::EINTR)
+        Err(if killed { Errno::EINTR } else { restart })
     }
 
     /// Checks `[va, va + len)` is user memory mapped with the rights needed.

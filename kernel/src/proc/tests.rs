@@ -12,6 +12,7 @@ use crate::mm::phys::SimMemory;
 use crate::mm::pte::SimPte;
 use abi::nr;
 use std::boxed::Box;
+use std::cell::Cell;
 use std::string::String;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -98,6 +99,13 @@ struct HostMachine {
     sys: OnceLock<&'static System<HostMachine>>,
     /// Panics of program threads, reported by the test's own thread.
     panics: Mutex<Vec<String>>,
+    /// The simulated CPU's x87/SSE registers (one set: the host tests'
+    /// signal frames check what is saved and restored, not a switch).
+    fpu: Mutex<[u8; 512]>,
+    /// What each thread's function returned, by tid (a main thread's tid
+    /// is its pid): the tests' programs return their findings, wider than
+    /// an exit status.
+    results: Mutex<Vec<(Pid, i64)>>,
 }
 
 struct HostCtx {
@@ -171,8 +179,10 @@ impl HostMachine {
                         arg: regs.rdi,
                         rsp: regs.rsp,
                         start: Some(regs),
+                        last: Cell::new(regs),
                     };
                     let status = run_program(sys, &*program, &user);
+                    sys.m.results.lock().unwrap().push((sys.current(), status));
                     user.call(nr::EXIT, &[status as u64]);
                     unreachable!("exit returned")
                 }
@@ -182,8 +192,10 @@ impl HostMachine {
                         arg: arg0,
                         rsp,
                         start: None,
+                        last: Cell::new(UserRegs::default()),
                     };
                     let status = run_program(sys, &*program, &user);
+                    sys.m.results.lock().unwrap().push((sys.current(), status));
                     // As rt does: the main function's end ends the program,
                     // a thread's end only the thread.
                     let end = if rip == TEXT {
@@ -318,6 +330,27 @@ impl Machine for HostMachine {
             self.baton.wait_for(from);
         });
     }
+
+    fn fpu_save(&self, out: &mut [u8; 512]) {
+        *out = *self.fpu.lock().unwrap();
+    }
+
+    fn fpu_restore(&self, image: &[u8; 512]) {
+        *self.fpu.lock().unwrap() = *image;
+    }
+
+    fn fpu_reset(&self) {
+        *self.fpu.lock().unwrap() = fpu_init();
+    }
+}
+
+/// The FXSAVE image of a CPU's initial x87/SSE state: control word 0x37f,
+/// MXCSR 0x1f80.
+fn fpu_init() -> [u8; 512] {
+    let mut image = [0u8; 512];
+    image[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    image[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    image
 }
 
 /// A user program's view: system calls, and its own memory as the CPU
@@ -329,6 +362,22 @@ struct User {
     rsp: u64,
     /// A clone child's registers as the machine was told to start it.
     start: Option<UserRegs>,
+    /// The registers the last call returned to user mode with (a signal
+    /// handler's, when one was set up).
+    last: Cell<UserRegs>,
+}
+
+/// A host test's trap frame.
+struct HostFrame(UserRegs);
+
+impl UserFrame for HostFrame {
+    fn regs(&self) -> UserRegs {
+        self.0
+    }
+
+    fn set_regs(&mut self, regs: &UserRegs) {
+        self.0 = *regs;
+    }
 }
 
 /// The registers a test program makes its calls with, besides the call's
@@ -363,26 +412,68 @@ impl User {
     }
 
     /// A system call made by the instruction before `rip` (what a clone
-    /// child resumes at: its entry, see `World::thread`).
+    /// child resumes at: its entry, see `World::thread`). A call the
+    /// return to user mode rewinds for a restart is made again, as the CPU
+    /// would; a handler's frame is left in `last` for the test to read.
     fn call_from(&self, number: u64, args: &[u64], rip: u64) -> i64 {
-        let rax = self.raw_call(number, args, rip);
-        self.sys.return_to_user();
-        // The lock-free current tid agrees with the scheduler's.
-        let sched = self.sys.with_sched(|s| s.current());
-        assert_eq!(self.sys.current(), sched, "current() is stale");
-        rax
+        loop {
+            let (mut f, a) = self.frame(number, args, rip);
+            let rax = self.sys.syscall(number, a, &mut f);
+            f.0.rax = rax;
+            self.sys.return_to_user(&mut f, Some(number));
+            self.last.set(f.0);
+            // The lock-free current tid agrees with the scheduler's.
+            let sched = self.sys.with_sched(|s| s.current());
+            assert_eq!(self.sys.current(), sched, "current() is stale");
+            if !(f.0.rip == rip - 2 && f.0.rax == number) {
+                return f.0.rax as i64;
+            }
+        }
+    }
+
+    /// The trap frame of a call from `rip - 2`.
+    fn frame(&self, number: u64, args: &[u64], rip: u64) -> (HostFrame, [u64; 6]) {
+        let mut a = [0; 6];
+        a[..args.len()].copy_from_slice(args);
+        let f = HostFrame(UserRegs {
+            rip,
+            rcx: rip,
+            ..caller_regs(number, a)
+        });
+        (f, a)
     }
 
     /// The call without the return to user mode: a kill's EINTR shows.
     fn raw_call(&self, number: u64, args: &[u64], rip: u64) -> i64 {
-        let mut a = [0; 6];
-        a[..args.len()].copy_from_slice(args);
-        let regs = || UserRegs {
-            rip,
-            rcx: rip,
-            ..caller_regs(number, a)
-        };
-        self.sys.syscall(number, a, &regs) as i64
+        let (mut f, a) = self.frame(number, args, rip);
+        self.sys.syscall(number, a, &mut f) as i64
+    }
+
+    /// Waits for spawned thread `t` and returns what its function
+    /// returned (its wait status carries only the low byte).
+    fn join_thread(&self, t: i64) -> i64 {
+        assert_eq!(self.call(nr::WAIT_THREAD, &[t as u64, DATA + 0xff8]), t);
+        let status = i64::from_le_bytes(self.peek(DATA + 0xff8, 8).try_into().unwrap());
+        let results = self.sys.m.results.lock().unwrap();
+        let result = results
+            .iter()
+            .rev()
+            .find(|(tid, _)| i64::from(*tid) == t)
+            .map(|&(_, r)| r)
+            .expect("the thread returned");
+        assert_eq!(
+            status,
+            abi::exited_status(result),
+            "thread {t}'s wait status"
+        );
+        result
+    }
+
+    /// A return to user mode with nothing to say about a call.
+    fn return_to_user(&self) {
+        let mut f = HostFrame(self.last.get());
+        self.sys.return_to_user(&mut f, None);
+        self.last.set(f.0);
     }
 
     /// The program's own store, through the simulated MMU as the CPU
@@ -482,6 +573,7 @@ fn pattern(seed: u8, n: usize) -> Vec<u8> {
         .collect()
 }
 
+mod signals;
 mod threads;
 
 const EFAULT: i64 = -(Errno::EFAULT as i64);
@@ -530,6 +622,8 @@ impl World {
             threads: Mutex::new(Vec::new()),
             sys: OnceLock::new(),
             panics: Mutex::new(Vec::new()),
+            fpu: Mutex::new(fpu_init()),
+            results: Mutex::new(Vec::new()),
         };
         let idle = machine.context();
         let boot = machine.context();
@@ -561,7 +655,13 @@ impl World {
         let pid = self.run(main);
         let status = self.sys.join_process(pid, TICK_NS).expect("join");
         self.check_panics();
-        status
+        let results = self.sys.m.results.lock().unwrap();
+        match results.iter().rev().find(|(p, _)| *p == pid) {
+            // It returned from main: its wait status says so, and the
+            // test wants what it returned.
+            Some(&(_, result)) if status == abi::exited_status(result) => result,
+            _ => status,
+        }
     }
 
     /// Fails the test with the first panic of a program thread.
@@ -701,8 +801,7 @@ fn pipe_between_threads_blocks_and_wakes() {
         u.sleep(5 * TICK_NS);
         u.poke(DATA + 0x200, b"ping");
         assert_eq!(u.call(nr::WRITE, &[wr, DATA + 0x200, 4]), 4);
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA + 0x300]), t);
-        let status = i64::from_le_bytes(u.peek(DATA + 0x300, 8).try_into().unwrap());
+        let status = u.join_thread(t);
         assert_eq!(status, 4);
         assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
         assert_eq!(
@@ -870,8 +969,7 @@ fn a_reader_whose_pipe_is_closed_under_it_never_reads_the_next_pipe_in_its_slot(
         let (_r2, w2) = u.pipe();
         u.poke(DATA, b"not yours");
         assert_eq!(u.call(nr::WRITE, &[w2, DATA, 9]), 9);
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA + 0x200]), t);
-        i64::from_le_bytes(u.peek(DATA + 0x200, 8).try_into().unwrap())
+        u.join_thread(t)
     });
     assert_eq!(status, EBADF);
     w.assert_quiet();
@@ -898,7 +996,7 @@ fn exit_ends_only_the_thread_and_the_process_ends_with_its_last() {
         !w.sys.process_ended(pid),
         "the main thread's exit ended the process"
     );
-    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(3));
+    assert_eq!(w.sys.join_process(pid, TICK_NS), Ok(abi::exited_status(3)));
     assert_eq!(w.console(), "late\n");
     w.assert_quiet();
 }
@@ -916,8 +1014,8 @@ fn exit_group_from_any_thread_ends_them_all_with_its_status() {
             u.sleep(TICK_NS);
         }
     });
-    // An int: the register's low 32 bits.
-    assert_eq!(status, 5);
+    // An int: the register's low 32 bits, in a wait status.
+    assert_eq!(status, abi::exited_status(5));
     w.assert_quiet();
 }
 
@@ -934,8 +1032,7 @@ fn ids_clocks_and_sleeps_follow_linux() {
             "started by the console's thread"
         );
         let t = u.spawn_thread(peer, 0);
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-        assert_eq!(i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap()), pid);
+        assert_eq!(u.join_thread(t), pid);
         let einval = -(Errno::EINVAL as i64);
         // The clock before the pointer.
         assert_eq!(u.call(nr::CLOCK_GETTIME, &[10, 0]), einval);
@@ -1213,8 +1310,7 @@ fn growing_a_full_pipe_lets_a_blocked_writer_on() {
         let t = u.spawn_thread(writer, wr);
         u.sleep(5 * TICK_NS);
         assert_eq!(u.fcntl(r, fc::F_SETPIPE_SZ, 2 * CAP as u64), 2 * CAP as i64);
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-        assert_eq!(i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap()), 10);
+        assert_eq!(u.join_thread(t), 10);
         u.call(nr::IOCTL, &[r, ioctl::FIONREAD.into(), DATA]);
         i64::from(i32::from_le_bytes(u.peek(DATA, 4).try_into().unwrap()))
     });
@@ -1486,8 +1582,7 @@ fn a_blocking_write_larger_than_the_pipe_completes_as_a_reader_makes_room() {
             BIG as i64,
             "all of it, in one call"
         );
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-        i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap())
+        u.join_thread(t)
     });
     assert_eq!(status, 0);
     w.assert_quiet();
@@ -1545,8 +1640,7 @@ fn a_pipe_buf_write_waits_for_room_for_all_and_a_concurrent_writer_goes_first() 
             "then the whole PIPE_BUF"
         );
         for (t, len) in [(a, PIPE_BUF), (b, 500)] {
-            assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-            assert_eq!(u.peek(DATA, 8), (len as i64).to_le_bytes());
+            assert_eq!(u.join_thread(t), len as i64);
         }
         0
     });
@@ -1595,8 +1689,7 @@ fn writes_of_pipe_buf_bytes_from_two_writers_arrive_whole() {
         }
         assert_eq!(counts, [MESSAGES, MESSAGES]);
         for t in [t1, t2] {
-            assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-            assert_eq!(u.peek(DATA, 8), [0; 8], "a writer's count was short");
+            assert_eq!(u.join_thread(t), 0, "a writer's count was short");
         }
         0
     });
@@ -1617,6 +1710,11 @@ fn readers_leaving_mid_write_end_it_with_the_count_or_epipe() {
         n
     });
     let status = w.run_to_end(move |u| {
+        // EPIPE is what a program that ignores SIGPIPE sees (signals.rs).
+        let mut ignore = [0u8; 32];
+        ignore[0] = abi::sig::SIG_IGN as u8;
+        u.poke(DATA + 0x3000, &ignore);
+        assert_eq!(u.call(nr::RT_SIGACTION, &[13, DATA + 0x3000, 0, 8]), 0);
         let (r, wr) = u.pipe();
         let t = u.spawn_thread(closer, 100 << 8 | r);
         // Fills the pipe, blocks, takes 100 more, blocks, and is told.
@@ -1700,8 +1798,7 @@ fn a_write_whose_pipe_is_freed_midway_returns_what_it_wrote() {
         u.sleep(5 * TICK_NS);
         assert_eq!(u.call(nr::CLOSE, &[r]), 0);
         assert_eq!(u.call(nr::CLOSE, &[wr]), 0);
-        assert_eq!(u.call(nr::WAIT_THREAD, &[t as u64, DATA]), t);
-        i64::from_le_bytes(u.peek(DATA, 8).try_into().unwrap())
+        u.join_thread(t)
     });
     assert_eq!(status, CAP as i64);
     w.assert_quiet();

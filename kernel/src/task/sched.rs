@@ -252,6 +252,8 @@ pub enum WakeReason {
     TimedOut,
     /// It was killed (set on the killed task itself).
     Killed,
+    /// A signal it may take arrived ([`Scheduler::set_signal_pending`]).
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +310,10 @@ pub struct TaskInfo {
     /// return to user mode), so whatever its kernel stack holds is released
     /// on the way out; until then it never blocks again.
     pub kill_pending: Option<i64>,
+    /// A signal it does not block is pending: like a pending kill, it
+    /// does not block again until the return to user mode has taken it
+    /// (Linux's TIF_SIGPENDING). Set and cleared by the process model.
+    pub signal_pending: bool,
     /// Nobody waits for it: its record is reaped by others once it has
     /// exited ([`Scheduler::reap_detached`]).
     pub detached: bool,
@@ -872,6 +878,7 @@ impl<X> Scheduler<X> {
             user,
             wake: WakeReason::Woken,
             kill_pending: None,
+            signal_pending: false,
             detached: false,
         };
         let task = Task {
@@ -1032,8 +1039,8 @@ impl<X> Scheduler<X> {
         if !self.current_running() {
             return self.schedule();
         }
-        if self.kill_pending(self.current).is_some() {
-            self.set_wake(self.current, WakeReason::Killed);
+        if let Some(why) = self.interrupted(self.current) {
+            self.set_wake(self.current, why);
             return None;
         }
         if until_ns <= self.now {
@@ -1083,8 +1090,8 @@ impl<X> Scheduler<X> {
         if !self.current_running() {
             return Ok(self.schedule());
         }
-        if self.kill_pending(self.current).is_some() {
-            self.set_wake(self.current, WakeReason::Killed);
+        if let Some(why) = self.interrupted(self.current) {
+            self.set_wake(self.current, why);
             return Ok(None);
         }
         if deadline_ns.is_some_and(|d| d <= self.now) {
@@ -1319,6 +1326,40 @@ impl<X> Scheduler<X> {
         self.tasks.get(tid)?.info.kill_pending
     }
 
+    /// Marks whether `tid` has a signal to take. Set, it wakes the task
+    /// from any wait (wake = Interrupted), as a kill does, and keeps it
+    /// from blocking until cleared; a ready or running task only notes it.
+    /// Returns the previous value.
+    pub fn set_signal_pending(&mut self, tid: Tid, pending: bool) -> bool {
+        let Some(task) = self.tasks.get_mut(tid) else {
+            return false;
+        };
+        if matches!(task.info.state, State::Exited(_)) {
+            return false;
+        }
+        let before = core::mem::replace(&mut task.info.signal_pending, pending);
+        if pending {
+            self.make_ready(tid, WakeReason::Interrupted);
+        }
+        before
+    }
+
+    pub fn signal_pending(&self, tid: Tid) -> bool {
+        self.tasks.get(tid).is_some_and(|t| t.info.signal_pending)
+    }
+
+    /// Why `tid` may not block now, if it may not: a kill or a signal.
+    fn interrupted(&self, tid: Tid) -> Option<WakeReason> {
+        let info = &self.tasks.get(tid)?.info;
+        if info.kill_pending.is_some() {
+            Some(WakeReason::Killed)
+        } else if info.signal_pending {
+            Some(WakeReason::Interrupted)
+        } else {
+            None
+        }
+    }
+
     /// Turns a live task into a zombie and wakes whoever waits for it, in
     /// tid order.
     fn finish(&mut self, tid: Tid, status: i64) {
@@ -1352,7 +1393,7 @@ impl<X> Scheduler<X> {
         if target == me {
             return Err(SchedError::WouldDeadlock);
         }
-        if self.kill_pending(me).is_some() {
+        if self.interrupted(me).is_some() {
             return Err(SchedError::Interrupted);
         }
         let state = self.state(target).ok_or(SchedError::NoSuchTask)?;

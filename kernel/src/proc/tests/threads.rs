@@ -440,7 +440,7 @@ impl Waiters {
             ];
             let r = u.raw_call(nr::FUTEX, &args, TEXT + 2);
             me.log.lock().unwrap().push((job.id, r));
-            u.sys.return_to_user();
+            u.return_to_user();
             0
         })
     }
@@ -610,7 +610,7 @@ fn a_timed_wait_times_out_once_and_a_kill_interrupts_a_wait() {
         }
         let r = u.raw_call(nr::FUTEX, &[word(0), 0, 0, 0, 0, 0], TEXT + 2);
         waiters.log.lock().unwrap().push((9, r));
-        u.sys.return_to_user();
+        u.return_to_user();
         unreachable!("the kill ends it")
     });
     w.sys.sleep_ns(5 * TICK_NS);
