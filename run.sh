@@ -834,6 +834,30 @@ build_test_programs() {
     cp "$dir/hello_c" "$dir/clash/hello"
 }
 
+# C programs built with a C library: tests/musl/NAME.c by `musl-gcc
+# -static` (Debian's musl-tools), as README.md shows, each the program
+# musl_NAME (NAME alone may be a built-in's: hello). program_tests runs
+# each on Faultline with the console script tests/musl/NAME.fl, and the
+# oracle compares each with Linux (tests/linux/oracle.sh).
+musl_programs() {
+    local f
+    for f in tests/musl/*.c; do
+        printf 'musl_%s\n' "$(basename "$f" .c)"
+    done
+}
+
+# build_musl_programs DIR: every one of musl_programs into DIR.
+build_musl_programs() {
+    local dir=$1 name status=0
+    ensure_command musl-gcc musl-tools || return 1
+    mkdir -p "$dir"
+    for name in $(musl_programs); do
+        musl-gcc -static -O2 -std=gnu11 -Wall -Wextra -Werror -Wl,--build-id=none \
+            -o "$dir/$name" "tests/musl/${name#musl_}.c" || status=1
+    done
+    return "$status"
+}
+
 # archive_script_test NAME SCRIPT PROGRAM...: boots an archive of SCRIPT
 # and the programs; the script's "# expect-result: LINE" names the closing
 # line (and so whether the run must succeed), each "# expect-output: TEXT"
@@ -885,7 +909,7 @@ run_sh_test() {
 }
 
 program_tests() {
-    local dir=$TEST_PROGRAMS out status=0
+    local dir=$TEST_PROGRAMS out status=0 name
     if ! build_test_programs "$dir"; then
         fail "programs:build" "building tests/programs/ into $dir failed, see above"
         return
@@ -939,6 +963,14 @@ program_tests() {
     # bench, not test: were the check broken, test would run itself again.
     run_sh_test cli_program_with_bench 2 "'bench' takes no --script or --program" \
         ./run.sh bench --program "$dir/hello_c"
+    # Programs built with a C library, musl, and run unchanged.
+    if build_musl_programs "$dir"; then
+        for name in $(musl_programs); do
+            archive_script_test "$name" "tests/musl/${name#musl_}.fl" "$dir/$name"
+        done
+    else
+        fail "programs:musl_build" "musl-gcc could not build tests/musl/ into $dir, see above"
+    fi
 }
 
 # faultline_bench_output ELF OUT: the same benchmark binary Linux ran,

@@ -1,7 +1,9 @@
 # tests/linux/oracle.sh: Linux as the oracle. Sourced by run.sh, which
-# provides say, pass, fail, QEMU and MEMORY. See docs/oracle.md.
+# provides say, pass, fail, QEMU, MEMORY, musl_programs and
+# build_musl_programs. See docs/oracle.md.
 #
-# The C programs in tests/linux/ are built freestanding (no libc) into
+# The C programs in tests/linux/ are built freestanding (no libc), those
+# in tests/musl/ with musl's C library (musl_NAME), into
 # target/linux/bin/, packed with tests/linux/init.c as /init into one
 # initramfs, and run by Debian's Linux 6.1 booted once in the same QEMU as
 # Faultline. /init prints "==== NAME" before each program and
@@ -45,14 +47,18 @@ skip() {
 }
 
 # The test programs: every tests/linux/*.c but the start file, /init and
-# the benchmark, in name order (the order /init runs them in).
+# the benchmark, and the musl programs, in name order (the order /init
+# runs them in).
 oracle_programs() {
     local f name
-    for f in tests/linux/*.c; do
-        name=$(basename "$f" .c)
-        case $name in start | init | bench) continue ;; esac
-        printf '%s\n' "$name"
-    done | LC_ALL=C sort
+    {
+        for f in tests/linux/*.c; do
+            name=$(basename "$f" .c)
+            case $name in start | init | bench) continue ;; esac
+            printf '%s\n' "$name"
+        done
+        musl_programs
+    } | LC_ALL=C sort
 }
 
 # oracle_ensure_tools: gcc, cpio and gzip, installed with apt-get when
@@ -265,6 +271,11 @@ oracle_run_linux() {
     local programs=("$@") initrd log status=0 done_line
     if ! oracle_build; then
         fail "linux:build" "gcc could not build tests/linux/ (errors above)"
+        return 1
+    fi
+    # Here, not in oracle_build: ./run.sh bench needs no musl.
+    if ! build_musl_programs "$ORACLE_BUILD/bin"; then
+        fail "linux:build" "musl-gcc could not build tests/musl/ (errors above)"
         return 1
     fi
     initrd=$ORACLE_BUILD/initrd-test.gz
