@@ -70,6 +70,7 @@ pub mod nr {
     pub const KILL: u64 = 62;
     pub const SIGALTSTACK: u64 = 131;
     pub const TKILL: u64 = 200;
+    pub const RT_SIGPENDING: u64 = 127;
     pub const TGKILL: u64 = 234;
 
     /// The first number of the calls Linux lacks.
@@ -83,7 +84,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 34] = [
+    pub const ALL: [u64; 35] = [
         READ,
         WRITE,
         CLOSE,
@@ -112,6 +113,7 @@ pub mod nr {
         RT_SIGACTION,
         RT_SIGPROCMASK,
         RT_SIGRETURN,
+        RT_SIGPENDING,
         KILL,
         SIGALTSTACK,
         TKILL,

@@ -1,5 +1,5 @@
 //! Signals, as Linux's x86_64 ABI has them: `rt_sigaction`,
-//! `rt_sigprocmask`, `rt_sigreturn`, `kill`, `tkill`, `tgkill`,
+//! `rt_sigprocmask`, `rt_sigpending`, `rt_sigreturn`, `kill`, `tkill`, `tgkill`,
 //! `sigaltstack`, faults turned into signals, and delivery on the way back
 //! to user mode with Linux's frame (docs/abi.md, "Signals").
 //!
@@ -804,6 +804,25 @@ impl<M: Machine> System<M> {
             self.retarget(&mut s, pid, None);
         }
         Ok(())
+    }
+
+    /// `rt_sigpending(set, sigsetsize)`: the signals pending for the
+    /// calling thread or its process that it blocks.
+    pub(super) fn sys_rt_sigpending(&self, set: u64, size: u64) -> SysResult {
+        if size > sig::SIGSET_SIZE {
+            return Err(Errno::EINVAL);
+        }
+        let pending = self.with_sched(|s| {
+            let me = s.current();
+            let pid = s.task(me).map_or(me, |t| t.group);
+            let shared = s.ext(pid).map_or(0, |e| e.sig.shared.bits);
+            s.ext(me)
+                .map_or(0, |e| (e.sig.pending.bits | shared) & e.sig.mask)
+        });
+        // Linux copies `sigsetsize` bytes (at most 8) of the set.
+        let bytes = pending.to_le_bytes();
+        self.copy_to_user(set, &bytes[..size as usize])?;
+        Ok(0)
     }
 
     /// `sigaltstack(ss, old_ss)`.

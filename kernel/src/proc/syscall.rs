@@ -156,6 +156,7 @@ impl<M: Machine> System<M> {
             nr::RT_SIGACTION => self.sys_rt_sigaction(int(a[0]), a[1], a[2], a[3]),
             nr::RT_SIGPROCMASK => self.sys_rt_sigprocmask(int(a[0]), a[1], a[2], a[3]),
             nr::RT_SIGRETURN => self.sys_rt_sigreturn(frame),
+            nr::RT_SIGPENDING => self.sys_rt_sigpending(a[0], a[1]),
             nr::SIGALTSTACK => self.sys_sigaltstack(a[0], a[1], frame.regs().rsp),
             nr::KILL => self.sys_kill(int(a[0]), int(a[1])),
             nr::TKILL => self.sys_tgkill(None, int(a[0]), int(a[1])),

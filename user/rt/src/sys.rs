@@ -127,6 +127,24 @@ pub fn getpid() -> u32 {
     ret as u32
 }
 
+/// Ignores signal `signo` (`sigaction(signo, SIG_IGN)`): a program that
+/// wants `EPIPE` from a pipe without readers ignores `SIGPIPE`, as on Linux.
+pub fn ignore_signal(signo: u32) -> Result<(), Errno> {
+    // handler, flags, restorer, mask: Linux's `struct sigaction`.
+    let act = [abi::sig::SIG_IGN, 0u64, 0, 0];
+    // SAFETY: the kernel reads the 32 bytes of `act`; no old action is asked.
+    let ret = unsafe {
+        raw::syscall4(
+            nr::RT_SIGACTION,
+            signo.into(),
+            act.as_ptr() as u64,
+            0,
+            abi::sig::SIGSET_SIZE,
+        )
+    };
+    decode(ret).map(|_| ())
+}
+
 /// Creates a pipe; returns `(read_end, write_end)`.
 pub fn pipe() -> Result<(u32, u32), Errno> {
     let mut fds = [0u32; 2];

@@ -211,6 +211,11 @@ fn main(args: Args) -> i64 {
     ) else {
         return usage();
     };
+    // The model expects EPIPE from writes that find no reader.
+    if rt::ignore_signal(rt::abi::sig::SIGPIPE).is_err() {
+        println!("fuzz: cannot ignore SIGPIPE");
+        return 1;
+    }
     let mut switches = Switches::default();
     for word in args.iter().skip(2) {
         match word {
