@@ -34,7 +34,8 @@ pub use panic::PANIC_STATUS;
 pub use print::{_print, _print_to};
 pub use sys::{
     IoVec, bytes_ready, close, dup, dup2, dup3, exit, exit_thread, fcntl, fs_base, fstat,
-    futex_wait, futex_wake, getpid, gettid, pipe, pipe2, read, set_fs_base, set_tid_address, sleep,
-    spawn_thread, time_ns, wait_thread, window_size, write, writev, yield_now,
+    futex_wait, futex_wake, getpid, gettid, ignore_signal, pipe, pipe2, read, set_fs_base,
+    set_tid_address, sleep, spawn_thread, time_ns, wait_thread, window_size, write, writev,
+    yield_now,
 };
 pub use thread::{Stack, StackPool, Thread, join, spawn};
