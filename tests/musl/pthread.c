@@ -12,8 +12,7 @@
  * What musl asks of the kernel: clone with its flag set (CLONE_DETACHED
  * among them) and a TLS base, futex waits and wakes for the mutex and the
  * join (the exit's CLONE_CHILD_CLEARTID word), rt_sigprocmask around the
- * clone (its result ignored: ENOSYS on Faultline until signals land),
- * clock_gettime (a system call: Faultline gives no vDSO) and nanosleep.
+ * clone (every signal blocked while the thread is made), clock_gettime (a system call: Faultline gives no vDSO) and nanosleep.
  *
  * The main thread holds the mutex while it starts the threads and sleeps,
  * so each thread's first lock has to wait (a futex wait, unless it has

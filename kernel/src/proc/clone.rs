@@ -93,7 +93,7 @@ impl<M: Machine> System<M> {
         if has(clone::SETTLS) && tls >= TASK_SIZE_MAX {
             return Err(Errno::EPERM);
         }
-        let sig = s.ext(me).ok_or(Errno::ESRCH)?.sig.inherit();
+        let sig = super::signal::SigBox::new(s.ext(me).ok_or(Errno::ESRCH)?.sig.inherit())?;
         let ext = TaskExt {
             ctx,
             clear_child_tid: if has(clone::CHILD_CLEARTID) {

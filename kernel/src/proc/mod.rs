@@ -137,16 +137,18 @@ pub struct TaskExt<M: Machine> {
     /// here and one futex waiter woken. 0: none.
     clear_child_tid: u64,
     /// Its signal mask, pending signals and alternate stack (signal.rs).
-    sig: signal::ThreadSignals,
+    sig: signal::SigBox,
 }
 
 impl<M: Machine> TaskExt<M> {
-    fn new(ctx: M::Context) -> Self {
-        TaskExt {
+    /// A record for a thread with a clean signal state; ENOMEM when there
+    /// is no room for that state.
+    fn new(ctx: M::Context) -> Result<Self, Errno> {
+        Ok(TaskExt {
             ctx,
             clear_child_tid: 0,
-            sig: signal::ThreadSignals::new(),
-        }
+            sig: signal::SigBox::new(signal::ThreadSignals::new())?,
+        })
     }
 
     pub fn context(&self) -> &M::Context {
@@ -192,12 +194,11 @@ impl<M: Machine> System<M> {
     /// A system whose boot thread (tid 1) is the caller, running on
     /// `boot` (its context), with an idle task (tid 0) on `idle`.
     pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
-        let mut sched = Scheduler::with_ext(
-            TIME_SLICE_TICKS,
-            crate::task::sched::MAX_TASKS,
-            TaskExt::new(idle),
-            TaskExt::new(boot),
-        );
+        let (Ok(idle), Ok(boot)) = (TaskExt::new(idle), TaskExt::new(boot)) else {
+            panic!("no memory for the first two tasks at boot");
+        };
+        let mut sched =
+            Scheduler::with_ext(TIME_SLICE_TICKS, crate::task::sched::MAX_TASKS, idle, boot);
         // A few hundred bytes at boot: no program is running to be told.
         let Some(futexes) = futex::Futexes::new(&mut sched) else {
             panic!("no memory for the futex wait queues at boot");
@@ -364,9 +365,10 @@ impl<M: Machine> System<M> {
             .m
             .new_context(Start::Kernel { entry, arg }, None)
             .map_err(|_| SchedError::NoMemory)?;
+        let ext = TaskExt::new(ctx).map_err(|_| SchedError::NoMemory)?;
         self.sched
             .lock()
-            .spawn(name, None, Priority::NORMAL, false, TaskExt::new(ctx))
+            .spawn(name, None, Priority::NORMAL, false, ext)
     }
 
     /// Ends the current task with `status`. A killed task keeps the
@@ -536,19 +538,22 @@ impl<M: Machine> System<M> {
         space: UserSpace<'static, M::Pte, M::Mem>,
     ) -> Result<Pid, (SpawnError, UserSpace<'static, M::Pte, M::Mem>)> {
         let parent = self.current_pid();
+        let (ext, signals) = match (TaskExt::new(ctx), signal::default_actions()) {
+            (Ok(ext), Ok(signals)) => (ext, signals),
+            _ => return Err((SpawnError::Load(Errno::ENOMEM), space)),
+        };
         let mut procs = self.procs.lock();
         if procs.try_reserve(1).is_err() {
             return Err((SpawnError::Load(Errno::ENOMEM), space));
         }
-        let pid =
-            match self
-                .sched
-                .lock()
-                .spawn(name, None, Priority::NORMAL, true, TaskExt::new(ctx))
-            {
-                Ok(pid) => pid,
-                Err(e) => return Err((SpawnError::Task(e), space)),
-            };
+        let pid = match self
+            .sched
+            .lock()
+            .spawn(name, None, Priority::NORMAL, true, ext)
+        {
+            Ok(pid) => pid,
+            Err(e) => return Err((SpawnError::Task(e), space)),
+        };
         let mut fds = FdTable::new();
         fds.open_at(abi::STDOUT, File::Console);
         fds.open_at(abi::STDERR, File::Console);
@@ -557,7 +562,7 @@ impl<M: Machine> System<M> {
             parent,
             space,
             fds,
-            signals: [signal::Action::default(); abi::sig::NSIG as usize],
+            signals,
         });
         Ok(pid)
     }

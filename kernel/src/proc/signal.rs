@@ -108,8 +108,9 @@ impl Action {
     }
 }
 
-/// A process's handlers, by signal number - 1.
-pub(super) type Actions = [Action; sig::NSIG as usize];
+/// A process's handlers, by signal number - 1: `NSIG` of them, on the
+/// heap (2 KiB).
+pub(super) type Actions = alloc::vec::Vec<Action>;
 
 /// The `siginfo` fields a signal carries besides its number.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +228,44 @@ impl ThreadSignals {
             ..ThreadSignals::new()
         }
     }
+}
+
+/// A thread's signal state on the heap: two kilobytes that would
+/// otherwise be copied through every move of the task's record, on kernel
+/// stacks of 16 KiB. A one-element Vec: a box made fallibly without
+/// `unsafe`.
+pub(super) struct SigBox(alloc::vec::Vec<ThreadSignals>);
+
+impl SigBox {
+    pub(super) fn new(state: ThreadSignals) -> Result<SigBox, Errno> {
+        let mut v = alloc::vec::Vec::new();
+        v.try_reserve_exact(1).map_err(|_| Errno::ENOMEM)?;
+        v.push(state);
+        Ok(SigBox(v))
+    }
+}
+
+impl core::ops::Deref for SigBox {
+    type Target = ThreadSignals;
+    fn deref(&self) -> &ThreadSignals {
+        // `new` made it with one element, and nothing removes it.
+        &self.0[0]
+    }
+}
+
+impl core::ops::DerefMut for SigBox {
+    fn deref_mut(&mut self) -> &mut ThreadSignals {
+        &mut self.0[0]
+    }
+}
+
+/// A new process's handlers: every one `SIG_DFL`.
+pub(super) fn default_actions() -> Result<Actions, Errno> {
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(sig::NSIG as usize)
+        .map_err(|_| Errno::ENOMEM)?;
+    v.resize(sig::NSIG as usize, Action::default());
+    Ok(v)
 }
 
 /// Where a signal goes.

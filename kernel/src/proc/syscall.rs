@@ -491,14 +491,9 @@ impl<M: Machine> System<M> {
         if s.tasks().filter(|t| t.group == pid).count() >= MAX_THREADS_PER_PROCESS {
             return Err(Errno::EAGAIN);
         }
+        let ext = super::TaskExt::new(ctx)?;
         let tid = s
-            .spawn(
-                name.as_str(),
-                Some(pid),
-                Priority::NORMAL,
-                true,
-                super::TaskExt::new(ctx),
-            )
+            .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;
         Ok(tid as u64)
     }
