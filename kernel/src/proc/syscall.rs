@@ -491,7 +491,7 @@ impl<M: Machine> System<M> {
         if s.tasks().filter(|t| t.group == pid).count() >= MAX_THREADS_PER_PROCESS {
             return Err(Errno::EAGAIN);
         }
-        let ext = super::TaskExt::new(ctx)?;
+        let ext = super::TaskExt::new(ctx).map_err(|_| Errno::EAGAIN)?;
         let tid = s
             .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;
