@@ -1015,7 +1015,8 @@ faultline_program_output() {
     code=$(sed -n -e 's/^task [0-9]* exited exit_status=\(-\{0,1\}[0-9]*\)$/\1/p' \
         -e 's/^task [0-9]* killed by .* signal=\([0-9]*\) .*$/signal:\1/p' "$dir/log" | tail -1)
     grep -E '^[A-Za-z0-9_.]+=' "$dir/log" >"$out" || true
-    if [ -z "$code" ]; then
+    # A built-in of the same name would have run instead (never shadowed).
+    if [ -z "$code" ] || grep -qF "refused, '$name' is the name of a built-in program" "$dir/log"; then
         sed 's/^/    /' "$dir/log" >&2
         rm -rf "$dir"
         return 1

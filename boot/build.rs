@@ -6,7 +6,7 @@ use std::process::Command;
 
 /// The programs user/programs builds, embedded under these names.
 const PROGRAMS: &[&str] = &[
-    "hello", "efault", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "fuzz", "sse",
+    "hello", "badptr", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "fuzz", "sse",
     "threads",
 ];
 

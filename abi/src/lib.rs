@@ -14,7 +14,8 @@
 pub mod nr {
     /// `read(fd, buf, count) -> bytes read` (0 = end of file).
     pub const READ: u64 = 0;
-    /// `write(fd, buf, count) -> bytes written`. fds 1 and 2 are the console.
+    /// `write(fd, buf, count) -> bytes written`. fds 0, 1 and 2 are the
+    /// console.
     pub const WRITE: u64 = 1;
     /// `close(fd) -> 0`.
     pub const CLOSE: u64 = 3;
@@ -39,6 +40,9 @@ pub mod nr {
     /// `exit(status) -> !`: ends the calling thread; the last thread's end
     /// ends the process.
     pub const EXIT: u64 = 60;
+    /// `wait4(pid, status, options, rusage) -> pid`: `ECHILD`, since a
+    /// program has no child processes yet ([`crate::wait`]).
+    pub const WAIT4: u64 = 61;
     /// `clone(flags, newsp, parent_tid, child_tid, tls) -> tid` (0 in the
     /// child): threads only ([`crate::clone`]).
     pub const CLONE: u64 = 56;
@@ -84,7 +88,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 35] = [
+    pub const ALL: [u64; 36] = [
         READ,
         WRITE,
         CLOSE,
@@ -99,6 +103,7 @@ pub mod nr {
         GETPID,
         CLONE,
         EXIT,
+        WAIT4,
         FCNTL,
         GETPPID,
         ARCH_PRCTL,
@@ -237,6 +242,18 @@ pub mod o {
     pub const LARGEFILE: u32 = 0o100000;
     pub const NOATIME: u32 = 0o1000000;
     pub const CLOEXEC: u32 = 0o2000000;
+}
+
+/// `wait4`'s options (Linux's): any other bit is `EINVAL`.
+pub mod wait {
+    pub const WNOHANG: i32 = 1;
+    pub const WUNTRACED: i32 = 2;
+    pub const WCONTINUED: i32 = 8;
+    pub const WNOTHREAD: i32 = 0x2000_0000;
+    pub const WALL: i32 = 0x4000_0000;
+    pub const WCLONE: i32 = 0x8000_0000_u32 as i32;
+    /// Every option `wait4` accepts (`WEXITED` is `waitid`'s alone).
+    pub const OPTIONS: i32 = WNOHANG | WUNTRACED | WCONTINUED | WNOTHREAD | WALL | WCLONE;
 }
 
 /// `fcntl` commands and the descriptor flag (Linux's numbers).
@@ -572,6 +589,7 @@ pub fn decode(raw: u64) -> Result<u64, Errno> {
 }
 
 /// The console's file descriptors, open in every process.
+pub const STDIN: u32 = 0;
 pub const STDOUT: u32 = 1;
 pub const STDERR: u32 = 2;
 
@@ -880,6 +898,9 @@ mod tests {
             [5, 16, 20, 32, 33]
         );
         assert_eq!([nr::FCNTL, nr::DUP3, nr::PIPE2], [72, 292, 293]);
+        // wait4 and its options (include/uapi/linux/wait.h).
+        assert_eq!(nr::WAIT4, 61);
+        assert_eq!(wait::OPTIONS as u32, 0xe000_000b);
     }
 
     #[test]

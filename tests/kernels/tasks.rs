@@ -138,10 +138,10 @@ fn user_program_runs_in_ring3_and_makes_every_call(_: &'static Booted) {
     assert_eq!(run("hello", "from-the-test"), 42);
 }
 
-/// `efault` passes null, unmapped, kernel-half and non-canonical pointers
+/// `badptr` passes null, unmapped, kernel-half and non-canonical pointers
 /// to every call that takes one and exits 0 only if each gave EFAULT.
 fn bad_pointers_give_efault_for_every_call(_: &'static Booted) {
-    assert_eq!(run("efault", ""), 0);
+    assert_eq!(run("badptr", ""), 0);
 }
 
 fn privileged_and_bad_accesses_kill_only_the_task(_: &'static Booted) {
@@ -162,7 +162,7 @@ fn privileged_and_bad_accesses_kill_only_the_task(_: &'static Booted) {
     // RFLAGS.NT set by ring 3 must not reach the kernel's iretq.
     assert_eq!(run("bad", "nt"), 0, "bad nt");
     // The kernel goes on: another program still runs normally.
-    assert_eq!(run("efault", ""), 0);
+    assert_eq!(run("badptr", ""), 0);
 }
 
 fn refusal(image: &[u8]) -> alloc::string::String {
@@ -216,7 +216,7 @@ fn quick(_: u64) -> i64 {
 
 fn hundred_tasks_leave_no_leaked_frames(_: &'static Booted) {
     // Warm up: first use grows the heap and the scheduler's tables.
-    assert_eq!(run("efault", ""), 0);
+    assert_eq!(run("badptr", ""), 0);
     let t = task::spawn_kernel("warm", quick, 0).expect("spawn");
     assert_eq!(task::join(t), Ok(7));
     let before = unowned_frames();
@@ -225,7 +225,7 @@ fn hundred_tasks_leave_no_leaked_frames(_: &'static Booted) {
             let t = task::spawn_kernel("quick", quick, 0).expect("spawn");
             assert_eq!(task::join(t), Ok(7));
         } else {
-            assert_eq!(run("efault", ""), 0);
+            assert_eq!(run("badptr", ""), 0);
         }
     }
     let after = unowned_frames();

@@ -49,6 +49,13 @@
 #define SYS_exit_group 231
 #define SYS_pipe2 293
 
+/* The descriptor calls (fds.c). */
+#define SYS_fstat 5
+#define SYS_ioctl 16
+#define SYS_writev 20
+#define SYS_dup 32
+#define SYS_dup3 292
+
 /* --- errno values (include/uapi/asm-generic/errno-base.h, errno.h) ------- */
 #define EPERM 1
 #define ENOENT 2
@@ -91,6 +98,49 @@
 #define F_GETFL 3
 #define F_SETFL 4
 #define FD_CLOEXEC 1
+
+/* Descriptors (fcntl(2), ioctl(2), stat(2); Linux's x86_64 values). */
+#define O_WRONLY 01
+#define O_ACCMODE 03
+#define F_DUPFD 0
+#define F_SETFD 2
+#define F_DUPFD_CLOEXEC 1030
+#define F_SETPIPE_SZ 1031
+#define F_GETPIPE_SZ 1032
+#define FIONREAD 0x541b
+#define TIOCGWINSZ 0x5413
+#define FIONBIO 0x5421
+#define FIONCLEX 0x5450
+#define FIOCLEX 0x5451
+#define IOV_MAX 1024
+#define S_IFMT 0170000
+#define S_IFIFO 0010000
+#define S_IFCHR 0020000
+
+/* The kernel's struct stat on x86_64 (144 bytes). */
+struct stat {
+    unsigned long st_dev;
+    unsigned long st_ino;
+    unsigned long st_nlink;
+    unsigned int st_mode;
+    unsigned int st_uid;
+    unsigned int st_gid;
+    unsigned int pad0;
+    unsigned long st_rdev;
+    long st_size;
+    long st_blksize;
+    long st_blocks;
+    struct {
+        long tv_sec;
+        long tv_nsec;
+    } st_atim, st_mtim, st_ctim;
+    long unused[3];
+};
+
+struct iovec {
+    const void *iov_base;
+    size_t iov_len;
+};
 
 #define SIGKILL 9
 #define SIGSEGV 11
@@ -171,6 +221,10 @@ static inline long sys_write(int fd, const void *buf, size_t len) { return sysca
 static inline long sys_close(int fd) { return syscall1(SYS_close, fd); }
 static inline long sys_pipe(int fds[2]) { return syscall1(SYS_pipe, fds); }
 static inline long sys_pipe2(int fds[2], int flags) { return syscall2(SYS_pipe2, fds, flags); }
+static inline long sys_fcntl(int fd, int cmd, long arg) { return syscall3(SYS_fcntl, fd, cmd, arg); }
+static inline long sys_ioctl(int fd, unsigned long req, void *arg) { return syscall3(SYS_ioctl, fd, req, arg); }
+static inline long sys_fstat(int fd, struct stat *st) { return syscall2(SYS_fstat, fd, st); }
+static inline long sys_writev(int fd, const struct iovec *iov, long n) { return syscall3(SYS_writev, fd, iov, n); }
 static inline long sys_getpid(void) { return syscall0(SYS_getpid); }
 static inline long sys_getppid(void) { return syscall0(SYS_getppid); }
 static inline long sys_gettid(void) { return syscall0(SYS_gettid); }

@@ -268,10 +268,12 @@ impl<M: Machine> System<M> {
                 }
             }),
             fcntl::F_GETFL => match file {
-                // Write-only: programs cannot read the console yet.
-                File::Console => self.with_current_process(|p| {
-                    Ok(u64::from(o::WRONLY | o::LARGEFILE | p.fds.console_flags()))
-                }),
+                // Read and write, as the terminal Linux opens for init and
+                // its children (without O_LARGEFILE, which only open(2)
+                // adds): the oracle's programs see O_RDWR alone.
+                File::Console => {
+                    self.with_current_process(|p| Ok(u64::from(o::RDWR | p.fds.console_flags())))
+                }
                 File::PipeRead(id) => Ok(u64::from(o::RDONLY | self.pipe_flags(id, true)?)),
                 File::PipeWrite(id) => Ok(u64::from(o::WRONLY | self.pipe_flags(id, false)?)),
             },
@@ -317,8 +319,9 @@ impl<M: Machine> System<M> {
         }
     }
 
+    /// The descriptor first, then the buffer (Linux's order): the copy
+    /// checks every page before it stores a byte.
     pub(super) fn sys_fstat(&self, fd: u64, buf: u64) -> Result<u64, Errno> {
-        self.check_user(buf, Stat::SIZE as u64, true)?;
         let st = match self.file(fd)? {
             File::Console => Stat {
                 dev: stat::CONSOLE_DEV,

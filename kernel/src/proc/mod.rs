@@ -554,7 +554,10 @@ impl<M: Machine> System<M> {
             Ok(pid) => pid,
             Err(e) => return Err((SpawnError::Task(e), space)),
         };
+        // A Linux program starts with 0, 1 and 2 open on its terminal; so
+        // does one here, on the console (reading it is end of file).
         let mut fds = FdTable::new();
+        fds.open_at(abi::STDIN, File::Console);
         fds.open_at(abi::STDOUT, File::Console);
         fds.open_at(abi::STDERR, File::Console);
         procs.push(Process {

@@ -135,10 +135,11 @@ impl<M: Machine> System<M> {
         self.pipes.lock().count()
     }
 
-    /// Creates a pipe in the current process; returns (read fd, write fd).
-    /// `flags` are `pipe2`'s, already checked: `O_NONBLOCK` goes to both
-    /// ends' descriptions, `O_CLOEXEC` to both descriptors.
-    pub(super) fn new_pipe(&self, flags: u32) -> Result<(u32, u32), Errno> {
+    /// Creates a pipe in the current process and stores its (read fd,
+    /// write fd) as two `int`s at `fds_ptr`, which it returns. `flags` are
+    /// `pipe2`'s, already checked: `O_NONBLOCK` goes to both ends'
+    /// descriptions, `O_CLOEXEC` to both descriptors.
+    pub(super) fn new_pipe(&self, flags: u32, fds_ptr: u64) -> Result<(u32, u32), Errno> {
         let (mem, frames) = (self.m.mem(), self.m.frames());
         let pages = abi::pipe::DEFAULT_SIZE / PAGE_SIZE as usize;
         let pipe = Pipe::new(mem, pages, frames).ok_or(Errno::ENOMEM)?;
@@ -171,12 +172,15 @@ impl<M: Machine> System<M> {
             ino: 0,
             created_ns: self.m.now_ns(),
         };
-        self.install_pipe(obj, flags & o::CLOEXEC != 0)
+        self.install_pipe(obj, flags & o::CLOEXEC != 0, fds_ptr)
     }
 
     /// Puts `obj` in the table and two descriptors for it in the current
-    /// process, all or nothing.
-    fn install_pipe(&self, obj: PipeObj, cloexec: bool) -> Result<(u32, u32), Errno> {
+    /// process, and stores their numbers at `fds_ptr`: all or nothing, in
+    /// one locked section, so a store that fails (EFAULT, judged after
+    /// EMFILE as on Linux) takes the descriptors back before any other
+    /// thread could use or replace them.
+    fn install_pipe(&self, obj: PipeObj, cloexec: bool, fds_ptr: u64) -> Result<(u32, u32), Errno> {
         let pid = self.current_pid();
         let _off = IrqOff::new();
         let mut procs = self.procs.lock();
@@ -206,6 +210,17 @@ impl<M: Machine> System<M> {
             },
             None => Err(Errno::EMFILE),
         };
+        let fds = fds.and_then(|(r, w)| {
+            let mut bytes = [0u8; 8];
+            bytes[..4].copy_from_slice(&r.to_le_bytes());
+            bytes[4..].copy_from_slice(&w.to_le_bytes());
+            let stored = uaccess::copy_to_user(p.space.page_table(), self.m.mem(), fds_ptr, &bytes);
+            if stored.is_err() {
+                p.fds.close(r.into());
+                p.fds.close(w.into());
+            }
+            stored.map(|()| (r, w))
+        });
         if fds.is_err()
             && let Some(obj) = pipes.remove(id)
         {

@@ -1,9 +1,11 @@
 //! System-call handlers (docs/abi.md describes each call).
 //!
-//! Every user pointer is checked before anything happens (canonical, in
-//! the user half, mapped with the rights the call needs), so a bad one is
-//! EFAULT and never a kernel fault or a half-done call. User memory is
-//! reached by walking the process's page tables (`crate::task::uaccess`).
+//! Every user pointer is checked before it is used (canonical, in the
+//! user half, mapped with the rights the call needs), so a bad one is
+//! EFAULT and never a kernel fault or a half-done call. The checks come in
+//! Linux's order: a descriptor is judged before the pointers that go with
+//! it (`write(99, NULL, 1)` is EBADF). User memory is reached by walking
+//! the process's page tables (`crate::task::uaccess`).
 //! No handler allocates from the heap: transfers go through small buffers
 //! on the kernel stack.
 
@@ -147,6 +149,7 @@ impl<M: Machine> System<M> {
             nr::NANOSLEEP => self.sys_nanosleep(a[0], a[1]),
             nr::GETPID => Ok(self.current_pid().into()),
             nr::EXIT => self.exit_thread(abi::exited_status(int(a[0]).into())),
+            nr::WAIT4 => self.sys_wait4(int(a[0]), int(a[2])),
             nr::GETPPID => self.with_current_process(|p| Ok(p.parent.into())),
             nr::GETTID => Ok(self.current().into()),
             nr::CLOCK_GETTIME => self.sys_clock_gettime(int(a[0]), a[1]),
@@ -286,6 +289,17 @@ impl<M: Machine> System<M> {
         self.with_current_process(|p| uaccess::check_mapped(p.space.page_table(), va, len, write))
     }
 
+    /// A transfer's buffer (`read`, `write`, each of `writev`'s): mapped
+    /// for its length, or, when empty, at most `TASK_SIZE_MAX`. An empty
+    /// buffer needs no memory, but Linux's `access_ok` still wants a user
+    /// address: `write(fd, NULL, 0)` is 0, a kernel-half one is EFAULT.
+    fn check_buffer(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+        if len == 0 && va > abi::TASK_SIZE_MAX {
+            return Err(Errno::EFAULT);
+        }
+        self.check_user(va, len, write)
+    }
+
     pub(super) fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mem = self.m.mem();
         self.with_current_process(|p| uaccess::copy_from_user(p.space.page_table(), mem, va, buf))
@@ -300,23 +314,32 @@ impl<M: Machine> System<M> {
         self.with_current_process(|p| p.fds.get(fd).ok_or(Errno::EBADF))
     }
 
+    /// The descriptor first (EBADF when it is not open or not open for
+    /// writing), then the buffer: Linux's order.
     fn sys_write(&self, fd: u64, buf: u64, len: u64) -> SysResult {
+        let file = self.file(fd)?;
+        if let File::PipeRead(_) = file {
+            return Err(Errno::EBADF);
+        }
         let len = rw_count(len);
-        self.check_user(buf, len, false)?;
-        self.write_file(fd, Source::buffer(buf, len))
+        self.check_buffer(buf, len, false)?;
+        self.write_file(file, Source::buffer(buf, len))
     }
 
-    /// `writev`: the iovec array is checked whole before anything moves,
-    /// in Linux's order (the count, the array, negative lengths, then the
-    /// buffers, each for the bytes the call will take), and all before the
-    /// descriptor, as every pointer is. Then it is one write of the
-    /// buffers' bytes in order: atomic on a pipe up to PIPE_BUF in all.
+    /// `writev`, checked whole before anything moves, in Linux's order: a
+    /// descriptor that is not open; the count; the array (its range, then
+    /// each entry as it is read: unreadable, or a negative length); the
+    /// buffers, each for the bytes the call will take; and only then a
+    /// descriptor not open for writing (Linux reads the array before it
+    /// asks the file). Then it is one write of the buffers' bytes in
+    /// order: atomic on a pipe up to PIPE_BUF in all.
     fn sys_writev(&self, fd: u64, iov: u64, count: u32) -> SysResult {
+        let file = self.file(fd)?;
         if count > IOV_MAX {
             return Err(Errno::EINVAL);
         }
         let array = u64::from(count) * IOVEC_SIZE;
-        self.check_user(iov, array, false)?;
+        uaccess::check_user_range(iov, array)?;
         let mem = self.m.mem();
         let entry = |i: u64| {
             self.with_current_process(|p| {
@@ -329,7 +352,8 @@ impl<M: Machine> System<M> {
             })
         };
         for i in 0..u64::from(count) {
-            // A size_t that does not fit ssize_t.
+            // A size_t that does not fit ssize_t; an entry past it that
+            // cannot be read is not reached.
             if (entry(i)?.1 as i64) < 0 {
                 return Err(Errno::EINVAL);
             }
@@ -339,14 +363,14 @@ impl<M: Machine> System<M> {
             let (base, len) = entry(i)?;
             // Linux stops counting at MAX_RW_COUNT, and so does the copy.
             let len = len.min(MAX_RW_COUNT - total);
-            self.check_user(base, len, false)?;
+            self.check_buffer(base, len, false)?;
             total += len;
         }
-        self.write_file(fd, Source::iovecs(iov, count, total))
+        self.write_file(file, Source::iovecs(iov, count, total))
     }
 
-    fn write_file(&self, fd: u64, src: Source) -> SysResult {
-        match self.file(fd)? {
+    fn write_file(&self, file: File, src: Source) -> SysResult {
+        match file {
             File::Console => self.console_write_user(src),
             File::PipeWrite(id) => self.pipe_write(id, src),
             File::PipeRead(_) => Err(Errno::EBADF),
@@ -407,13 +431,22 @@ impl<M: Machine> System<M> {
         }
     }
 
+    /// The descriptor first (EBADF when it is not open or not open for
+    /// reading), then the buffer: Linux's order.
     fn sys_read(&self, fd: u64, buf: u64, len: u64) -> SysResult {
+        let file = self.file(fd)?;
+        if let File::PipeWrite(_) = file {
+            return Err(Errno::EBADF);
+        }
         let len = rw_count(len);
-        self.check_user(buf, len, true)?;
-        match self.file(fd)? {
+        self.check_buffer(buf, len, true)?;
+        match file {
             File::PipeRead(id) => self.pipe_read(id, buf, len as usize),
-            // Console input belongs to the console shell for now.
-            File::Console | File::PipeWrite(_) => Err(Errno::EBADF),
+            // Console input belongs to the console shell: a program reads
+            // end of file, as from a terminal whose input has ended, so a
+            // program that reads its stdin finishes instead of hanging.
+            File::Console => Ok(0),
+            File::PipeWrite(_) => Err(Errno::EBADF),
         }
     }
 
@@ -421,23 +454,17 @@ impl<M: Machine> System<M> {
         self.sys_pipe2(fds_ptr, 0)
     }
 
-    /// Flags are checked first, as Linux does (before the pointer).
-    /// `O_DIRECT` (Linux's packet mode) is not supported.
+    /// Linux's order: the flags (EINVAL), the pipe (ENOMEM), its two
+    /// descriptors (EMFILE), and only then the pointer (EFAULT), whose
+    /// failure undoes the rest before any other thread can see a
+    /// descriptor (`new_pipe`). `O_DIRECT` (Linux's packet mode) is not
+    /// supported.
     fn sys_pipe2(&self, fds_ptr: u64, flags: i32) -> SysResult {
         let flags = flags as u32;
         if flags & !(o::NONBLOCK | o::CLOEXEC) != 0 {
             return Err(Errno::EINVAL);
         }
-        self.check_user(fds_ptr, 8, true)?;
-        let (r, w) = self.new_pipe(flags)?;
-        let mut bytes = [0u8; 8];
-        bytes[..4].copy_from_slice(&r.to_le_bytes());
-        bytes[4..].copy_from_slice(&w.to_le_bytes());
-        if let Err(e) = self.copy_to_user(fds_ptr, &bytes) {
-            let _ = self.sys_close(r.into());
-            let _ = self.sys_close(w.into());
-            return Err(e);
-        }
+        self.new_pipe(flags, fds_ptr)?;
         Ok(0)
     }
 
@@ -496,6 +523,22 @@ impl<M: Machine> System<M> {
             .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;
         Ok(tid as u64)
+    }
+
+    /// `wait4`: no program has a child process (nothing makes one before
+    /// `fork` exists), so once Linux's argument checks pass it is ECHILD,
+    /// whatever `pid` names, as Linux says to a process without children.
+    /// The status and rusage pointers are never used, as on Linux when
+    /// nothing is reaped.
+    fn sys_wait4(&self, pid: i32, options: i32) -> SysResult {
+        if options & !abi::wait::OPTIONS != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // Linux: the group -INT_MIN cannot be named.
+        if pid == i32::MIN {
+            return Err(Errno::ESRCH);
+        }
+        Err(Errno::ECHILD)
     }
 
     fn sys_wait(&self, tid: u64, status_ptr: u64) -> SysResult {

@@ -31,6 +31,13 @@
 //!   asked for (ENOMEM cannot be predicted);
 //! - a valid write to the console prints: rare, and only a fixed line;
 //! - fd 1 is never closed or replaced by a dup: it carries the report;
+//! - a pipe that the kernel must refuse for its pointer is made only by
+//!   the main thread, which alone makes descriptors and so knows whether
+//!   EMFILE (judged first) comes instead;
+//! - a writev whose bad iovec array starts in memory whose bytes may
+//!   change under the call (the stack) is not made: the kernel reads the
+//!   entries in order, and a negative length before the bad part is
+//!   EINVAL;
 //! - sleeps are short; `exit` is made only by helpers and at the end;
 //! - helpers make only calls whose result no other thread can change
 //!   (thread.rs `stateless`), besides the one job they were spawned for
@@ -62,7 +69,7 @@ mod thread;
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use rt::abi::{Errno, IOV_MAX, Stat, Winsize, fcntl, ioctl, nr, o, stat};
+use rt::abi::{Errno, IOV_MAX, Stat, TASK_SIZE_MAX, USER_END, Winsize, fcntl, ioctl, nr, o, stat};
 use rt::{Args, println};
 
 use helper::{DATA_BYTES, FAILED, Job, SPARE};
@@ -294,7 +301,12 @@ impl Fuzz {
             8 => self.t.time().map(drop),
             9 => self.t.sleep(),
             10 => self.t.unknown(),
-            11 => self.t.stateless(&spawner),
+            11 => {
+                // Only this thread makes descriptors: it knows whether a
+                // pipe would find room for both ends (EMFILE first).
+                self.t.pipe_room = Some(self.m.open_count() + 2 <= MAX_FDS as usize);
+                self.t.stateless(&spawner)
+            }
             12 => self.dup(),
             13 => self.fcntl(),
             _ => self.info(),
@@ -312,7 +324,7 @@ impl Fuzz {
             4..=10 => self.random_fd(&|f| f.is_some_and(want)),
             11..=13 => self.random_fd(&|f| f.is_some()),
             14..=15 => self.random_fd(&|f| f.is_none()),
-            16 => Some(self.t.rng.range(1, 2) as usize),
+            16 => Some(self.t.rng.range(0, 2) as usize),
             _ => None,
         };
         match fd {
@@ -371,7 +383,10 @@ impl Fuzz {
         if ok {
             self.fill_random(ptr, eff);
         }
-        let expect = if !ok {
+        // The descriptor before the pointer (Linux's order).
+        let expect = if !matches!(file, Some(File::Write(_))) {
+            Expect::Err(Errno::EBADF)
+        } else if !ok {
             Expect::Err(Errno::EFAULT)
         } else {
             match self.write_expect(file, eff)? {
@@ -461,8 +476,9 @@ impl Fuzz {
     }
 
     /// writev: an iovec array in BUF (or a bad one), buffers anywhere a
-    /// write's may be; checked as the kernel does (docs/abi.md): the
-    /// count, the array, negative lengths, the buffers, the descriptor.
+    /// write's may be; checked as the kernel does (docs/abi.md): a closed
+    /// descriptor, the count, the array, negative lengths, the buffers,
+    /// then a descriptor not open for writing.
     fn writev(&mut self, fd: u64, file: Option<File>) -> Checked<()> {
         self.stats.writevs += 1;
         let console = file == Some(File::Console);
@@ -543,11 +559,14 @@ impl Fuzz {
             *seg = (base, len);
         }
         for i in 0..listed {
-            // Past the first eight: empty, anywhere.
-            let (base, len) = segs
-                .get(i as usize)
-                .copied()
-                .unwrap_or((self.t.rng.next(), 0));
+            // Past the first eight: empty, at any user address (and now
+            // and then anywhere, which an empty buffer may not be).
+            let (base, len) = match segs.get(i as usize) {
+                Some(&seg) => seg,
+                None if self.t.rng.chance(1, 256) => (self.t.rng.next(), 0),
+                None => (self.t.rng.below(TASK_SIZE_MAX + 1), 0),
+            };
+            bad |= i >= segs.len() as u64 && !self.t.predict(base, 0, Dir::KernelReads);
             let at = (array + 16 * i) as *mut u64;
             // SAFETY: inside BUF, ours alone; nothing borrows it.
             unsafe {
@@ -555,10 +574,18 @@ impl Fuzz {
                 at.add(1).write_unaligned(len);
             }
         }
-        let expect = if count_low > u64::from(IOV_MAX) {
+        let expect = if file.is_none() {
+            Expect::Err(Errno::EBADF)
+        } else if count_low > u64::from(IOV_MAX) {
             Expect::Err(Errno::EINVAL)
         } else if !array_ok {
-            Expect::Err(Errno::EFAULT)
+            match self.bad_array_errno(array, count_low) {
+                Some(e) => Expect::Err(e),
+                None => {
+                    self.stats.skipped += 1;
+                    return Ok(());
+                }
+            }
         } else if !array_ours {
             // A readable array we did not write (rodata, text): unknown
             // lengths. Not made.
@@ -567,6 +594,9 @@ impl Fuzz {
             Expect::Err(Errno::EINVAL)
         } else if bad {
             Expect::Err(Errno::EFAULT)
+        } else if matches!(file, Some(File::Read(_))) {
+            // Not open for writing: judged after the array, as on Linux.
+            Expect::Err(Errno::EBADF)
         } else if console {
             Expect::Ret(total)
         } else {
@@ -598,6 +628,42 @@ impl Fuzz {
         Ok(())
     }
 
+    /// What writev makes of an array of `count` iovecs at `array` that it
+    /// cannot read whole: EFAULT if the array is not in the user half;
+    /// else the entries are read in order (Linux's order too), so EFAULT
+    /// at the first that cannot be read, or EINVAL at an earlier one with
+    /// a negative length. None when an entry it reads lies in memory whose
+    /// bytes may change under us (the stack), which is not asked.
+    fn bad_array_errno(&self, array: u64, count: u64) -> Option<Errno> {
+        let user = array
+            .checked_add(16 * count)
+            .is_some_and(|end| end <= USER_END);
+        if !user {
+            return Some(Errno::EFAULT);
+        }
+        let stable = [self.t.space.slack, self.t.space.ro];
+        for i in 0..count {
+            let entry = array + 16 * i;
+            if !self.t.predict(entry, 16, Dir::KernelReads) {
+                return Some(Errno::EFAULT);
+            }
+            if !stable
+                .iter()
+                .any(|r| r.clip(entry, entry + 16) == Some(Region::new(entry, entry + 16)))
+            {
+                return None;
+            }
+            // SAFETY: readable (predicted so), in the slack or rodata,
+            // which no Rust reference covers mutably.
+            let len = unsafe { ptr::read_volatile((entry + 8) as *const [u8; 8]) };
+            if (u64::from_le_bytes(len) as i64) < 0 {
+                return Some(Errno::EINVAL);
+            }
+        }
+        // Some entry was unreadable, or the array would have been ok.
+        Some(Errno::EFAULT)
+    }
+
     /// A buffer of a writev to the console, and whether it is good: the
     /// console prints what it gets, so a good one is the start of
     /// CONSOLE_LINE (rarely) or empty, and the rest are bad.
@@ -607,7 +673,13 @@ impl Fuzz {
             let line = CONSOLE_LINE.as_ptr() as u64;
             (line, self.t.rng.below(CONSOLE_LINE.len() as u64), true)
         } else if r < 40 {
-            (self.t.rng.next(), 0, true)
+            // Empty: no memory, but a user address (mostly).
+            let base = if self.t.rng.chance(1, 8) {
+                self.t.rng.next()
+            } else {
+                self.t.rng.below(TASK_SIZE_MAX + 1)
+            };
+            (base, 0, self.t.predict(base, 0, Dir::KernelReads))
         } else {
             let len = self.t.rng.range(2, 64);
             loop {
@@ -620,8 +692,8 @@ impl Fuzz {
     }
 
     /// The console prints what it gets, so valid writes are rare and send
-    /// only CONSOLE_LINE; the rest are empty (any pointer: nothing to
-    /// check) or bad.
+    /// only CONSOLE_LINE; the rest are empty (no memory to check, but the
+    /// address must be a user one) or bad.
     fn write_console(&mut self, fd: u64) -> Checked<()> {
         let r = self.t.rng.below(64);
         let (ptr, len, expect) = if r == 0 {
@@ -632,7 +704,12 @@ impl Fuzz {
                 0 => self.t.space.hostile(&mut self.t.rng, 8),
                 _ => self.t.gen_ptr(0, Dir::KernelReads).0,
             };
-            (ptr, 0, Expect::Ret(0))
+            let expect = if self.t.predict(ptr, 0, Dir::KernelReads) {
+                Expect::Ret(0)
+            } else {
+                Expect::Err(Errno::EFAULT)
+            };
+            (ptr, 0, expect)
         } else {
             let len = self.t.gen_len().max(2);
             let eff = len.min(MAX_RW);
@@ -656,27 +733,27 @@ impl Fuzz {
         let len = self.t.gen_len();
         let eff = len.min(MAX_RW);
         let (ptr, ok) = self.t.gen_ptr(eff, Dir::KernelWrites);
-        let expect = if !ok {
-            Expect::Err(Errno::EFAULT)
-        } else {
-            match file {
-                None | Some(File::Write(_)) | Some(File::Console) => Expect::Err(Errno::EBADF),
-                Some(File::Read(_)) if eff == 0 => Expect::Ret(0),
-                Some(File::Read(p)) => {
-                    let pipe = &self.m.pipes[p];
-                    if pipe.len == 0 && !pipe.write_open() {
-                        Expect::Ret(0)
-                    } else if pipe.len == 0 && pipe.nonblocking(true) {
-                        Expect::Err(Errno::EAGAIN)
-                    } else {
-                        // Empty with a writer: would block us forever,
-                        // unless a helper writes.
-                        if pipe.len == 0 && !self.rendezvous_writer(p)? {
-                            self.stats.skipped += 1;
-                            return Ok(());
-                        }
-                        Expect::Ret(eff.min(self.m.pipes[p].len as u64))
+        // The descriptor before the pointer (Linux's order); the console
+        // gives end of file.
+        let expect = match file {
+            None | Some(File::Write(_)) => Expect::Err(Errno::EBADF),
+            _ if !ok => Expect::Err(Errno::EFAULT),
+            Some(File::Console) => Expect::Ret(0),
+            Some(File::Read(_)) if eff == 0 => Expect::Ret(0),
+            Some(File::Read(p)) => {
+                let pipe = &self.m.pipes[p];
+                if pipe.len == 0 && !pipe.write_open() {
+                    Expect::Ret(0)
+                } else if pipe.len == 0 && pipe.nonblocking(true) {
+                    Expect::Err(Errno::EAGAIN)
+                } else {
+                    // Empty with a writer: would block us forever,
+                    // unless a helper writes.
+                    if pipe.len == 0 && !self.rendezvous_writer(p)? {
+                        self.stats.skipped += 1;
+                        return Ok(());
                     }
+                    Expect::Ret(eff.min(self.m.pipes[p].len as u64))
                 }
             }
         };
@@ -708,7 +785,7 @@ impl Fuzz {
     }
 
     /// pipe, or pipe2 with flags (good ones, or bad ones refused before
-    /// the pointer is looked at).
+    /// anything else).
     fn pipe(&mut self) -> Checked<()> {
         let (ptr, ok) = self.t.gen_ptr(8, Dir::KernelWrites);
         let r = self.m.lowest_free(None);
@@ -727,13 +804,14 @@ impl Fuzz {
                 (nr::PIPE2, u64::from(bit | o::NONBLOCK), true)
             }
         };
+        // Linux's order: the flags, the descriptors, the pointer.
         let expect = if bad {
             Expect::Err(Errno::EINVAL)
-        } else if !ok {
-            Expect::Err(Errno::EFAULT)
         } else if self.m.open_count() + 2 > MAX_FDS as usize {
             // The kernel refuses when it cannot place both ends.
             Expect::Err(Errno::EMFILE)
+        } else if !ok {
+            Expect::Err(Errno::EFAULT)
         } else {
             Expect::Ret(0)
         };
@@ -1001,7 +1079,7 @@ impl Fuzz {
     /// F_GETFL's answer (docs/abi.md).
     fn getfl(&self, file: File) -> u32 {
         match file {
-            File::Console => o::WRONLY | o::LARGEFILE | self.m.console_flags,
+            File::Console => o::RDWR | self.m.console_flags,
             File::Read(p) => o::RDONLY | self.m.pipes[p].read_flags,
             File::Write(p) => o::WRONLY | self.m.pipes[p].write_flags,
         }
@@ -1054,10 +1132,11 @@ impl Fuzz {
         let file = self.m.file(fd as u32 as u64);
         let size = Stat::SIZE as u64;
         let (ptr, ok) = self.t.gen_ptr(size, Dir::KernelWrites);
-        let expect = match (ok, file) {
-            (false, _) => Expect::Err(Errno::EFAULT),
-            (true, None) => Expect::Err(Errno::EBADF),
-            (true, Some(_)) => Expect::Ret(0),
+        // The descriptor before the pointer (Linux's order).
+        let expect = match (file, ok) {
+            (None, _) => Expect::Err(Errno::EBADF),
+            (Some(_), false) => Expect::Err(Errno::EFAULT),
+            (Some(_), true) => Expect::Ret(0),
         };
         let salt = self.t.rng.next();
         self.paint(ptr, size, salt);

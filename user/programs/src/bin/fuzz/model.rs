@@ -109,7 +109,7 @@ pub struct Helper {
 pub struct Model {
     pub fds: [Option<File>; FDS],
     pub cloexec: [bool; FDS],
-    /// The console's description's status flags (fds 1 and 2 share it).
+    /// The console's description's status flags (fds 0, 1 and 2 share it).
     pub console_flags: u32,
     pub pipes: [Pipe; PIPES],
     /// By slot; the spare slot never holds a helper.
@@ -127,7 +127,7 @@ unsafe impl Sync for Cell {}
 static MODEL: Cell = Cell(UnsafeCell::new(MaybeUninit::zeroed()));
 
 impl Model {
-    /// The model, fresh: fds 1 and 2 on the console (docs/abi.md).
+    /// The model, fresh: fds 0, 1 and 2 on the console (docs/abi.md).
     ///
     /// # Safety
     ///
@@ -135,6 +135,7 @@ impl Model {
     pub unsafe fn get() -> &'static mut Model {
         let m = MODEL.0.get() as *mut Model;
         let mut fds = [None; FDS];
+        fds[0] = Some(File::Console);
         fds[1] = Some(File::Console);
         fds[2] = Some(File::Console);
         // SAFETY: the caller makes this the only access; after these

@@ -7,7 +7,7 @@
 //! known to be unmapped or outside the user half. `predict` returns None
 //! for anything else, which the generators never produce.
 
-use rt::abi::{USER_END, USER_STACK_SIZE, USER_STACK_TOP};
+use rt::abi::{TASK_SIZE_MAX, USER_END, USER_STACK_SIZE, USER_STACK_TOP};
 
 use crate::rng::Rng;
 
@@ -119,10 +119,12 @@ impl Space {
         ]
     }
 
-    /// Whether the kernel must accept `[addr, addr + len)` for `dir`.
+    /// Whether the kernel must accept `[addr, addr + len)` for `dir`. An
+    /// empty range needs no memory, only a user address (Linux's
+    /// `access_ok`: at most TASK_SIZE_MAX), as a transfer's buffer does.
     pub fn predict(&self, addr: u64, len: u64, dir: Dir) -> Option<bool> {
         if len == 0 {
-            return Some(true);
+            return Some(addr <= TASK_SIZE_MAX);
         }
         let Some(end) = addr.checked_add(len) else {
             return Some(false);

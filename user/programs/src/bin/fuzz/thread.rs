@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use rt::abi::{Errno, IOV_MAX, Timespec, USER_END, clock, decode, encode, fcntl, nr, o};
+use rt::abi::{Errno, IOV_MAX, Timespec, USER_END, clock, decode, encode, fcntl, nr, o, wait};
 
 use crate::check::{self, Clobber, NAMES};
 use crate::rng::Rng;
@@ -101,6 +101,7 @@ impl fmt::Display for Rec {
             nr::READ => ("read", &["fd", "buf", "len"]),
             nr::SCHED_YIELD => ("sched_yield", &[]),
             nr::NANOSLEEP => ("nanosleep", &["req", "rem"]),
+            nr::WAIT4 => ("wait4", &["pid", "status", "options", "rusage"]),
             nr::CLOCK_GETTIME => ("clock_gettime", &["clock", "tp"]),
             nr::CLOCK_NANOSLEEP => ("clock_nanosleep", &["clock", "flags", "req", "rem"]),
             nr::GETPID => ("getpid", &[]),
@@ -217,6 +218,11 @@ pub struct Thread {
     pub tid_word: Option<u64>,
     /// Calls made by linux_threads.rs, for the summary.
     pub linux_calls: u64,
+    /// Whether a new pipe would find two free descriptors, when this
+    /// thread knows (the main thread, which alone makes descriptors, says
+    /// so before its stateless calls); None for helpers. pipe judges it
+    /// before its pointer.
+    pub pipe_room: Option<bool>,
 }
 
 impl Thread {
@@ -235,6 +241,7 @@ impl Thread {
             tid_addr: 0,
             tid_word: None,
             linux_calls: 0,
+            pipe_room: None,
         }
     }
 
@@ -415,6 +422,7 @@ impl Thread {
             }
             2 => self.time().map(drop),
             3 if self.rng.chance(1, 8) => self.sleep(),
+            3 => self.wait4(),
             4 => self.unknown(),
             5 | 6 => self.io_on_closed_fd(),
             7 => self.close_closed_fd(),
@@ -458,10 +466,16 @@ impl Thread {
                 (nr::IOCTL, [closed, request, self.rng.next()], Errno::EBADF)
             }
             7 => {
-                // More iovecs than IOV_MAX, judged before anything else.
+                // More iovecs than IOV_MAX, judged after the descriptor
+                // only: fd 1 is always open (it carries the report).
                 let count = self.rng.range(u64::from(IOV_MAX) + 1, u64::from(u32::MAX));
                 let count = count | self.rng.below(4) << 32;
-                (nr::WRITEV, [any, self.rng.next(), count], Errno::EINVAL)
+                let (fd, err) = if self.rng.chance(1, 4) {
+                    (closed, Errno::EBADF)
+                } else {
+                    (1 | self.rng.next() << 32, Errno::EINVAL)
+                };
+                (nr::WRITEV, [fd, self.rng.next(), count], err)
             }
             8 => {
                 let bad = self.bad_fd_flags(o::CLOEXEC | o::NONBLOCK);
@@ -469,17 +483,21 @@ impl Thread {
             }
             9 => {
                 let (ptr, ok) = self.gen_ptr(8, Dir::KernelWrites);
-                if ok {
-                    // A valid pipe2 would make descriptors.
-                    return Ok(());
-                }
+                // A valid pipe2 would make descriptors; whether there is
+                // room for them (EMFILE, before the pointer) only the
+                // main thread knows.
+                let err = match (ok, self.pipe_room) {
+                    (false, Some(true)) => Errno::EFAULT,
+                    (_, Some(false)) => Errno::EMFILE,
+                    _ => return Ok(()),
+                };
                 let flags = self.rng.pick(&[0, o::CLOEXEC, o::NONBLOCK]).into();
-                (nr::PIPE2, [ptr, flags, 0], Errno::EFAULT)
+                (nr::PIPE2, [ptr, flags, 0], err)
             }
             10 => {
-                let (ptr, ok) = self.gen_ptr(rt::abi::Stat::SIZE as u64, Dir::KernelWrites);
-                let err = if ok { Errno::EBADF } else { Errno::EFAULT };
-                (nr::FSTAT, [closed, ptr, 0], err)
+                // The descriptor first: the pointer is never looked at.
+                let (ptr, _) = self.gen_ptr(rt::abi::Stat::SIZE as u64, Dir::KernelWrites);
+                (nr::FSTAT, [closed, ptr, 0], Errno::EBADF)
             }
             _ => return self.writev_on_closed_fd(),
         };
@@ -525,41 +543,36 @@ impl Thread {
         u64::from(cmd) | r.next() << 32
     }
 
-    /// writev to a closed descriptor with an iovec array in our own
-    /// memory: the array's checks (a bad buffer, a negative length) come
-    /// before the descriptor's, so EFAULT, EINVAL, or EBADF.
+    /// writev to a closed descriptor with an iovec array (in our own
+    /// memory, or a bad one) whose buffers and lengths may be bad too: the
+    /// descriptor is judged first, so EBADF whatever the array holds.
     fn writev_on_closed_fd(&mut self) -> Checked<()> {
         let fd = self.never_open_fd();
         let count = self.rng.range(1, 4);
-        let array = self.own.start;
-        let mut err = Errno::EBADF;
-        let mut negative = false;
+        let array = if self.rng.chance(1, 4) {
+            self.gen_ptr(16 * count, Dir::KernelReads).0
+        } else {
+            self.own.start
+        };
         for i in 0..count {
             let len = match self.rng.below(8) {
                 0 => 1 << 63 | self.rng.next(),
                 _ => self.rng.range(0, 64),
             };
-            negative |= (len as i64) < 0;
-            let (base, ok) = if (len as i64) < 0 {
-                (self.rng.next(), true)
+            let base = if (len as i64) < 0 {
+                self.rng.next()
             } else {
-                self.gen_ptr(len, Dir::KernelReads)
+                self.gen_ptr(len, Dir::KernelReads).0
             };
-            if !ok && err == Errno::EBADF {
-                err = Errno::EFAULT;
-            }
-            let at = (array + 16 * i) as *mut u64;
+            let at = self.own.start + 16 * i;
             // SAFETY: our own memory, which nothing borrows.
             unsafe {
-                at.write_unaligned(base);
-                at.add(1).write_unaligned(len);
+                (at as *mut u64).write_unaligned(base);
+                (at as *mut u64).add(1).write_unaligned(len);
             }
         }
-        if negative {
-            err = Errno::EINVAL;
-        }
-        // SAFETY: the kernel only reads; it must fail before any write.
-        unsafe { self.call(nr::WRITEV, &[fd, array, count], Expect::Err(err))? };
+        // SAFETY: the kernel must fail before it reads or writes anything.
+        unsafe { self.call(nr::WRITEV, &[fd, array, count], Expect::Err(Errno::EBADF))? };
         Ok(())
     }
 
@@ -737,8 +750,8 @@ impl Thread {
         Ok(())
     }
 
-    /// read or write on a descriptor that is never open: EFAULT if the
-    /// buffer is bad (checked first), else EBADF.
+    /// read or write on a descriptor that is never open: EBADF, whatever
+    /// the buffer (the descriptor is judged first, as on Linux).
     fn io_on_closed_fd(&mut self) -> Checked<()> {
         let fd = self.never_open_fd();
         let len = self.gen_len();
@@ -748,11 +761,10 @@ impl Thread {
         } else {
             (nr::READ, Dir::KernelWrites)
         };
-        let (ptr, ok) = self.gen_ptr(eff, dir);
-        let expect = if ok { Errno::EBADF } else { Errno::EFAULT };
+        let (ptr, _) = self.gen_ptr(eff, dir);
         // SAFETY: the descriptor is never open, so nothing is transferred;
         // a valid buffer is in our own region all the same.
-        unsafe { self.call(call, &[fd, ptr, len], Expect::Err(expect))? };
+        unsafe { self.call(call, &[fd, ptr, len], Expect::Err(Errno::EBADF))? };
         Ok(())
     }
 
@@ -765,7 +777,14 @@ impl Thread {
 
     /// pipe() with a buffer the kernel must refuse: no descriptor appears
     /// (the main thread's model would see it in the next pipe's numbers).
+    /// EMFILE instead when there is no room for both ends, judged first;
+    /// only the main thread knows (`pipe_room`), so helpers do not ask.
     fn pipe_bad_pointer(&mut self) -> Checked<()> {
+        let err = match self.pipe_room {
+            Some(true) => Errno::EFAULT,
+            Some(false) => Errno::EMFILE,
+            None => return Ok(()),
+        };
         let ptr = loop {
             let p = self.space.hostile(&mut self.rng, 8);
             if !self.predict(p, 8, Dir::KernelWrites) {
@@ -773,7 +792,56 @@ impl Thread {
             }
         };
         // SAFETY: the kernel must refuse the pointer and write nothing.
-        unsafe { self.call(nr::PIPE, &[ptr], Expect::Err(Errno::EFAULT))? };
+        unsafe { self.call(nr::PIPE, &[ptr], Expect::Err(err))? };
+        Ok(())
+    }
+
+    /// wait4, which finds no child to wait for (no program has one):
+    /// ECHILD whatever the pid, once Linux's checks pass (an option it
+    /// does not know: EINVAL; pid INT_MIN: ESRCH). The status and rusage
+    /// pointers are refused ones or null: never used, never written.
+    fn wait4(&mut self) -> Checked<()> {
+        let r = &mut self.rng;
+        let pid = match r.below(6) {
+            0 => u64::from(i32::MIN as u32),
+            1 => u64::MAX,
+            2 => 0,
+            // A process group: a negative int.
+            3 => r.range(1, i32::MAX as u64).wrapping_neg(),
+            _ => r.next(),
+        };
+        let known = wait::OPTIONS as u32;
+        let options = match r.below(4) {
+            0 => loop {
+                let bit = 1u32 << r.below(32);
+                if bit & known == 0 {
+                    break bit | (r.next() as u32 & known);
+                }
+            },
+            _ => r.next() as u32 & known,
+        };
+        let err = if options & !known != 0 {
+            Errno::EINVAL
+        } else if pid as i32 == i32::MIN {
+            Errno::ESRCH
+        } else {
+            Errno::ECHILD
+        };
+        let refused = |t: &mut Self| match t.rng.below(3) {
+            0 => 0,
+            _ => loop {
+                let p = t.space.hostile(&mut t.rng, 8);
+                if !t.predict(p, 8, Dir::KernelWrites) {
+                    break p;
+                }
+            },
+        };
+        let (status, rusage) = (refused(self), refused(self));
+        let options = u64::from(options) | self.rng.next() << 32;
+        let pid = pid | self.rng.next() << 32;
+        // SAFETY: the call must fail, and both pointers are null or ones
+        // the kernel must refuse.
+        unsafe { self.call(nr::WAIT4, &[pid, status, options, rusage], Expect::Err(err))? };
         Ok(())
     }
 

@@ -2,9 +2,11 @@
 //! must return exactly EFAULT: the kernel checks user memory before it uses
 //! it and never faults on our behalf. One line per case:
 //!
-//! `efault call=write ptr=null result=EFAULT ok` (or `... result=X FAILED`)
+//! `badptr call=write ptr=null result=EFAULT ok` (or `... result=X FAILED`)
 //!
-//! then `efault_checked=N efault_failed=M`; exits 0 iff all passed.
+//! then `badptr_checked=N badptr_failed=M`; exits 0 iff all passed.
+//! (Not named `efault`: that is the oracle's `tests/linux/efault.c`, which
+//! runs as a boot module of that name, and built-ins are never shadowed.)
 #![no_std]
 #![no_main]
 
@@ -138,10 +140,10 @@ impl Tally {
         self.checked += 1;
         let shown = Shown(result);
         if result == Err(Errno::EFAULT) {
-            println!("efault call={call} ptr={ptr} result={shown} ok");
+            println!("badptr call={call} ptr={ptr} result={shown} ok");
         } else {
             self.failed += 1;
-            println!("efault call={call} ptr={ptr} result={shown} FAILED");
+            println!("badptr call={call} ptr={ptr} result={shown} FAILED");
         }
     }
 }
@@ -175,7 +177,7 @@ extern "C" fn exit_at_once(_: u64) -> ! {
 
 fn main(_args: Args) -> i64 {
     let Ok((pipe_read, pipe_write)) = rt::pipe() else {
-        println!("efault: pipe failed");
+        println!("badptr: pipe failed");
         return 1;
     };
     // A thread that exits at once, so `wait` has a real tid to be asked about.
@@ -183,7 +185,7 @@ fn main(_args: Args) -> i64 {
     let top = stack.as_ptr() as u64 + stack.len() as u64;
     // SAFETY: the thread never touches its stack, which is ours for good.
     let Ok(thread) = (unsafe { rt::spawn_thread(exit_at_once, top, 0) }) else {
-        println!("efault: spawn failed");
+        println!("badptr: spawn failed");
         return 1;
     };
     let ctx = Ctx {
@@ -196,7 +198,7 @@ fn main(_args: Args) -> i64 {
     for (call, null_ok, run) in CALLS {
         for (name, ptr) in BAD_POINTERS {
             if ptr == 0 && null_ok {
-                println!("efault call={call} ptr={name} skipped: null is valid here");
+                println!("badptr call={call} ptr={name} skipped: null is valid here");
                 continue;
             }
             tally.row(call, name, decode(run(&ctx, ptr)));
@@ -206,11 +208,11 @@ fn main(_args: Args) -> i64 {
     // The failed waits must not have reaped the thread.
     tally.checked += 1;
     match rt::wait_thread(thread) {
-        Ok(0) => println!("efault call=wait ptr=valid result=ok(0) ok"),
+        Ok(0) => println!("badptr call=wait ptr=valid result=ok(0) ok"),
         other => {
             tally.failed += 1;
             println!(
-                "efault call=wait ptr=valid result={} FAILED",
+                "badptr call=wait ptr=valid result={} FAILED",
                 Shown(other.map(|s| s as u64))
             );
         }
@@ -219,7 +221,7 @@ fn main(_args: Args) -> i64 {
     let _ = rt::close(pipe_write);
 
     println!(
-        "efault_checked={} efault_failed={}",
+        "badptr_checked={} badptr_failed={}",
         tally.checked, tally.failed
     );
     if tally.failed == 0 && tally.checked > 0 {
