@@ -599,10 +599,21 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// Linux's wait status of a process that called `exit(code)`: the low
-/// byte of the code, shifted left by 8 (`WEXITSTATUS`).
+/// The status of a thread or process that called `exit(code)`: Linux's
+/// wait status in the low 16 bits (the code's low byte shifted left by 8,
+/// `WEXITSTATUS`); the bits above keep the rest of the `int` for
+/// Faultline's `wait_thread` (see [`thread_status`]).
 pub const fn exited_status(code: i64) -> i64 {
-    (code & 0xff) << 8
+    (code as i32 as i64) << 8
+}
+
+/// What Faultline's `wait_thread` reports for a status: the whole `int`
+/// an exit was given, or 128 + the signal for a thread a signal ended.
+pub const fn thread_status(status: i64) -> i64 {
+    match status & 0x7f {
+        0 => status >> 8,
+        signo => 128 + signo,
+    }
 }
 
 /// Linux's wait status of a process killed by `signo`: the number, with

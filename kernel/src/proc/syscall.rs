@@ -561,6 +561,7 @@ impl<M: Machine> System<M> {
                 Ok(WaitResult::Exited(status, ctx)) => {
                     drop(ctx);
                     if status_ptr != 0 {
+                        let status = abi::thread_status(status);
                         self.copy_to_user(status_ptr, &status.to_le_bytes())?;
                     }
                     return Ok(tid.into());
