@@ -27,9 +27,11 @@
 //!                                reap (record removed)
 //! ```
 //!
-//! Tid 0 is the idle task: it always exists, is always ready, never blocks
-//! or exits, and runs only when no other task is ready. Tid 1 is the boot
-//! thread, running when the scheduler is created.
+//! Every CPU has an idle task: it always exists, is always ready (or
+//! running, on its own CPU alone), never blocks or exits, and runs only
+//! when its CPU has no other task to run. CPU 0's is tid 0; the others get
+//! theirs from [`Scheduler::add_cpu`], in group 0 too. Tid 1 is the boot
+//! thread, running on CPU 0 when the scheduler is created.
 //!
 //! An exited task keeps its record (a zombie) until it is reaped, so that a
 //! waiter can still collect its status. Tids are not reused while a record
@@ -50,12 +52,13 @@
 //! # Memory
 //!
 //! Nothing a task does may abort the kernel, and running out of heap would.
-//! So only creation allocates, and fallibly: [`Scheduler::spawn`] and
-//! [`Scheduler::new_queue`] grow their tables with `try_reserve` and say
-//! [`SchedError::NoMemory`] when they cannot, leaving everything as it was.
-//! Every other call (tick, schedule, yield, sleep, block, wake, exit, kill,
-//! wait, reap, freeing a queue) only relinks what exists, and allocates
-//! nothing; the host tests count allocations to hold it so. Names are a
+//! So only creation allocates, and fallibly: [`Scheduler::spawn`],
+//! [`Scheduler::new_queue`] and [`Scheduler::add_cpu`] grow their tables
+//! with `try_reserve` and say [`SchedError::NoMemory`] when they cannot,
+//! leaving everything as it was. Every other call (tick, schedule, yield,
+//! sleep, block, wake, exit, kill, wait, reap, freeing a queue, affinity,
+//! kicks) only relinks what exists, and allocates nothing; the host tests
+//! count allocations to hold it so. Names are a
 //! fixed-size [`TaskName`] for the same reason.
 //!
 //! # Where a task is kept
@@ -113,6 +116,55 @@
 //! then, calls on behalf of the current task (sleep, block, wait, exit) do
 //! not change its state; they just switch away, and `reap` refuses it
 //! because its stack is still in use.
+//!
+//! # Several CPUs
+//!
+//! The scheduler keeps, per CPU ([`Scheduler::add_cpu`]), the task it
+//! runs, its idle task, how much of the time slice its task has used and
+//! its figures ([`CpuStats`]). Every call acts for one CPU, the one
+//! [`Scheduler::set_cpu`] named last: the caller names its own CPU right
+//! after taking the lock (the process model's lock wrapper does), so
+//! `current()`, `tick()`, `schedule()` and the calls on behalf of the
+//! current task all mean that CPU's. A scheduler that was never given
+//! another CPU is exactly the one-CPU scheduler it always was.
+//!
+//! There is one run queue, under the one lock, for all CPUs (the issue
+//! allows it where it does not limit the figures: the lock is held for a
+//! few hundred instructions per decision, and with one CPU nothing
+//! changed). A task is on it only while Ready, so a Running task is never
+//! picked by another CPU. Each task has an affinity ([`CpuMask`], all CPUs
+//! unless set; a new task inherits its creator's, as Linux's fork does),
+//! and a CPU picks the first task of the best priority that may run on it;
+//! so priority and round robin hold among the tasks a CPU may run. The
+//! walk past tasks that may not run there is the price of one queue: with
+//! no affinity set it stops at the head.
+//!
+//! Nothing here sends interrupts, so when a task becomes ready the
+//! scheduler picks a CPU that should look at the queue now and reports it
+//! as a kick ([`Scheduler::take_kicks`]; the caller sends a reschedule
+//! interrupt after releasing the lock): an idle CPU the task may run on
+//! (the acting CPU first: it reschedules by itself), else the CPU running
+//! the least important task below it. A CPU asked stays counted as asked
+//! ([`Scheduler::kicked`]) until it next picks a task, ticks or handles
+//! the kick ([`Scheduler::reschedule`]), so that tasks made ready one
+//! after the other go to different CPUs. A kill, a signal or an affinity
+//! change for a task running on another CPU kicks that CPU too. Kicks are
+//! for latency only: every CPU's tick asks the same question of the
+//! queue, so a kick that went to a CPU which then picked another task
+//! costs at most a tick.
+//!
+//! # A task between two CPUs
+//!
+//! A switch is decided here and carried out after the lock is released,
+//! so a task that CPU A switched away from is Ready (or exited) at once
+//! and CPU B may pick it, or reap it, while A is still on its kernel
+//! stack. The scheduler allows that; what makes it safe is the machine's
+//! on-CPU mark of each task (`crate::proc::OnCpu`): A clears it only once
+//! it is off the task's stack, B waits for it to be clear before it
+//! switches to the task, and a task's stack is freed only once it is
+//! clear. Since the task A left may be reaped by another CPU as soon as
+//! the lock is released, whatever A's switch needs of its record is read
+//! in the section that decided the switch (the process model does).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -132,6 +184,107 @@ pub const BOOT: Tid = 1;
 /// Default bound on task records, zombies and idle included; tids are
 /// below it.
 pub const MAX_TASKS: u32 = 4096;
+
+/// CPUs the scheduler can run on: one bit each in a [`CpuMask`].
+pub const MAX_CPUS: usize = crate::sync::MAX_CPUS;
+
+const _: () = assert!(MAX_CPUS == u64::BITS as usize, "a CpuMask is one u64");
+
+/// A set of CPUs by index: a task's affinity, the CPUs to kick.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CpuMask(pub u64);
+
+impl CpuMask {
+    pub const NONE: CpuMask = CpuMask(0);
+    pub const ALL: CpuMask = CpuMask(u64::MAX);
+    /// Bytes of the mask in memory: what Linux calls `cpumask_size()` for
+    /// MAX_CPUS, and what `sched_getaffinity` reports.
+    pub const BYTES: usize = core::mem::size_of::<u64>();
+
+    /// CPU `cpu` alone; empty for an index past MAX_CPUS.
+    pub fn one(cpu: usize) -> CpuMask {
+        CpuMask(
+            u32::try_from(cpu)
+                .ok()
+                .and_then(|c| 1u64.checked_shl(c))
+                .unwrap_or(0),
+        )
+    }
+
+    /// CPUs 0 to n - 1.
+    pub fn first_n(n: usize) -> CpuMask {
+        match u32::try_from(n) {
+            Ok(n) if n < u64::BITS => CpuMask((1 << n) - 1),
+            _ => CpuMask::ALL,
+        }
+    }
+
+    pub fn contains(self, cpu: usize) -> bool {
+        self.0 & CpuMask::one(cpu).0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The lowest CPU in the set.
+    pub fn first(self) -> Option<usize> {
+        (self.0 != 0).then(|| self.0.trailing_zeros() as usize)
+    }
+
+    pub fn and(self, other: CpuMask) -> CpuMask {
+        CpuMask(self.0 & other.0)
+    }
+
+    pub fn or(self, other: CpuMask) -> CpuMask {
+        CpuMask(self.0 | other.0)
+    }
+
+    pub fn without(self, other: CpuMask) -> CpuMask {
+        CpuMask(self.0 & !other.0)
+    }
+
+    pub fn insert(&mut self, cpu: usize) {
+        self.0 |= CpuMask::one(cpu).0;
+    }
+
+    pub fn remove(&mut self, cpu: usize) {
+        self.0 &= !CpuMask::one(cpu).0;
+    }
+
+    /// The CPUs in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        let mut bits = self.0;
+        core::iter::from_fn(move || {
+            let cpu = CpuMask(bits).first()?;
+            bits &= bits - 1;
+            Some(cpu)
+        })
+    }
+}
+
+/// One CPU's figures, since it joined.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Timer ticks it took.
+    pub ticks: u64,
+    /// Of those, ticks that found it running its idle task.
+    pub idle_ticks: u64,
+    /// Switches it was told to make (to a task other than the one it ran).
+    pub switches: u64,
+}
+
+/// What the scheduler keeps per CPU.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    /// The task it runs (or was killed while running, until it switches).
+    current: Tid,
+    /// Its idle task.
+    idle: Tid,
+    /// Ticks the current task has run since this CPU picked it.
+    slice_used: u64,
+    stats: CpuStats,
+}
 
 /// What the caller must do: save `from`, resume `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +431,12 @@ pub enum SchedError {
     NoMemory,
     /// A wait for a detached task, which nobody may wait for.
     Detached,
+    /// An affinity with no CPU the scheduler runs on.
+    NoCpu,
+    /// A CPU index the scheduler does not have (or, to join, not the next).
+    NoSuchCpu,
+    /// MAX_CPUS have joined already.
+    TooManyCpus,
 }
 
 /// The outcome of [`Scheduler::wait_for`].
@@ -317,6 +476,11 @@ pub struct TaskInfo {
     /// Nobody waits for it: its record is reaped by others once it has
     /// exited ([`Scheduler::reap_detached`]).
     pub detached: bool,
+    /// The CPUs it may run on.
+    pub affinity: CpuMask,
+    /// The CPU it is the current task of: Running there, or killed there
+    /// and not switched away from yet.
+    pub cpu: Option<usize>,
 }
 
 /// What a task blocked on a wait queue waits for, when the queue's waiters
@@ -362,8 +526,6 @@ struct Task<X> {
     info: TaskInfo,
     /// Set while on the timer list (sleeping, or waiting with a timeout).
     deadline: Option<u64>,
-    /// Ticks used of the current time slice.
-    slice_used: u64,
     /// On its run queue or wait queue.
     queue: Link,
     /// On the timer list.
@@ -636,15 +798,30 @@ impl RunQueue {
         }
     }
 
-    fn best(&self) -> Option<Priority> {
-        let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
-        let p = word * 64 + 63 - bits.leading_zeros() as usize;
-        Some(Priority(p as u8))
+    /// The task `cpu` should run next: of the best priority with a task
+    /// that may run there, the first such in its queue. With no affinity
+    /// set anywhere this is the head of the best queue.
+    fn best_for<X>(&self, tasks: &Table<X>, cpu: usize) -> Option<(Priority, Tid)> {
+        for (word, &busy) in self.busy.iter().enumerate().rev() {
+            let mut bits = busy;
+            while bits != 0 {
+                let bit = 63 - bits.leading_zeros() as usize;
+                bits &= !(1 << bit);
+                let p = word * 64 + bit;
+                let mut at = self.lists[p].head;
+                while let Some(t) = at.and_then(|tid| tasks.get(tid)) {
+                    if t.info.affinity.contains(cpu) {
+                        return Some((Priority(p as u8), t.info.tid));
+                    }
+                    at = t.queue.next;
+                }
+            }
+        }
+        None
     }
 
-    fn pop_best<X>(&mut self, tasks: &mut Table<X>) -> Option<Tid> {
-        let prio = self.best()?;
-        let tid = self.lists[usize::from(prio.0)].head?;
+    fn pop_best_for<X>(&mut self, tasks: &mut Table<X>, cpu: usize) -> Option<Tid> {
+        let (prio, tid) = self.best_for(tasks, cpu)?;
         self.remove(tasks, tid, prio);
         Some(tid)
     }
@@ -725,7 +902,17 @@ pub struct Scheduler<X = ()> {
     timers: List,
     /// Detached tasks that have exited, oldest first, not yet reaped.
     zombies: List,
-    current: Tid,
+    /// Per CPU, by index; at least CPU 0.
+    cpus: Vec<Cpu>,
+    /// The CPU the calls act for ([`Scheduler::set_cpu`]).
+    acting: usize,
+    /// CPUs running their idle task.
+    idle_cpus: CpuMask,
+    /// CPUs asked to look at the run queue that have not yet (see the
+    /// module doc): kicked, or the acting CPU counting on itself.
+    kicked: CpuMask,
+    /// Kicks of other CPUs the caller has yet to send.
+    outbox: CpuMask,
     time_slice: u64,
     /// The latest time a tick brought.
     now: u64,
@@ -761,20 +948,253 @@ impl<X> Scheduler<X> {
             },
             timers: List::default(),
             zombies: List::default(),
-            current: BOOT,
+            cpus: Vec::new(),
+            acting: 0,
+            idle_cpus: CpuMask::NONE,
+            kicked: CpuMask::NONE,
+            outbox: CpuMask::NONE,
             time_slice,
             now: 0,
             next_tid: BOOT + 1,
             max_tasks: max_tasks.max(2),
         };
-        s.insert(IDLE, "idle", IDLE, Priority::IDLE, false, idle);
-        s.insert(BOOT, "main", BOOT, Priority::NORMAL, false, boot);
+        s.insert(
+            IDLE,
+            "idle",
+            IDLE,
+            Priority::IDLE,
+            false,
+            CpuMask::one(0),
+            idle,
+        );
+        s.insert(
+            BOOT,
+            "main",
+            BOOT,
+            Priority::NORMAL,
+            false,
+            CpuMask::ALL,
+            boot,
+        );
+        s.cpus.push(Cpu {
+            current: BOOT,
+            idle: IDLE,
+            slice_used: 0,
+            stats: CpuStats::default(),
+        });
         s.set_state(BOOT, State::Running);
+        if let Some(t) = s.tasks.get_mut(BOOT) {
+            t.info.cpu = Some(0);
+        }
         s
     }
 
+    /// The acting CPU's current task.
     pub fn current(&self) -> Tid {
-        self.current
+        self.cpus[self.acting].current
+    }
+
+    // ---- CPUs ----
+
+    /// Adds the next CPU, whose idle task gets `idle` as its payload, and
+    /// returns its index. The idle task is that CPU's current task from
+    /// the start: the code that joins is that CPU's idle loop (as the boot
+    /// thread is CPU 0's first task). Fails, changing nothing, with
+    /// TooManyCpus, TooManyTasks or NoMemory.
+    pub fn add_cpu(&mut self, idle: X) -> Result<usize, SchedError> {
+        let cpu = self.cpus.len();
+        if cpu >= MAX_CPUS {
+            return Err(SchedError::TooManyCpus);
+        }
+        let tid = self.free_tid().ok_or(SchedError::TooManyTasks)?;
+        self.tasks.reserve(tid)?;
+        self.cpus.try_reserve(1).map_err(|_| SchedError::NoMemory)?;
+        self.next_tid = tid + 1;
+        let name = idle_name(cpu);
+        let one = CpuMask::one(cpu);
+        self.insert(tid, &name, IDLE, Priority::IDLE, false, one, idle);
+        self.set_state(tid, State::Running);
+        if let Some(t) = self.tasks.get_mut(tid) {
+            t.info.cpu = Some(cpu);
+        }
+        self.cpus.push(Cpu {
+            current: tid,
+            idle: tid,
+            slice_used: 0,
+            stats: CpuStats::default(),
+        });
+        self.idle_cpus.insert(cpu);
+        Ok(cpu)
+    }
+
+    /// Makes `cpu` the CPU the following calls act for; false (and
+    /// nothing changed) if it has not joined. Call it first in every
+    /// locked section, with the caller's own CPU.
+    pub fn set_cpu(&mut self, cpu: usize) -> bool {
+        let known = cpu < self.cpus.len();
+        if known {
+            self.acting = cpu;
+            // A kick of oneself is no interrupt to send.
+            self.outbox.remove(cpu);
+        }
+        known
+    }
+
+    /// The CPU the calls act for.
+    pub fn cpu(&self) -> usize {
+        self.acting
+    }
+
+    /// How many CPUs have joined: their indices are 0 to this - 1.
+    pub fn cpu_count(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Every CPU that has joined.
+    pub fn online(&self) -> CpuMask {
+        CpuMask::first_n(self.cpus.len())
+    }
+
+    /// The task `cpu` runs.
+    pub fn current_on(&self, cpu: usize) -> Option<Tid> {
+        self.cpus.get(cpu).map(|c| c.current)
+    }
+
+    /// `cpu`'s idle task.
+    pub fn idle_task(&self, cpu: usize) -> Option<Tid> {
+        self.cpus.get(cpu).map(|c| c.idle)
+    }
+
+    pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
+        self.cpus.get(cpu).map(|c| c.stats)
+    }
+
+    /// The CPUs asked to look at the run queue that have not done so yet.
+    pub fn kicked(&self) -> CpuMask {
+        self.kicked
+    }
+
+    /// The other CPUs to send a reschedule interrupt to: those kicked since
+    /// the last call. Take them before the lock is released (and before
+    /// acting for another CPU), and send them after.
+    pub fn take_kicks(&mut self) -> CpuMask {
+        core::mem::take(&mut self.outbox)
+    }
+
+    /// What a CPU does when kicked: it has looked, and switches if a task
+    /// it may run is more important than its current one.
+    pub fn reschedule(&mut self) -> Option<Switch> {
+        if self.should_preempt() {
+            return self.schedule();
+        }
+        if self.looked() {
+            self.pass_on();
+        }
+        None
+    }
+
+    /// The CPUs `tid` may run on (all of them, as it was set).
+    pub fn affinity(&self, tid: Tid) -> Option<CpuMask> {
+        self.tasks.get(tid).map(|t| t.info.affinity)
+    }
+
+    /// Lets `tid` run only on the CPUs of `mask` (bits of CPUs that have
+    /// not joined are kept, and count once they do). NoCpu if none of
+    /// them has joined; IdleTask for an idle task, which belongs to its
+    /// CPU. A ready task stays in its place in the queue (and may now
+    /// find an idle CPU: a kick); a task running on a CPU it may no
+    /// longer use is kicked off it, or, on the acting CPU,
+    /// `should_preempt()` says so.
+    pub fn set_affinity(&mut self, tid: Tid, mask: CpuMask) -> Result<(), SchedError> {
+        if self.is_idle(tid) {
+            return Err(SchedError::IdleTask);
+        }
+        if mask.and(self.online()).is_empty() {
+            return Err(SchedError::NoCpu);
+        }
+        let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
+        task.info.affinity = mask;
+        match (task.info.state, task.info.cpu) {
+            (State::Ready, _) => self.kick_for(tid),
+            (_, Some(cpu)) if !mask.contains(cpu) => self.kick_running(tid),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether `tid` is an idle task (of any CPU): group 0 holds exactly
+    /// those.
+    fn is_idle(&self, tid: Tid) -> bool {
+        tid == IDLE || self.group_of(tid) == Some(IDLE)
+    }
+
+    /// Asks for a CPU to look at the run queue now that `tid` is Ready
+    /// (see the module doc): the acting CPU if it is idle and may run it,
+    /// else another idle CPU that may, else the CPU running the least
+    /// important task below it (the acting CPU on a tie, as it needs no
+    /// interrupt). CPUs asked already are passed over, so tasks made
+    /// ready together go to different CPUs.
+    fn kick_for(&mut self, tid: Tid) {
+        if self.cpus.len() < 2 {
+            // The acting CPU alone: its callers ask should_preempt().
+            return;
+        }
+        let Some(t) = self.tasks.get(tid) else { return };
+        if t.info.group == IDLE {
+            return;
+        }
+        let (prio, me) = (t.info.priority, self.acting);
+        let free = t.info.affinity.and(self.online()).without(self.kicked);
+        let idle = free.and(self.idle_cpus);
+        let target = if idle.contains(me) {
+            Some(me)
+        } else if let Some(cpu) = idle.first() {
+            Some(cpu)
+        } else {
+            // The least important below it; the acting CPU first, then
+            // the lowest index, among equals.
+            let mut best: Option<(Priority, usize)> = None;
+            let others = free.without(CpuMask::one(me)).iter();
+            for cpu in free.and(CpuMask::one(me)).iter().chain(others) {
+                if let Some(p) = self.running_priority(cpu)
+                    && p < prio
+                    && best.is_none_or(|(b, _)| p < b)
+                {
+                    best = Some((p, cpu));
+                }
+            }
+            best.map(|(_, cpu)| cpu)
+        };
+        if let Some(cpu) = target {
+            self.kicked.insert(cpu);
+            if cpu != me {
+                self.outbox.insert(cpu);
+            }
+        }
+    }
+
+    /// Kicks the CPU `tid` is the current task of, unless that is the
+    /// acting CPU (whose caller sees to it): a kill, a signal or an
+    /// affinity change must reach it now, not at its next tick.
+    fn kick_running(&mut self, tid: Tid) {
+        let Some(cpu) = self.tasks.get(tid).and_then(|t| t.info.cpu) else {
+            return;
+        };
+        if cpu != self.acting {
+            self.kicked.insert(cpu);
+            self.outbox.insert(cpu);
+        }
+    }
+
+    /// The priority of the task `cpu` runs, None for its idle task or a
+    /// task killed there (which is leaving: its CPU was kicked).
+    fn running_priority(&self, cpu: usize) -> Option<Priority> {
+        let c = self.cpus.get(cpu)?;
+        if c.current == c.idle {
+            return None;
+        }
+        let t = self.tasks.get(c.current)?;
+        (t.info.state == State::Running).then_some(t.info.priority)
     }
 
     pub fn task(&self, tid: Tid) -> Option<&TaskInfo> {
@@ -810,7 +1230,9 @@ impl<X> Scheduler<X> {
 
     /// A new Ready task at the tail of its priority's run queue, in group
     /// `group` (which must have a live task) or, with None, in a new group
-    /// whose pid is the new tid, carrying `ext`. On an error nothing
+    /// whose pid is the new tid, carrying `ext`. It may run where the
+    /// acting CPU's current task may (Linux's fork copies the affinity;
+    /// an idle task's creations may run anywhere). On an error nothing
     /// changes and `ext` is dropped, so a payload holding resources should
     /// free them on drop.
     pub fn spawn(
@@ -827,7 +1249,12 @@ impl<X> Scheduler<X> {
         let tid = self.free_tid().ok_or(SchedError::TooManyTasks)?;
         self.tasks.reserve(tid)?;
         self.next_tid = tid + 1;
-        self.insert(tid, name, group.unwrap_or(tid), priority, user, ext);
+        let affinity = match self.tasks.get(self.current()) {
+            Some(t) if t.info.group != IDLE => t.info.affinity,
+            _ => CpuMask::ALL,
+        };
+        let pid = group.unwrap_or(tid);
+        self.insert(tid, name, pid, priority, user, affinity, ext);
         self.enqueue(tid);
         Ok(tid)
     }
@@ -867,7 +1294,17 @@ impl<X> Scheduler<X> {
     }
 
     /// Adds a record in state Ready (but on no queue yet).
-    fn insert(&mut self, tid: Tid, name: &str, group: Pid, priority: Priority, user: bool, ext: X) {
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        tid: Tid,
+        name: &str,
+        group: Pid,
+        priority: Priority,
+        user: bool,
+        affinity: CpuMask,
+        ext: X,
+    ) {
         let info = TaskInfo {
             tid,
             group,
@@ -880,11 +1317,12 @@ impl<X> Scheduler<X> {
             kill_pending: None,
             signal_pending: false,
             detached: false,
+            affinity,
+            cpu: None,
         };
         let task = Task {
             info,
             deadline: None,
-            slice_used: 0,
             queue: Link::default(),
             timer: Link::default(),
             tag: WaitTag::default(),
@@ -902,15 +1340,32 @@ impl<X> Scheduler<X> {
     /// A timer tick at `now_ns`: charges it to the current task, wakes the
     /// tasks whose deadline is <= now (TimedOut), and says whether the
     /// current task should be preempted. It does not switch.
+    ///
+    /// Every CPU ticks: the time is the latest any of them brought, the
+    /// timers are everyone's, and the charge is the acting CPU's.
     pub fn tick(&mut self, now_ns: u64) -> bool {
         // A clock going backwards must not un-expire anything.
         self.now = self.now.max(now_ns);
-        if let Some(t) = self.tasks.get_mut(self.current) {
-            t.info.cpu_ticks = t.info.cpu_ticks.saturating_add(1);
-            t.slice_used = t.slice_used.saturating_add(1);
+        let cpu = &mut self.cpus[self.acting];
+        let current = cpu.current;
+        cpu.slice_used = cpu.slice_used.saturating_add(1);
+        cpu.stats.ticks = cpu.stats.ticks.saturating_add(1);
+        if current == cpu.idle {
+            cpu.stats.idle_ticks = cpu.stats.idle_ticks.saturating_add(1);
         }
+        if let Some(t) = self.tasks.get_mut(current) {
+            t.info.cpu_ticks = t.info.cpu_ticks.saturating_add(1);
+        }
+        // The answer below is this CPU looking at the queue: a kick
+        // waiting for it is answered too.
+        let asked = self.looked();
         self.expire_timers();
-        self.should_preempt() || (self.slice_over() && self.equal_ready())
+        let preempt = self.should_preempt() || (self.slice_over() && self.equal_ready());
+        if asked && !preempt {
+            // Its caller schedules otherwise, and that passes it on.
+            self.pass_on();
+        }
+        preempt
     }
 
     fn expire_timers(&mut self) {
@@ -937,38 +1392,49 @@ impl<X> Scheduler<X> {
         }
     }
 
-    /// Whether a ready task is more important than the current one: then
-    /// the caller should call `schedule()` (e.g. after a wake). Any ready
-    /// task beats idle, and anything beats a current task that was killed.
+    /// Whether a ready task the acting CPU may run is more important than
+    /// its current one: then the caller should call `schedule()` (e.g.
+    /// after a wake). Any such task beats idle, and anything beats a
+    /// current task that was killed or may no longer run on this CPU.
     pub fn should_preempt(&self) -> bool {
-        if !self.current_running() {
+        let current = self.current();
+        if !self.current_running()
+            || self
+                .tasks
+                .get(current)
+                .is_some_and(|t| !t.info.affinity.contains(self.acting))
+        {
             return true;
         }
-        match (self.run.best(), self.current_priority()) {
+        match (self.best_here(), self.current_priority()) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(best), Some(cur)) => best > cur,
         }
     }
 
+    /// The priority of the best ready task the acting CPU may run.
+    fn best_here(&self) -> Option<Priority> {
+        self.run.best_for(&self.tasks, self.acting).map(|(p, _)| p)
+    }
+
     /// The current task's priority, or None for idle, which ranks below
     /// every other task whatever their priority.
     fn current_priority(&self) -> Option<Priority> {
-        if self.current == IDLE {
+        let cpu = &self.cpus[self.acting];
+        if cpu.current == cpu.idle {
             return None;
         }
-        self.tasks.get(self.current).map(|t| t.info.priority)
+        self.tasks.get(cpu.current).map(|t| t.info.priority)
     }
 
     fn slice_over(&self) -> bool {
-        self.tasks
-            .get(self.current)
-            .is_some_and(|t| t.slice_used >= self.time_slice)
+        self.cpus[self.acting].slice_used >= self.time_slice
     }
 
-    /// A ready task of at least the current priority.
+    /// A ready task of at least the current priority (that may run here).
     fn equal_ready(&self) -> bool {
-        match (self.run.best(), self.current_priority()) {
+        match (self.best_here(), self.current_priority()) {
             (Some(best), Some(cur)) => best >= cur,
             (Some(_), None) => true,
             (None, _) => false,
@@ -976,17 +1442,19 @@ impl<X> Scheduler<X> {
     }
 
     fn current_running(&self) -> bool {
-        self.state(self.current) == Some(State::Running)
+        self.state(self.current()) == Some(State::Running)
     }
 
     // ---- Choosing the next task ----
 
     /// Puts the current task, if still running, at the tail of its run
-    /// queue and runs the head of the best non-empty one (idle if none).
-    /// Some(Switch) when that is another task.
+    /// queue and runs the best task the acting CPU may run (its idle task
+    /// if none). Some(Switch) when that is another task.
     pub fn schedule(&mut self) -> Option<Switch> {
         if self.current_running() {
-            self.enqueue(self.current);
+            // No kick yet: it may well be picked again at once (dispatch
+            // kicks for it if not).
+            self.enqueue_quiet(self.current());
         }
         let switch = self.dispatch();
         (switch.from != switch.to).then_some(switch)
@@ -999,26 +1467,97 @@ impl<X> Scheduler<X> {
         self.schedule()
     }
 
-    /// Makes the best ready task current. The current task must already
-    /// be requeued or off the CPU for good (blocked, exited): then a
-    /// Switch with `from == to` means it was simply picked again.
+    /// Makes the best ready task the acting CPU may run its current one.
+    /// The current task must already be requeued or off the CPU for good
+    /// (blocked, exited): then a Switch with `from == to` means it was
+    /// simply picked again.
     fn dispatch(&mut self) -> Switch {
-        let from = self.current;
-        let to = self.run.pop_best(&mut self.tasks).unwrap_or(IDLE);
+        let cpu = self.acting;
+        let (from, idle) = (self.cpus[cpu].current, self.cpus[cpu].idle);
+        let to = self.run.pop_best_for(&mut self.tasks, cpu).unwrap_or(idle);
+        if let Some(t) = self.tasks.get_mut(from) {
+            t.info.cpu = None;
+        }
         if let Some(t) = self.tasks.get_mut(to) {
             t.info.state = State::Running;
-            if to != from {
-                t.slice_used = 0;
-            }
+            t.info.cpu = Some(cpu);
         }
-        self.current = to;
+        let c = &mut self.cpus[cpu];
+        if to != from {
+            c.slice_used = 0;
+            c.stats.switches = c.stats.switches.saturating_add(1);
+        }
+        c.current = to;
+        if to == idle {
+            self.idle_cpus.insert(cpu);
+        } else {
+            self.idle_cpus.remove(cpu);
+        }
+        let asked = self.looked();
+        if to != from && self.state(from) == Some(State::Ready) {
+            // Requeued by schedule() and not picked again: now it needs a
+            // CPU.
+            self.kick_for(from);
+        }
+        if asked {
+            self.pass_on();
+        }
         Switch { from, to }
     }
 
-    /// Marks `tid` Ready and appends it to its run queue (idle has none).
+    /// The acting CPU has looked at the run queue: whatever kick asked it
+    /// to is answered.
+    /// Returns whether it had been asked: then `pass_on` must follow once
+    /// its choice is made.
+    fn looked(&mut self) -> bool {
+        let asked = self.kicked.contains(self.acting);
+        self.kicked.remove(self.acting);
+        self.outbox.remove(self.acting);
+        asked
+    }
+
+    /// After an asked CPU has looked: it may have taken another task than
+    /// the one it was asked for (a better one, or an earlier one), so each
+    /// ready task that no longer has an asked CPU it may run on gets its
+    /// kick again (`kick_for`, which finds none if no CPU is idle or runs
+    /// anything less important). So a ready task never waits for a tick
+    /// while a CPU that could run it now is idle or running something less
+    /// important and nobody has been asked. A walk of the ready tasks, on
+    /// a kicked CPU's look only; with no affinity set, one AND each.
+    fn pass_on(&mut self) {
+        if self.cpus.len() < 2 || self.run.len == 0 {
+            return;
+        }
+        let online = self.online();
+        let words = self.run.busy;
+        for (word, &busy) in words.iter().enumerate().rev() {
+            let mut bits = busy;
+            while bits != 0 {
+                let bit = 63 - bits.leading_zeros() as usize;
+                bits &= !(1 << bit);
+                let mut at = self.run.lists[word * 64 + bit].head;
+                while let Some(t) = at.and_then(|tid| self.tasks.get(tid)) {
+                    let (tid, next) = (t.info.tid, t.queue.next);
+                    if t.info.affinity.and(online).and(self.kicked).is_empty() {
+                        self.kick_for(tid);
+                    }
+                    at = next;
+                }
+            }
+        }
+    }
+
+    /// Marks `tid` Ready, appends it to its run queue (an idle task has
+    /// none) and asks a CPU to look (`kick_for`).
     fn enqueue(&mut self, tid: Tid) {
+        self.enqueue_quiet(tid);
+        self.kick_for(tid);
+    }
+
+    /// `enqueue` without the kick.
+    fn enqueue_quiet(&mut self, tid: Tid) {
         self.set_state(tid, State::Ready);
-        if tid == IDLE {
+        if self.is_idle(tid) {
             return;
         }
         if let Some(t) = self.tasks.get(tid) {
@@ -1033,18 +1572,19 @@ impl<X> Scheduler<X> {
     /// it wakes with TimedOut. A deadline already past does not block.
     /// Idle never sleeps: None.
     pub fn sleep_current(&mut self, until_ns: u64) -> Option<Switch> {
-        if self.current == IDLE {
+        let me = self.current();
+        if self.is_idle(me) {
             return None;
         }
         if !self.current_running() {
             return self.schedule();
         }
-        if let Some(why) = self.interrupted(self.current) {
-            self.set_wake(self.current, why);
+        if let Some(why) = self.interrupted(me) {
+            self.set_wake(me, why);
             return None;
         }
         if until_ns <= self.now {
-            self.set_wake(self.current, WakeReason::TimedOut);
+            self.set_wake(me, WakeReason::TimedOut);
             return None;
         }
         Some(self.block(Blocked::Sleep, Some(until_ns)))
@@ -1081,7 +1621,8 @@ impl<X> Scheduler<X> {
         deadline_ns: Option<u64>,
         tag: WaitTag,
     ) -> Result<Option<Switch>, SchedError> {
-        if self.current == IDLE {
+        let me = self.current();
+        if self.is_idle(me) {
             return Err(SchedError::IdleTask);
         }
         if self.queues.get(q).is_none() {
@@ -1090,15 +1631,15 @@ impl<X> Scheduler<X> {
         if !self.current_running() {
             return Ok(self.schedule());
         }
-        if let Some(why) = self.interrupted(self.current) {
-            self.set_wake(self.current, why);
+        if let Some(why) = self.interrupted(me) {
+            self.set_wake(me, why);
             return Ok(None);
         }
         if deadline_ns.is_some_and(|d| d <= self.now) {
-            self.set_wake(self.current, WakeReason::TimedOut);
+            self.set_wake(me, WakeReason::TimedOut);
             return Ok(None);
         }
-        if let Some(t) = self.tasks.get_mut(self.current) {
+        if let Some(t) = self.tasks.get_mut(me) {
             t.tag = tag;
         }
         Ok(Some(self.block(Blocked::Queue(q), deadline_ns)))
@@ -1199,7 +1740,7 @@ impl<X> Scheduler<X> {
     /// next one. Since the current task is in no run queue, the next is
     /// always another task.
     fn block(&mut self, why: Blocked, deadline: Option<u64>) -> Switch {
-        let tid = self.current;
+        let tid = self.current();
         self.set_state(tid, State::Blocked(why));
         if let Blocked::Queue(q) = why
             && let Some(list) = self.queues.get_mut(q)
@@ -1245,7 +1786,7 @@ impl<X> Scheduler<X> {
             return;
         };
         match task.info.state {
-            State::Ready if tid != IDLE => {
+            State::Ready if !self.is_idle(tid) => {
                 let prio = task.info.priority;
                 self.run.remove(&mut self.tasks, tid, prio);
             }
@@ -1276,21 +1817,23 @@ impl<X> Scheduler<X> {
     /// The current task exits with `status`. Always a switch to another
     /// task, which the caller must carry out; the record stays until reaped.
     pub fn exit_current(&mut self, status: i64) -> Result<Switch, SchedError> {
-        if self.current == IDLE {
+        let me = self.current();
+        if self.is_idle(me) {
             return Err(SchedError::IdleTask);
         }
         // Killed already: it keeps the status the killer gave.
         if self.current_running() {
-            self.finish(self.current, status);
+            self.finish(me, status);
         }
         Ok(self.dispatch())
     }
 
     /// Kills `tid`: Exited(status), off every queue, its waiters woken,
     /// wake = Killed. Killing a zombie changes nothing. If `tid` is the
-    /// current task the caller must call `schedule()` next.
+    /// current task the caller must call `schedule()` next; if it runs on
+    /// another CPU, that CPU is kicked (it switches away when it looks).
     pub fn kill(&mut self, tid: Tid, status: i64) -> Result<(), SchedError> {
-        if tid == IDLE {
+        if self.is_idle(tid) {
             return Err(SchedError::IdleTask);
         }
         match self.state(tid) {
@@ -1299,6 +1842,7 @@ impl<X> Scheduler<X> {
             Some(_) => {
                 self.finish(tid, status);
                 self.set_wake(tid, WakeReason::Killed);
+                self.kick_running(tid);
                 Ok(())
             }
         }
@@ -1306,10 +1850,11 @@ impl<X> Scheduler<X> {
 
     /// Asks `tid` to exit with `status` at its next boundary (see
     /// [`TaskInfo::kill_pending`]): a blocked task is woken (wake = Killed),
-    /// a ready one stays ready. The first request's status wins; a zombie
-    /// is left alone.
+    /// a ready one stays ready, one running on another CPU has that CPU
+    /// kicked (so its return to user mode comes now). The first request's
+    /// status wins; a zombie is left alone.
     pub fn request_kill(&mut self, tid: Tid, status: i64) -> Result<(), SchedError> {
-        if tid == IDLE {
+        if self.is_idle(tid) {
             return Err(SchedError::IdleTask);
         }
         let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
@@ -1318,6 +1863,7 @@ impl<X> Scheduler<X> {
         }
         task.info.kill_pending.get_or_insert(status);
         self.make_ready(tid, WakeReason::Killed);
+        self.kick_running(tid);
         Ok(())
     }
 
@@ -1328,7 +1874,8 @@ impl<X> Scheduler<X> {
 
     /// Marks whether `tid` has a signal to take. Set, it wakes the task
     /// from any wait (wake = Interrupted), as a kill does, and keeps it
-    /// from blocking until cleared; a ready or running task only notes it.
+    /// from blocking until cleared; a ready or running task only notes it
+    /// (one running on another CPU has that CPU kicked, as for a kill).
     /// Returns the previous value.
     pub fn set_signal_pending(&mut self, tid: Tid, pending: bool) -> bool {
         let Some(task) = self.tasks.get_mut(tid) else {
@@ -1340,6 +1887,7 @@ impl<X> Scheduler<X> {
         let before = core::mem::replace(&mut task.info.signal_pending, pending);
         if pending {
             self.make_ready(tid, WakeReason::Interrupted);
+            self.kick_running(tid);
         }
         before
     }
@@ -1383,8 +1931,8 @@ impl<X> Scheduler<X> {
     /// reaped; otherwise the current task blocks until the exit, and then
     /// calls `wait_for` again to collect.
     pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult<X>, SchedError> {
-        let me = self.current;
-        if me == IDLE {
+        let me = self.current();
+        if self.is_idle(me) {
             return Err(SchedError::IdleTask);
         }
         if !self.current_running() {
@@ -1418,12 +1966,12 @@ impl<X> Scheduler<X> {
     /// Whether `target` waits, directly or through a chain of waiters, for
     /// the current task: waiting for it would then never end.
     fn waits_for_me(&self, target: Tid) -> bool {
-        let mut t = target;
+        let (mut t, me) = (target, self.current());
         // Chains are acyclic (this check keeps them so), but bound the walk
         // anyway rather than trust it.
         for _ in 0..self.tasks.len {
             match self.state(t) {
-                Some(State::Blocked(Blocked::Wait(next))) if next == self.current => return true,
+                Some(State::Blocked(Blocked::Wait(next))) if next == me => return true,
                 Some(State::Blocked(Blocked::Wait(next))) => t = next,
                 _ => return false,
             }
@@ -1432,10 +1980,13 @@ impl<X> Scheduler<X> {
     }
 
     /// Removes an exited task's record and returns its status and payload.
-    /// A task killed while current is refused (NotExited) until switched
-    /// away from: the caller would free the stack it still runs on.
+    /// A task killed while current (on any CPU) is refused (NotExited)
+    /// until switched away from: the caller would free the stack it still
+    /// runs on. (Once switched away from, its CPU may still be leaving
+    /// that stack: the caller waits for the machine's on-CPU mark before
+    /// freeing it.)
     pub fn reap(&mut self, tid: Tid) -> Result<(i64, X), SchedError> {
-        if tid == IDLE {
+        if self.is_idle(tid) {
             return Err(SchedError::IdleTask);
         }
         let Some(state) = self.state(tid) else {
@@ -1444,7 +1995,7 @@ impl<X> Scheduler<X> {
         let State::Exited(status) = state else {
             return Err(SchedError::NotExited);
         };
-        if tid == self.current {
+        if self.tasks.get(tid).is_some_and(|t| t.info.cpu.is_some()) {
             return Err(SchedError::NotExited);
         }
         if self.tasks.get(tid).is_some_and(|t| t.info.detached) {
@@ -1460,7 +2011,7 @@ impl<X> Scheduler<X> {
     /// Marks `tid` detached: nobody may wait for it, and once it has
     /// exited [`Scheduler::reap_detached`] gives its record up.
     pub fn detach(&mut self, tid: Tid) -> Result<(), SchedError> {
-        if tid == IDLE {
+        if self.is_idle(tid) {
             return Err(SchedError::IdleTask);
         }
         let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
@@ -1475,12 +2026,12 @@ impl<X> Scheduler<X> {
     }
 
     /// Removes the record of the detached task that exited first, unless
-    /// it is the current one (still on its stack); returns its tid, status
-    /// and payload, for the caller to free.
+    /// it is still current on a CPU (on its stack); returns its tid,
+    /// status and payload, for the caller to free.
     pub fn reap_detached(&mut self) -> Option<(Tid, i64, X)> {
         let mut at = self.zombies.head;
         while let Some(tid) = at {
-            if tid != self.current {
+            if self.tasks.get(tid).is_some_and(|t| t.info.cpu.is_none()) {
                 let (status, ext) = self.reap(tid).ok()?;
                 return Some((tid, status, ext));
             }
@@ -1518,8 +2069,7 @@ impl<X> Scheduler<X> {
     /// allocates.
     pub fn check(&self) -> Result<(), String> {
         self.check_table()?;
-        self.check_idle()?;
-        self.check_current()?;
+        self.check_cpus()?;
         self.check_run_queues()?;
         self.check_wait_queues()?;
         self.check_timers()?;
@@ -1587,40 +2137,102 @@ impl<X> Scheduler<X> {
         Ok(())
     }
 
-    fn check_idle(&self) -> Result<(), String> {
-        let idle = self.tasks.get(IDLE).ok_or("idle task missing")?;
-        if !matches!(idle.info.state, State::Ready | State::Running) {
-            return Err(format!("idle is {:?}", idle.info.state));
+    /// Each CPU has its own idle task, pinned to it, Running exactly while
+    /// current, and group 0 holds those alone; each CPU's current task
+    /// names that CPU, and is Running or was killed there; every Running
+    /// task is some CPU's current one. So each task runs on at most one
+    /// CPU and each CPU runs exactly one task. The CPU masks agree.
+    fn check_cpus(&self) -> Result<(), String> {
+        let n = self.cpus.len();
+        if n == 0 || n > MAX_CPUS || self.acting >= n {
+            return Err(format!("{n} CPUs, acting for {}", self.acting));
         }
-        if idle.info.group != IDLE || idle.info.priority != Priority::IDLE {
-            return Err("idle's group or priority changed".to_string());
-        }
+        let online = self.online();
         if self.tasks.group(IDLE)
             != (Group {
-                records: 1,
-                live: 1,
+                records: n as u32,
+                live: n as u32,
             })
         {
-            return Err("idle's group holds another task".to_string());
+            return Err(format!(
+                "group 0 is {:?} with {n} CPUs",
+                self.tasks.group(IDLE)
+            ));
+        }
+        if self.tasks.get(IDLE).is_none() || self.cpus[0].idle != IDLE {
+            return Err("CPU 0's idle task is not tid 0".to_string());
+        }
+        for (c, cpu) in self.cpus.iter().enumerate() {
+            let idle = self
+                .tasks
+                .get(cpu.idle)
+                .ok_or(format!("CPU {c}'s idle task {} is gone", cpu.idle))?;
+            let want = if cpu.current == cpu.idle {
+                State::Running
+            } else {
+                State::Ready
+            };
+            if idle.info.group != IDLE
+                || idle.info.priority != Priority::IDLE
+                || idle.info.affinity != CpuMask::one(c)
+                || idle.info.state != want
+            {
+                return Err(format!("CPU {c}'s idle task is {:?}", idle.info));
+            }
+            if self.cpus[..c].iter().any(|o| o.idle == cpu.idle) {
+                return Err(format!("idle task {} serves two CPUs", cpu.idle));
+            }
+            let cur = self
+                .tasks
+                .get(cpu.current)
+                .ok_or(format!("CPU {c}'s current {} has no record", cpu.current))?;
+            let killed = matches!(cur.info.state, State::Exited(_)) && cur.info.group != IDLE;
+            if cur.info.cpu != Some(c) || !(cur.info.state == State::Running || killed) {
+                return Err(format!("CPU {c}'s current is {:?}", cur.info));
+            }
+            if cur.info.group == IDLE && cpu.current != cpu.idle {
+                return Err(format!("CPU {c} runs another CPU's idle task"));
+            }
+            if self.idle_cpus.contains(c) != (cpu.current == cpu.idle) {
+                return Err(format!("idle mask {:?} wrong for CPU {c}", self.idle_cpus));
+            }
+            if cpu.stats.idle_ticks > cpu.stats.ticks {
+                return Err(format!("CPU {c}: {:?}", cpu.stats));
+            }
+        }
+        for t in self.tasks.iter() {
+            let tid = t.info.tid;
+            match t.info.cpu {
+                Some(c) if self.cpus.get(c).is_none_or(|cpu| cpu.current != tid) => {
+                    return Err(format!("{tid} says CPU {c}, which runs something else"));
+                }
+                None if t.info.state == State::Running => {
+                    return Err(format!("{tid} is Running on no CPU"));
+                }
+                _ => {}
+            }
+            if t.info.group == IDLE && !self.cpus.iter().any(|c| c.idle == tid) {
+                return Err(format!("{tid} is in group 0 but no CPU's idle task"));
+            }
+            if t.info.affinity.and(online).is_empty() {
+                return Err(format!("{tid} may run on no CPU: {:?}", t.info.affinity));
+            }
+        }
+        let extra = self
+            .idle_cpus
+            .or(self.kicked)
+            .or(self.outbox)
+            .without(online);
+        if !extra.is_empty()
+            || !self.outbox.without(self.kicked).is_empty()
+            || self.outbox.contains(self.acting)
+        {
+            return Err(format!(
+                "masks: idle {:?} kicked {:?} outbox {:?}, acting {}",
+                self.idle_cpus, self.kicked, self.outbox, self.acting
+            ));
         }
         Ok(())
-    }
-
-    /// Exactly one Running task, the current one; or none, if the current
-    /// task was killed and the caller has yet to schedule.
-    fn check_current(&self) -> Result<(), String> {
-        let cur = self.current;
-        let state = self
-            .state(cur)
-            .ok_or(format!("current {cur} has no record"))?;
-        let running: Vec<Tid> = self.tids_where(|s| s == State::Running);
-        match state {
-            State::Running if running == [cur] => Ok(()),
-            State::Exited(_) if running.is_empty() => Ok(()),
-            _ => Err(format!(
-                "current {cur} is {state:?}, running tasks {running:?}"
-            )),
-        }
     }
 
     /// Walks `list` through `chain`, checking that every link back matches
@@ -1663,7 +2275,7 @@ impl<X> Scheduler<X> {
                 return Err(format!("run queue {p} holds {tids:?}, bitmap says {busy}"));
             }
             for tid in tids {
-                if tid == IDLE || !queued.insert(tid) {
+                if self.is_idle(tid) || !queued.insert(tid) {
                     return Err(format!("{tid} queued twice, or idle queued"));
                 }
                 let t = self.task(tid).ok_or(format!("queued {tid} gone"))?;
@@ -1680,7 +2292,7 @@ impl<X> Scheduler<X> {
             ));
         }
         for tid in self.tids_where(|s| s == State::Ready) {
-            if tid != IDLE && !queued.contains(&tid) {
+            if !self.is_idle(tid) && !queued.contains(&tid) {
                 return Err(format!("{tid} is Ready but on no run queue"));
             }
         }
@@ -1784,7 +2396,7 @@ impl<X> Scheduler<X> {
     fn check_unused_links(&self) -> Result<(), String> {
         for t in self.tasks.iter() {
             let queued = match t.info.state {
-                State::Ready => t.info.tid != IDLE,
+                State::Ready => t.info.group != IDLE,
                 State::Blocked(Blocked::Queue(_)) => true,
                 State::Exited(_) => t.info.detached,
                 _ => false,
@@ -1893,6 +2505,29 @@ impl<X> Scheduler<X> {
             .map(|t| t.info.tid)
             .collect()
     }
+}
+
+/// "idle/N", CPU N's idle task's name (CPU 0's is plain "idle").
+fn idle_name(cpu: usize) -> TaskName {
+    let mut name = TaskName::new("idle/");
+    let mut digits = [0u8; 20];
+    let (mut n, mut at) = (cpu, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        let len = usize::from(name.len);
+        if len < TaskName::MAX {
+            name.bytes[len] = d;
+            name.len += 1;
+        }
+    }
+    name
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@ use super::*;
 use crate::testutil::{Rng, alloc};
 use std::rc::Rc;
 
+mod smp;
+
 const N: Priority = Priority::NORMAL;
 
 impl<X> Scheduler<X> {
