@@ -56,6 +56,11 @@ pub mod nr {
     pub const GETTID: u64 = 186;
     /// `futex(uaddr, op, val, timeout, uaddr2, val3)` ([`crate::futex`]).
     pub const FUTEX: u64 = 202;
+    /// `sched_setaffinity(pid, len, mask: *const u8) -> 0`: the CPUs a
+    /// thread may run on.
+    pub const SCHED_SETAFFINITY: u64 = 203;
+    /// `sched_getaffinity(pid, len, mask: *mut u8) -> bytes stored`.
+    pub const SCHED_GETAFFINITY: u64 = 204;
     /// `set_tid_address(tidptr) -> tid`: the word cleared and woken at exit.
     pub const SET_TID_ADDRESS: u64 = 218;
     /// `clock_gettime(clock, tp: *mut timespec) -> 0`.
@@ -88,7 +93,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 36] = [
+    pub const ALL: [u64; 38] = [
         READ,
         WRITE,
         CLOSE,
@@ -109,6 +114,8 @@ pub mod nr {
         ARCH_PRCTL,
         GETTID,
         FUTEX,
+        SCHED_SETAFFINITY,
+        SCHED_GETAFFINITY,
         SET_TID_ADDRESS,
         CLOCK_GETTIME,
         CLOCK_NANOSLEEP,

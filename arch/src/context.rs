@@ -2,8 +2,9 @@
 //!
 //! A task's kernel context is just its stack pointer: `switch` pushes the
 //! callee-saved registers and RFLAGS on the current stack, stores RSP in the
-//! outgoing task's slot, loads the incoming task's RSP and pops the same
-//! registers back. Everything else (caller-saved registers, the user
+//! outgoing task's slot, loads the incoming task's RSP, clears the outgoing
+//! task's on-CPU mark (from then on this CPU no longer touches its stack,
+//! so another CPU may resume it) and pops the same registers back. Everything else (caller-saved registers, the user
 //! registers in a trap frame) is already on the stack by the time any code
 //! calls `switch`, because it is an ordinary function call. A user
 //! thread's x87/SSE/AVX registers are the exception: the soft-float kernel
@@ -18,7 +19,7 @@ core::arch::global_asm!(
     r#"
     .section .text.context, "ax"
     .global faultline_context_switch
-faultline_context_switch:           /* rdi = &mut saved rsp, rsi = new rsp */
+faultline_context_switch:           /* rdi = &mut saved rsp, rsi = new rsp, rdx = &mut on-CPU mark of the outgoing task */
     pushq %rbp
     pushq %rbx
     pushq %r12
@@ -28,6 +29,9 @@ faultline_context_switch:           /* rdi = &mut saved rsp, rsi = new rsp */
     pushfq
     movq %rsp, (%rdi)
     movq %rsi, %rsp
+    /* Off the old stack: another CPU may take it now. x86 keeps stores in
+       order, so the saved rsp above is seen before the mark is clear. */
+    movb $0, (%rdx)
     popfq
     popq %r15
     popq %r14
@@ -48,21 +52,27 @@ faultline_task_trampoline:          /* a new task's first return lands here */
 );
 
 unsafe extern "C" {
-    fn faultline_context_switch(save: *mut u64, to: u64);
+    fn faultline_context_switch(save: *mut u64, to: u64, leaving: *mut bool);
     fn faultline_task_trampoline();
 }
 
 /// Saves the current context into `*save` and resumes the one whose stack
-/// pointer is `to`. Returns when some later switch resumes this context.
+/// pointer is `to`, then stores `false` at `leaving` (the outgoing task's
+/// on-CPU mark), once it is off the outgoing stack. Returns when some
+/// later switch resumes this context, perhaps on another CPU.
 ///
 /// # Safety
 /// Interrupts must be off. `save` must stay valid until this context is
 /// resumed; `to` must be a stack pointer saved by `switch` or built by
-/// [`init_stack`] whose stack is still allocated and used by no one else.
-pub unsafe fn switch(save: *mut u64, to: u64) {
+/// [`init_stack`] whose stack is still allocated and used by no one else
+/// (its on-CPU mark claimed by this CPU); `leaving` must be valid for a
+/// byte write until the mark is clear (nothing frees the outgoing task's
+/// context while it is set).
+pub unsafe fn switch(save: *mut u64, to: u64, leaving: *mut bool) {
     // SAFETY: the caller upholds the contract above; the assembly only
-    // touches the two stacks and callee-saved registers it restores.
-    unsafe { faultline_context_switch(save, to) }
+    // touches the two stacks, the mark and callee-saved registers it
+    // restores.
+    unsafe { faultline_context_switch(save, to, leaving) }
 }
 
 /// Words `init_stack` places below the top.

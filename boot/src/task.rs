@@ -23,7 +23,7 @@ use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::proc::{Machine, Start, System, UserFrame, UserRegs};
+use kernel::proc::{Machine, OnCpu, Start, System, UserFrame, UserRegs};
 use kernel::sync::IrqMutex;
 use kernel::task::sched::{SchedError, Tid};
 use spin::Once;
@@ -61,17 +61,23 @@ pub struct Ctx {
     /// A user task's FS base while it is switched out (the MSR holds it
     /// while it runs).
     fs_base: AtomicU64,
+    /// Set while a CPU may be on this task's stack (`OnCpu`): claimed by
+    /// the switch to it, cleared by the switch's assembly once off it.
+    on_cpu: OnCpu,
 }
 
-/// What a switch needs of a task.
+/// What a switch needs of a task: where things are, read under the
+/// scheduler's lock, and read through only once the task's on-CPU mark is
+/// claimed (its last CPU may still be saving it when the switch is
+/// decided).
 #[derive(Clone, Copy)]
 pub struct SwitchPoint {
-    save: *mut u64,
-    rsp: u64,
+    saved_rsp: *const AtomicU64,
     stack_top: Option<u64>,
     root: Option<Pfn>,
     fpu: Option<NonNull<FpuArea>>,
     fs_base: *const AtomicU64,
+    on_cpu: *const OnCpu,
 }
 
 /// A task's kernel stack: a slot in the stack region, its top
@@ -225,18 +231,36 @@ impl Machine for BootMachine {
             root,
             start,
             fs_base: AtomicU64::new(fs_base),
+            on_cpu: OnCpu::new(false),
         })
     }
 
     fn switch_point(ctx: &Self::Context) -> SwitchPoint {
         SwitchPoint {
-            save: ctx.saved_rsp.as_ptr(),
-            rsp: ctx.saved_rsp.load(Ordering::Relaxed),
+            saved_rsp: &ctx.saved_rsp,
             stack_top: ctx.stack.as_ref().map(KernelStack::top),
             root: ctx.root,
             fpu: ctx.fpu.as_ref().and_then(|c| NonNull::new(c.get())),
             fs_base: &ctx.fs_base,
+            on_cpu: &ctx.on_cpu,
         }
+    }
+
+    fn on_cpu(ctx: &Self::Context) -> &OnCpu {
+        &ctx.on_cpu
+    }
+
+    fn cpu_index(&self) -> usize {
+        // CPU 0 alone runs tasks until the other CPUs join the scheduler
+        // (`System::join_cpu`, SMP phase 3); then this is the per-CPU
+        // area's index, `arch::percpu::index()`, as the locks' hook has it.
+        0
+    }
+
+    fn kick(&self, _cpu: usize) {
+        // Nothing to send yet: with CPU 0 alone in the scheduler no kick
+        // is ever asked for. Phase 3 sends the reschedule IPI here (phase
+        // 1's `arch::smp`), whose handler calls `system().reschedule()`.
     }
 
     fn fs_base(&self, _running: &Self::Context) -> u64 {
@@ -255,6 +279,12 @@ impl Machine for BootMachine {
     // (`./run.sh bench`).
     #[inline(always)]
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
+        // First: the CPU `to` last ran on may still be saving it. Nothing
+        // of `to` is read before this.
+        // SAFETY: `on_cpu` points into the incoming task's boxed Ctx, which
+        // is freed only when its record is dropped, and that waits for the
+        // mark this claims (and releases only after it ran again).
+        unsafe { (*to.on_cpu).claim() };
         if let Some(top) = to.stack_top {
             arch::syscall::set_kernel_stack(top);
         }
@@ -291,12 +321,15 @@ impl Machine for BootMachine {
             // switch touches while it is switched out.
             unsafe { area.as_ref() }.restore();
         }
-        // SAFETY: interrupts are off (the System's contract); `save` points
-        // into a boxed Ctx that is freed only when its task is reaped,
-        // which never happens to a task that is running or can run again;
-        // `rsp` was saved by a switch or built by init_stack on a stack
-        // that belongs to the incoming task.
-        unsafe { arch::context::switch(from.save, to.rsp) };
+        // SAFETY: `saved_rsp` is in the incoming task's boxed Ctx (alive, as
+        // above); its mark is claimed, so the switch that saved it is done.
+        let rsp = unsafe { (*to.saved_rsp).load(Ordering::Relaxed) };
+        // SAFETY: interrupts are off (the System's contract); `saved_rsp`
+        // and `on_cpu` of `from` point into a boxed Ctx that is freed only
+        // once its mark is clear, which the assembly does last; `rsp` was
+        // saved by a switch or built by init_stack on a stack that belongs
+        // to the incoming task, whose mark this CPU holds.
+        unsafe { arch::context::switch((*from.saved_rsp).as_ptr(), rsp, (*from.on_cpu).as_ptr()) };
     }
 
     fn fpu_save(&self, out: &mut [u8; 512]) {
@@ -337,6 +370,8 @@ pub fn init() {
         root: None,
         start: Start::None,
         fs_base: AtomicU64::new(0),
+        // It is running: this very code.
+        on_cpu: OnCpu::new(true),
     };
     let (Ok(boot), Ok(idle)) = (try_box(boot), BootMachine.new_context(Start::None, None)) else {
         panic!("no memory for the idle task's stack");

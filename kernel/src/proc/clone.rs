@@ -78,7 +78,7 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let procs = self.procs.lock();
         let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         let name = s.task(me).ok_or(Errno::ESRCH)?.name;
         // As for spawn_thread: an ending process makes no more threads
@@ -183,7 +183,7 @@ impl<M: Machine> System<M> {
     /// the CPU; their stacks are freed here, outside the lock.
     pub(super) fn reap_detached(&self) {
         loop {
-            let reaped = self.sched.lock().reap_detached();
+            let reaped = self.sched().reap_detached();
             let Some((_, _, ext)) = reaped else { break };
             drop(ext);
         }

@@ -194,7 +194,7 @@ impl<M: Machine> System<M> {
             let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
             let key = self.futex_key(p, uaddr, private)?;
             // The read and the enqueue under the lock every wake takes.
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             let word = uaccess::read_user_u32(p.space.page_table(), mem, uaddr)?;
             if word != val {
                 return Err(Errno::EAGAIN);
@@ -206,7 +206,8 @@ impl<M: Machine> System<M> {
                 key: key.words(),
                 bits,
             };
-            s.block_current_tagged(self.futexes.bucket(key), deadline, tag)
+            let sw = s.block_current_tagged(self.futexes.bucket(key), deadline, tag);
+            sw.map(|sw| s.plan(sw))
         };
         // Every lock is released: now the switch.
         match blocked {
@@ -238,14 +239,14 @@ impl<M: Machine> System<M> {
             let procs = self.procs.lock();
             let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
             let key = self.futex_key(p, uaddr, private)?;
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             let woken = s.wake_tagged(self.futexes.bucket(key), key.words(), bits, max);
             let sw = if woken > 0 && s.should_preempt() {
                 s.schedule()
             } else {
                 None
             };
-            (woken, sw)
+            (woken, s.plan(sw))
         };
         self.switch_if(sw.1);
         Ok(sw.0 as u64)
@@ -274,7 +275,7 @@ impl<M: Machine> System<M> {
             let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
             let from = self.futex_key(p, uaddr, private)?;
             let to = self.futex_key(p, uaddr2, private)?;
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             if let Some(expected) = cmp {
                 let word = uaccess::read_user_u32(p.space.page_table(), mem, uaddr)?;
                 if word != expected {
@@ -290,7 +291,7 @@ impl<M: Machine> System<M> {
             } else {
                 None
             };
-            (n, sw)
+            (n, s.plan(sw))
         };
         self.switch_if(sw.1);
         Ok(sw.0 as u64)

@@ -7,6 +7,13 @@
 //! console. The booted kernel implements it in `boot/` over the real CPU;
 //! the host tests implement it with one thread per task, of which only
 //! one runs at a time.
+//!
+//! # Several CPUs
+//!
+//! Each CPU calls into the [`super::System`] for itself: the machine says
+//! which CPU the caller runs on ([`Machine::cpu_index`]), sends the
+//! reschedule interrupts the scheduler asks for ([`Machine::kick`]), and
+//! keeps each task's on-CPU mark ([`OnCpu`]), which its switch honours.
 
 use crate::mm::Pfn;
 use crate::mm::frame::FrameAllocator;
@@ -15,6 +22,79 @@ use crate::mm::phys::PhysMem;
 use crate::mm::pte::PteFormat;
 use crate::mm::tlb::TlbFlush;
 use abi::Errno;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// A task's on-CPU mark: set while some CPU may be on the task's kernel
+/// stack. A switch decided under the scheduler's lock is carried out after
+/// it, so the task a CPU switches away from may be picked by another CPU,
+/// or reaped, while the first is still saving it. The mark closes that
+/// window:
+///
+/// * the CPU switching *to* a task waits until its mark is clear, then
+///   sets it ([`OnCpu::claim`]), and only then reads what the last switch
+///   saved of the task (its stack pointer, its registers);
+/// * the CPU switching *away* clears it once it no longer touches the
+///   task's stack: after storing the stack pointer and loading the next
+///   task's ([`OnCpu::release`]);
+/// * a task's stack is freed only once its mark is clear
+///   ([`OnCpu::wait_off`], which the record's drop calls).
+///
+/// A wait always ends: the CPU that holds a mark is between its lock
+/// release and its switch, with interrupts off and no lock to take, and
+/// what it may itself wait for was released by a switch decided earlier
+/// (a task is picked only once the switch away from it was decided), so
+/// waits cannot go round in a circle.
+///
+/// The mark lives in the machine's context of the task, whose address
+/// does not move while the task can run (the machine boxes it).
+#[derive(Debug)]
+pub struct OnCpu(AtomicBool);
+
+impl OnCpu {
+    /// Set for the context of code already running (the boot thread, a
+    /// CPU's first idle task), clear for a task not started yet.
+    pub const fn new(running: bool) -> OnCpu {
+        OnCpu(AtomicBool::new(running))
+    }
+
+    /// The incoming CPU's part: waits until the CPU the task last ran on
+    /// has left its stack, then marks it as this CPU's. Acquire: what that
+    /// CPU saved of the task before it let go is seen here.
+    pub fn claim(&self) {
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The outgoing CPU's part, once off the task's stack. Release: what
+    /// it saved of the task comes before. (The booted kernel's switch does
+    /// this in its assembly with a plain byte store, which x86 orders as a
+    /// release.)
+    pub fn release(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    /// Whether some CPU may still be on the task's stack.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Waits until no CPU is on the task's stack: before it is freed.
+    pub fn wait_off(&self) {
+        while self.is_on() {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The mark's byte, for a switch written in assembly to clear.
+    pub fn as_ptr(&self) -> *mut bool {
+        self.0.as_ptr()
+    }
+}
 
 /// A user thread's registers as a system call found them: the general
 /// registers (`rcx` and `r11` hold what `syscall` put there: the return
@@ -82,10 +162,11 @@ pub trait Machine: Sync + Sized + 'static {
     type Pte: PteFormat;
     /// Physical memory, as the page tables and user copies reach it.
     type Mem: PhysMem + Sync + 'static;
-    /// A task's context: its kernel stack and saved state. It lives in the
-    /// task's record and is dropped when the task is reaped, which must
-    /// free the stack; a context is never dropped while its task runs
-    /// (the scheduler refuses to reap the current task).
+    /// A task's context: its kernel stack, saved state and on-CPU mark. It
+    /// lives in the task's record and is dropped when the task is reaped,
+    /// which must free the stack; a context is never dropped while its
+    /// task runs (the scheduler refuses to reap a CPU's current task, and
+    /// the record's drop waits for the mark).
     type Context: Send;
     /// What a switch needs to know of a task, read under the scheduler
     /// lock and used after it is released.
@@ -108,7 +189,15 @@ pub trait Machine: Sync + Sized + 'static {
     /// A context that begins as `start` says, in address space `root`
     /// (None: the kernel's). `ENOMEM` when no stack can be had.
     fn new_context(&self, start: Start, root: Option<Pfn>) -> Result<Self::Context, Errno>;
+    /// What a switch needs of `ctx`, read in the locked section that
+    /// decided the switch and used after it: pointers into the context
+    /// (its saved stack pointer, its mark), not values that the task's
+    /// last switch away may still be writing.
     fn switch_point(ctx: &Self::Context) -> Self::SwitchPoint;
+    /// The task's on-CPU mark ([`OnCpu`]): set for a context made running
+    /// (the boot thread's, a joining CPU's idle task's), clear for one
+    /// [`Machine::new_context`] makes.
+    fn on_cpu(ctx: &Self::Context) -> &OnCpu;
     /// The FS base of the running task, whose context is `ctx`: what
     /// `ARCH_GET_FS` reports and a `clone` child without `CLONE_SETTLS`
     /// inherits. A new context starts with 0 (`Start::Clone`: its own).
@@ -118,9 +207,30 @@ pub trait Machine: Sync + Sized + 'static {
     /// a user address.
     fn set_fs_base(&self, ctx: &Self::Context, base: u64);
     /// Saves the running task into `from` and resumes `to`; returns when
-    /// something switches back to `from`. Called with interrupts off and
-    /// no lock held.
+    /// something switches back to `from`, perhaps on another CPU. Called
+    /// with interrupts off and no lock held. With several CPUs it keeps
+    /// the on-CPU marks ([`OnCpu`]): first it claims `to`'s (waiting for
+    /// the CPU `to` last ran on to leave its stack) and only then reads
+    /// `to`'s saved state; it releases `from`'s once it has saved `from`
+    /// and is off its stack (after loading `to`'s stack pointer).
     fn switch(&self, from: Self::SwitchPoint, to: Self::SwitchPoint);
+
+    /// The index of the CPU running the caller, below
+    /// [`crate::sync::MAX_CPUS`]: the scheduler's index of it once it has
+    /// joined ([`super::System::join_cpu`]; CPU 0 runs the boot thread).
+    /// Called with interrupts off, so the answer cannot change under the
+    /// caller.
+    fn cpu_index(&self) -> usize;
+
+    /// Asks CPU `cpu` (another one) to look at the run queue: the
+    /// reschedule interrupt, whose handler calls
+    /// [`super::System::reschedule`] (and on its way back to user mode,
+    /// `return_to_user`, which takes kills and signals). Called after the
+    /// scheduler's lock is released, possibly with other locks held and
+    /// interrupts off: it sends and returns, taking no lock of the
+    /// process model. A kick that arrives when the CPU has looked already
+    /// is harmless.
+    fn kick(&self, cpu: usize);
 
     /// The running user thread's x87/SSE registers in the FXSAVE layout
     /// (what a signal frame's `fpstate` holds). The kernel is soft-float,

@@ -11,10 +11,10 @@
 //!
 //! Every task has one record, in the scheduler: its state, its process
 //! (`group`, the pid) and the machine's context (kernel stack, saved
-//! registers). [`System::current`] names the running task, and the
-//! process of the running task is found in one place,
-//! [`System::current_pid`]. A process (the tasks of one group) owns an
-//! address space and a descriptor table.
+//! registers). [`System::current`] names the task running on the
+//! caller's CPU, and the process of the running task is found in one
+//! place, [`System::current_pid`]. A process (the tasks of one group) owns
+//! an address space and a descriptor table.
 //!
 //! # A process's end
 //!
@@ -43,6 +43,23 @@
 //! `try_reserve`, and the scheduler's records are fallible too. Running
 //! out of memory is `ENOMEM` or `EAGAIN`, never a kernel panic.
 //!
+//! # Several CPUs
+//!
+//! The scheduler acts for one CPU at a time: every locked section on it
+//! goes through [`System::sched`], which names the caller's CPU
+//! ([`Machine::cpu_index`]) right after taking the lock, and when the
+//! section ends sends the reschedule interrupts it asked for
+//! ([`Machine::kick`]), after the lock is released. The running task is
+//! kept per CPU (`current`, stored by the switch), so `gettid` and its
+//! kin stay lock-free. A decided switch takes what the machine needs of
+//! both tasks in the same section ([`SchedGuard::plan`]): once the lock
+//! is released the task left may be reaped by another CPU, and only its
+//! stack waits, for its on-CPU mark ([`OnCpu`], cleared by the machine's
+//! switch once it is off the stack; every record's drop waits for it).
+//! Other CPUs join with [`System::join_cpu`] and answer kicks with
+//! [`System::reschedule`]. Until they do (the booted kernel's CPU 0 runs
+//! every task today) all of this is the one-CPU kernel it was.
+//!
 //! # Locks
 //!
 //! All are [`IrqMutex`]es (interrupts off while held), taken in this
@@ -62,19 +79,20 @@ mod tests;
 
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use abi::Errno;
 
 use crate::mm::fault::{Fault, Outcome};
 use crate::mm::pte::LeafFlags;
-use crate::sync::{IrqMutex, IrqOff, restore_irq_state, save_irq_state};
+use crate::sync::{IrqMutex, IrqMutexGuard, IrqOff, MAX_CPUS, restore_irq_state, save_irq_state};
 use crate::task::aspace::UserSpace;
 use crate::task::elf;
-use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
+use crate::task::sched::{CpuStats, Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, Start, UserFrame, UserRegs};
+pub use machine::{Machine, OnCpu, Start, UserFrame, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -156,19 +174,36 @@ impl<M: Machine> TaskExt<M> {
     }
 }
 
+impl<M: Machine> Drop for TaskExt<M> {
+    /// The context goes with the record (its kernel stack freed), but not
+    /// while a CPU may still be on that stack: the CPU that switched away
+    /// from a reaped task may not have left it yet. The wait is that CPU's
+    /// few last instructions of its switch (see [`OnCpu`]); a record that
+    /// never ran, or whose task left long ago, does not wait.
+    fn drop(&mut self) {
+        M::on_cpu(&self.ctx).wait_off();
+    }
+}
+
 /// The portable kernel: every task, process and pipe.
 pub struct System<M: Machine> {
     m: M,
     procs: IrqMutex<Vec<Process<M>>>,
     pipes: IrqMutex<PipeTable>,
-    sched: IrqMutex<Scheduler<TaskExt<M>>>,
+    /// The scheduler; taken through [`System::sched`], which names the
+    /// caller's CPU.
+    scheduler: IrqMutex<Scheduler<TaskExt<M>>>,
     /// The futex hash buckets: wait queues made at boot, so that waits and
     /// wakes never allocate.
     futexes: futex::Futexes,
-    /// The running task, as the last switch left it: `gettid` and every
-    /// lookup of the current task read it without taking the scheduler's
-    /// lock (one CPU; the SMP issue makes it per CPU).
-    current: AtomicU32,
+    /// The task running on each CPU, as the last switch there left it:
+    /// `gettid` and every lookup of the current task read it without
+    /// taking the scheduler's lock.
+    current: [AtomicU32; MAX_CPUS],
+    /// CPUs that have joined the scheduler (1 until another joins): with
+    /// one, no task moves between CPUs and `current` needs no interrupts
+    /// off.
+    cpus_joined: AtomicUsize,
     /// The state of the generator behind `AT_RANDOM`.
     random: AtomicU64,
     /// Kill requests whose task has not exited yet. Every return to user
@@ -190,9 +225,74 @@ impl<M: Machine> Write for Console<'_, M> {
     }
 }
 
+/// The scheduler's lock, held for the CPU that took it ([`System::sched`]).
+/// On release it sends the kicks the section asked for.
+pub(crate) struct SchedGuard<'a, M: Machine> {
+    guard: Option<IrqMutexGuard<'a, Scheduler<TaskExt<M>>>>,
+    m: &'a M,
+}
+
+impl<M: Machine> Deref for SchedGuard<'_, M> {
+    type Target = Scheduler<TaskExt<M>>;
+    fn deref(&self) -> &Self::Target {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable!("scheduler guard used after drop"),
+        }
+    }
+}
+
+impl<M: Machine> DerefMut for SchedGuard<'_, M> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.guard {
+            Some(g) => g,
+            None => unreachable!("scheduler guard used after drop"),
+        }
+    }
+}
+
+impl<M: Machine> Drop for SchedGuard<'_, M> {
+    /// Unlocks, then kicks: the CPUs kicked must find the lock free.
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let kicks = guard.take_kicks();
+        drop(guard);
+        for cpu in kicks.iter() {
+            self.m.kick(cpu);
+        }
+    }
+}
+
+impl<M: Machine> SchedGuard<'_, M> {
+    /// What the machine needs to carry out `sw`, read now: once the lock
+    /// is released another CPU may reap the task left (its record goes;
+    /// only its stack waits for the mark).
+    fn plan(&self, sw: Option<Switch>) -> Option<Planned<M>> {
+        let sw = sw?;
+        match (self.ext(sw.from), self.ext(sw.to)) {
+            (Some(from), Some(to)) => Some(Planned {
+                sw,
+                from: M::switch_point(&from.ctx),
+                to: M::switch_point(&to.ctx),
+            }),
+            _ => panic!("switch {sw:?} between tasks without contexts"),
+        }
+    }
+}
+
+/// A decided switch and what the machine needs of both tasks.
+struct Planned<M: Machine> {
+    sw: Switch,
+    from: M::SwitchPoint,
+    to: M::SwitchPoint,
+}
+
 impl<M: Machine> System<M> {
     /// A system whose boot thread (tid 1) is the caller, running on
-    /// `boot` (its context), with an idle task (tid 0) on `idle`.
+    /// `boot` (its context, whose on-CPU mark is set), with an idle task
+    /// (tid 0) on `idle`, on CPU 0.
     pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
         let (Ok(idle), Ok(boot)) = (TaskExt::new(idle), TaskExt::new(boot)) else {
             panic!("no memory for the first two tasks at boot");
@@ -203,15 +303,18 @@ impl<M: Machine> System<M> {
         let Some(futexes) = futex::Futexes::new(&mut sched) else {
             panic!("no memory for the futex wait queues at boot");
         };
+        let current = [const { AtomicU32::new(0) }; MAX_CPUS];
+        current[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
         System {
             m,
             procs: IrqMutex::new(Vec::new()),
             pipes: IrqMutex::new(PipeTable::new()),
-            sched: IrqMutex::new(sched),
+            scheduler: IrqMutex::new(sched),
             futexes,
             kills_in_flight: AtomicUsize::new(0),
             signal_work: AtomicUsize::new(0),
-            current: AtomicU32::new(crate::task::sched::BOOT),
+            current,
+            cpus_joined: AtomicUsize::new(1),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
     }
@@ -220,21 +323,122 @@ impl<M: Machine> System<M> {
         &self.m
     }
 
-    /// Runs `f` on the scheduler, with its lock held.
+    /// Takes the scheduler's lock for the caller's CPU: the scheduler acts
+    /// for it until the guard goes, which then sends the kicks asked for.
+    /// Panics on a CPU that has not joined (a boot-order bug).
+    fn sched(&self) -> SchedGuard<'_, M> {
+        match self.try_sched() {
+            Some(s) => s,
+            None => panic!(
+                "CPU {} used the scheduler before joining it",
+                self.m.cpu_index()
+            ),
+        }
+    }
+
+    /// [`System::sched`], or None on a CPU that has not joined.
+    fn try_sched(&self) -> Option<SchedGuard<'_, M>> {
+        let mut guard = self.scheduler.lock();
+        // Interrupts are off now: the caller stays on this CPU.
+        guard.set_cpu(self.m.cpu_index()).then_some(SchedGuard {
+            guard: Some(guard),
+            m: &self.m,
+        })
+    }
+
+    /// Runs `f` on the scheduler, with its lock held, acting for the
+    /// caller's CPU.
     pub fn with_sched<R>(&self, f: impl FnOnce(&mut Scheduler<TaskExt<M>>) -> R) -> R {
-        f(&mut self.sched.lock())
+        f(&mut self.sched())
+    }
+
+    // ---- CPUs ----
+
+    /// Makes the calling CPU one the scheduler runs tasks on: `idle` is
+    /// the context of the code calling (its on-CPU mark set), which
+    /// becomes this CPU's idle task and goes on as its idle loop, taking
+    /// ticks ([`System::tick`]) and kicks ([`System::reschedule`]). CPUs
+    /// join in index order, each once, with interrupts off and before
+    /// their first tick: NoSuchCpu when the machine's index of the caller
+    /// is not the next, and nothing changes. Returns the index.
+    pub fn join_cpu(&self, idle: M::Context) -> Result<usize, SchedError> {
+        let ext = match TaskExt::new(idle) {
+            Ok(ext) => ext,
+            Err(_) => return Err(SchedError::NoMemory),
+        };
+        let _off = IrqOff::new();
+        let cpu = self.m.cpu_index();
+        let mut s = self.scheduler.lock();
+        if cpu != s.cpu_count() {
+            // Its context is the caller's own, running: dropping it would
+            // wait for the caller to leave its own stack. A CPU that cannot
+            // join is a boot failure; its few bytes stay.
+            core::mem::forget(ext);
+            return Err(SchedError::NoSuchCpu);
+        }
+        match s.add_cpu(ext) {
+            Ok(index) => {
+                let idle = s.current_on(index).unwrap_or(0);
+                self.current[index].store(idle, Ordering::Relaxed);
+                // By this CPU, before it runs any task: see `current`.
+                self.cpus_joined.fetch_add(1, Ordering::Relaxed);
+                Ok(index)
+            }
+            Err((e, ext)) => {
+                // As above.
+                core::mem::forget(ext);
+                Err(e)
+            }
+        }
+    }
+
+    /// The work of a kick ([`Machine::kick`]), on the CPU kicked: it
+    /// looks at the run queue and switches if it should. (Kills and
+    /// signals it was kicked for are taken on its way back to user mode.)
+    pub fn reschedule(&self) {
+        let _off = IrqOff::new();
+        let planned = {
+            let Some(mut s) = self.try_sched() else {
+                return;
+            };
+            let sw = s.reschedule();
+            s.plan(sw)
+        };
+        self.switch_if(planned);
+    }
+
+    /// CPUs that have joined.
+    pub fn cpu_count(&self) -> usize {
+        self.scheduler.lock().cpu_count()
+    }
+
+    /// CPU `cpu`'s figures: ticks, idle ticks, switches.
+    pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
+        self.scheduler.lock().cpu_stats(cpu)
     }
 
     // ---- The running task ----
 
-    /// The running task.
+    /// The task running on the caller's CPU.
     pub fn current(&self) -> Tid {
-        self.current.load(Ordering::Relaxed)
+        // CPU 0's slot, and then whether CPU 0 is the only one: had this
+        // load run on another CPU, that CPU's joining (by that CPU, before
+        // it ran any task) would come before the count's load below, which
+        // would then say so. One CPU pays no interrupts-off section here
+        // (`gettid`, and every lookup of the current process).
+        let only = self.current[0].load(Ordering::Acquire);
+        if self.cpus_joined.load(Ordering::Relaxed) == 1 {
+            return only;
+        }
+        // Interrupts off between the index and the load: a task moved to
+        // another CPU in between would read another task's slot.
+        let _off = IrqOff::new();
+        self.current[self.m.cpu_index().min(MAX_CPUS - 1)].load(Ordering::Relaxed)
     }
 
     /// The process of the running task: the one place that asks.
     pub fn current_pid(&self) -> Pid {
-        let s = self.sched.lock();
+        let s = self.sched();
         let me = s.current();
         s.task(me).map_or(me, |t| t.group)
     }
@@ -242,7 +446,7 @@ impl<M: Machine> System<M> {
     /// Runs `f` on the running task's context (the executor reads how to
     /// start from it).
     pub fn with_current_context<R>(&self, f: impl FnOnce(Option<&M::Context>) -> R) -> R {
-        let s = self.sched.lock();
+        let s = self.sched();
         f(s.ext(s.current()).map(TaskExt::context))
     }
 
@@ -262,81 +466,88 @@ impl<M: Machine> System<M> {
 
     // ---- Switching ----
 
-    /// Carries out a switch the scheduler decided. No lock may be held.
-    fn switch(&self, sw: Switch) {
+    /// Carries out a switch the scheduler decided, planned in the section
+    /// that decided it. No lock may be held, and interrupts have been off
+    /// since the decision.
+    fn switch(&self, p: Planned<M>) {
         let _off = IrqOff::new();
-        let points = {
-            let s = self.sched.lock();
-            match (s.ext(sw.from), s.ext(sw.to)) {
-                (Some(from), Some(to)) => {
-                    Some((M::switch_point(&from.ctx), M::switch_point(&to.ctx)))
-                }
-                _ => None,
-            }
-        };
-        let Some((from, to)) = points else {
-            panic!("switch {sw:?} between tasks without contexts");
-        };
-        self.current.store(sw.to, Ordering::Relaxed);
+        let cpu = self.m.cpu_index().min(MAX_CPUS - 1);
+        self.current[cpu].store(p.sw.to, Ordering::Relaxed);
         // The task switched to has interrupts-off sections of its own.
         let saved = save_irq_state();
-        self.m.switch(from, to);
+        self.m.switch(p.from, p.to);
+        // Back on this task, on whichever CPU resumed it.
         restore_irq_state(saved);
     }
 
-    fn switch_if(&self, sw: Option<Switch>) {
-        if let Some(sw) = sw {
-            self.switch(sw);
+    fn switch_if(&self, p: Option<Planned<M>>) {
+        if let Some(p) = p {
+            self.switch(p);
         }
     }
 
-    /// A timer tick: the scheduler's clock, timeouts and preemption.
+    /// A timer tick on the caller's CPU: the scheduler's clock, timeouts
+    /// and preemption. A tick on a CPU that has not joined does nothing.
     pub fn tick(&self) {
         let _off = IrqOff::new();
         let now = self.m.now_ns();
-        let sw = {
-            let mut s = self.sched.lock();
+        let planned = {
+            let Some(mut s) = self.try_sched() else {
+                return;
+            };
             // Interrupts stay off from a scheduling decision to its switch:
             // a tick in between would switch away from the task decided on
             // while still on the stack of the one it replaces.
-            if s.current() != self.current() {
+            let cpu = s.cpu();
+            if s.current() != self.current[cpu].load(Ordering::Relaxed) {
                 panic!(
                     "a tick between the switch to {} and its carrying out",
                     s.current()
                 );
             }
-            if s.tick(now) { s.schedule() } else { None }
+            let sw = if s.tick(now) { s.schedule() } else { None };
+            s.plan(sw)
         };
-        self.switch_if(sw);
+        self.switch_if(planned);
     }
 
     pub fn yield_now(&self) {
         let _off = IrqOff::new();
-        let sw = self.sched.lock().yield_now();
-        self.switch_if(sw);
+        let planned = {
+            let mut s = self.sched();
+            let sw = s.yield_now();
+            s.plan(sw)
+        };
+        self.switch_if(planned);
     }
 
     /// Blocks the current task for at least `ns` nanoseconds.
     pub fn sleep_ns(&self, ns: u64) {
         let _off = IrqOff::new();
         let until = self.m.now_ns().saturating_add(ns);
-        let sw = self.sched.lock().sleep_current(until);
-        self.switch_if(sw);
+        let planned = {
+            let mut s = self.sched();
+            let sw = s.sleep_current(until);
+            s.plan(sw)
+        };
+        self.switch_if(planned);
     }
 
-    /// Wakes everyone on `q`, and switches if one of them should run first.
+    /// Wakes everyone on `q`, and switches if one of them should run first
+    /// (the others go to CPUs the scheduler kicks).
     pub fn wake_all(&self, q: crate::task::sched::QueueId) {
         let _off = IrqOff::new();
-        let sw = {
-            let mut s = self.sched.lock();
+        let planned = {
+            let mut s = self.sched();
             s.wake_all(q);
-            if s.should_preempt() {
+            let sw = if s.should_preempt() {
                 s.schedule()
             } else {
                 None
-            }
+            };
+            s.plan(sw)
         };
-        self.switch_if(sw);
+        self.switch_if(planned);
     }
 
     /// Blocks on `q` until woken or `deadline_ns`. The caller checked its
@@ -347,8 +558,12 @@ impl<M: Machine> System<M> {
         deadline_ns: Option<u64>,
     ) -> Result<(), SchedError> {
         let _off = IrqOff::new();
-        let sw = self.sched.lock().block_current(q, deadline_ns)?;
-        self.switch_if(sw);
+        let planned = {
+            let mut s = self.sched();
+            let sw = s.block_current(q, deadline_ns)?;
+            s.plan(sw)
+        };
+        self.switch_if(planned);
         Ok(())
     }
 
@@ -366,9 +581,7 @@ impl<M: Machine> System<M> {
             .new_context(Start::Kernel { entry, arg }, None)
             .map_err(|_| SchedError::NoMemory)?;
         let ext = TaskExt::new(ctx).map_err(|_| SchedError::NoMemory)?;
-        self.sched
-            .lock()
-            .spawn(name, None, Priority::NORMAL, false, ext)
+        self.sched().spawn(name, None, Priority::NORMAL, false, ext)
     }
 
     /// Ends the current task with `status`. A killed task keeps the
@@ -379,16 +592,18 @@ impl<M: Machine> System<M> {
         self.reap_detached();
         let _off = IrqOff::new();
         let sw = {
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             let me = s.current();
             if s.kill_pending(me).is_some() {
                 self.kills_in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             self.signals_at_exit(&mut s, me);
-            s.exit_current(status)
+            let sw = s.exit_current(status);
+            sw.map(|sw| s.plan(Some(sw)))
         };
         match sw {
-            Ok(sw) => self.switch(sw),
+            Ok(Some(p)) => self.switch(p),
+            Ok(None) => unreachable!("plan of a switch is a plan"),
             Err(e) => panic!("exit of the current task failed: {e:?}"),
         }
         panic!("an exited task was resumed")
@@ -414,7 +629,7 @@ impl<M: Machine> System<M> {
         if self.kills_in_flight.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let s = self.sched.lock();
+        let s = self.sched();
         s.kill_pending(s.current())
     }
 
@@ -423,7 +638,7 @@ impl<M: Machine> System<M> {
     /// must have been created by a thread with a kill pending, which
     /// `spawn_thread` refuses.
     fn kill_others(&self, pid: Pid, except: Tid, status: i64) {
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         self.kill_group(&mut s, pid, except, status);
     }
 
@@ -448,7 +663,7 @@ impl<M: Machine> System<M> {
     /// Polls once per tick: joins are rare (the console, tests).
     pub fn join(&self, tid: Tid, tick_ns: u64) -> Result<i64, SchedError> {
         loop {
-            let state = self.sched.lock().task(tid).map(|t| t.state);
+            let state = self.sched().task(tid).map(|t| t.state);
             match state {
                 None => return Err(SchedError::NoSuchTask),
                 Some(State::Exited(_)) => return self.reap(tid),
@@ -460,7 +675,7 @@ impl<M: Machine> System<M> {
     /// Removes an exited task's record; its context (and kernel stack) is
     /// freed when dropped here, outside the lock.
     fn reap(&self, tid: Tid) -> Result<i64, SchedError> {
-        let (status, ctx) = self.sched.lock().reap(tid)?;
+        let (status, ctx) = self.sched().reap(tid)?;
         drop(ctx);
         Ok(status)
     }
@@ -546,11 +761,7 @@ impl<M: Machine> System<M> {
         if procs.try_reserve(1).is_err() {
             return Err((SpawnError::Load(Errno::ENOMEM), space));
         }
-        let pid = match self
-            .sched
-            .lock()
-            .spawn(name, None, Priority::NORMAL, true, ext)
-        {
+        let pid = match self.sched().spawn(name, None, Priority::NORMAL, true, ext) {
             Ok(pid) => pid,
             Err(e) => return Err((SpawnError::Task(e), space)),
         };
@@ -627,7 +838,7 @@ impl<M: Machine> System<M> {
     pub fn exit_process(&self, status: i64) -> ! {
         let _off = IrqOff::new();
         let (me, pid) = {
-            let s = self.sched.lock();
+            let s = self.sched();
             let me = s.current();
             (me, s.task(me).map_or(me, |t| t.group))
         };
@@ -650,7 +861,7 @@ impl<M: Machine> System<M> {
     /// Whether every thread of process `pid` has exited (or it does not
     /// exist): the process has ended and can be collected.
     pub fn process_ended(&self, pid: Pid) -> bool {
-        self.sched.lock().live_in_group(pid) == 0
+        self.sched().live_in_group(pid) == 0
     }
 
     /// Whether `pid` names a live or uncollected process.
@@ -694,7 +905,7 @@ impl<M: Machine> System<M> {
         }
         // The leader is never reaped before the process (wait_thread
         // refuses it), so its record holds the status.
-        let status = match self.sched.lock().task(pid).map(|t| t.state) {
+        let status = match self.sched().task(pid).map(|t| t.state) {
             Some(State::Exited(status)) => status,
             _ => return Err(Errno::ESRCH),
         };
@@ -715,7 +926,7 @@ impl<M: Machine> System<M> {
     /// process from the table in the same section and returns it.
     fn collect(&self, pid: Pid) -> Option<Process<M>> {
         let mut procs = self.procs.lock();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         loop {
             let next = s
@@ -802,14 +1013,14 @@ impl<M: Machine> System<M> {
     /// ends with a restart code when it has.
     fn signal_interrupts(&self) -> bool {
         self.signal_work.load(Ordering::Relaxed) != 0 && {
-            let s = self.sched.lock();
+            let s = self.sched();
             s.signal_pending(s.current())
         }
     }
 
     /// One line per task for `ps`.
     pub fn describe_tasks(&self, mut line: impl FnMut(core::fmt::Arguments)) {
-        let s = self.sched.lock();
+        let s = self.sched();
         for t in s.tasks() {
             line(format_args!(
                 "tid={} group={} state={:?} prio={} cpu_ticks={} kind={} name={}",

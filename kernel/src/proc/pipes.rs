@@ -144,7 +144,7 @@ impl<M: Machine> System<M> {
         let pages = abi::pipe::DEFAULT_SIZE / PAGE_SIZE as usize;
         let pipe = Pipe::new(mem, pages, frames).ok_or(Errno::ENOMEM)?;
         let queues = {
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             match (s.new_queue(), s.new_queue()) {
                 (Ok(r), Ok(w)) => Ok((r, w)),
                 (r, w) => {
@@ -186,7 +186,7 @@ impl<M: Machine> System<M> {
         let mut procs = self.procs.lock();
         let mut pipes = self.pipes.lock();
         let undo = |obj: PipeObj| {
-            let mut s = self.sched.lock();
+            let mut s = self.sched();
             s.free_queue(obj.readable);
             s.free_queue(obj.writable);
             drop(s);
@@ -278,7 +278,7 @@ impl<M: Machine> System<M> {
         drop(pipes);
         match freed {
             Some(obj) => {
-                let mut s = self.sched.lock();
+                let mut s = self.sched();
                 s.free_queue(obj.readable);
                 s.free_queue(obj.writable);
                 drop(s);
@@ -405,7 +405,11 @@ impl<M: Machine> System<M> {
                 match attempt(obj, p) {
                     Attempt::Done(result, wake) => Err((result, wake)),
                     Attempt::Again(wake) => Ok(Ok(wake)),
-                    Attempt::Block(q) => Ok(Err(self.sched.lock().block_current(q, None))),
+                    Attempt::Block(q) => {
+                        let mut s = self.sched();
+                        let sw = s.block_current(q, None);
+                        Ok(Err(sw.map(|sw| s.plan(sw))))
+                    }
                 }
             };
             // The locks are released: now the wake-ups and the switch.

@@ -349,7 +349,7 @@ impl<M: Machine> System<M> {
     pub(super) fn send_signal(&self, target: Target, signo: u32, info: Info) -> Result<(), Errno> {
         let _off = IrqOff::new();
         let procs = self.procs.lock();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let pid = match target {
             Target::Process(pid) => pid,
             Target::Thread(tid) => {
@@ -467,7 +467,7 @@ impl<M: Machine> System<M> {
         let pid = self.current_pid();
         let _off = IrqOff::new();
         let mut procs = self.procs.lock();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         let p = procs.iter_mut().find(|p| p.pid == pid)?;
         let action = &mut p.signals[signo as usize - 1];
@@ -520,12 +520,7 @@ impl<M: Machine> System<M> {
             return;
         };
         let tid = self.current();
-        let name = self
-            .sched
-            .lock()
-            .task(tid)
-            .map(|t| t.name)
-            .unwrap_or_default();
+        let name = self.sched().task(tid).map(|t| t.name).unwrap_or_default();
         let _ = core::fmt::Write::write_fmt(
             &mut super::Console(&self.m),
             format_args!(
@@ -544,7 +539,7 @@ impl<M: Machine> System<M> {
         let pid = self.current_pid();
         let _off = IrqOff::new();
         let mut procs = self.procs.lock();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         let Some(p) = procs.iter_mut().find(|p| p.pid == pid) else {
             return Next::Nothing;
@@ -776,7 +771,7 @@ impl<M: Machine> System<M> {
                 *slot = a;
                 // POSIX: setting a pending signal to be ignored drops it.
                 if a.ignores(signo) {
-                    let mut s = self.sched.lock();
+                    let mut s = self.sched();
                     // One thread at a time, by tid: no list is made.
                     let mut next = 0;
                     while let Some(tid) = s
@@ -830,7 +825,7 @@ impl<M: Machine> System<M> {
     /// pending signal just unblocked is taken on the way out of this call.
     fn update_mask(&self, f: impl FnOnce(u64) -> Result<u64, Errno>) -> Result<(), Errno> {
         let _off = IrqOff::new();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         let pid = s.task(me).map_or(me, |t| t.group);
         let shared = s.ext(pid).map_or(0, |e| e.sig.shared.bits);

@@ -11,12 +11,12 @@
 
 use abi::{Errno, IOV_MAX, IOVEC_SIZE, MAX_RW_COUNT, Timespec, clock, nr, o};
 
-use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, UserFrame};
+use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, TaskExt, UserFrame};
 use crate::mm::paging::PageTable;
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::PteFormat;
 use crate::sync::IrqOff;
-use crate::task::sched::{Priority, SchedError, WaitResult};
+use crate::task::sched::{CpuMask, Priority, SchedError, Scheduler, State, Tid, WaitResult};
 use crate::task::uaccess;
 
 type SysResult = Result<u64, Errno>;
@@ -137,6 +137,8 @@ impl<M: Machine> System<M> {
             nr::CLONE => self.sys_clone(a[0], a[1], a[2], a[3], a[4], frame.regs()),
             nr::ARCH_PRCTL => self.sys_arch_prctl(int(a[0]), a[1]),
             nr::FUTEX => self.sys_futex(a[0], int(a[1]), a[2] as u32, a[3], a[4], a[5] as u32),
+            nr::SCHED_SETAFFINITY => self.sys_sched_setaffinity(int(a[0]), uint(a[1]), a[2]),
+            nr::SCHED_GETAFFINITY => self.sys_sched_getaffinity(int(a[0]), uint(a[1]), a[2]),
             nr::SET_TID_ADDRESS => Ok(self.sys_set_tid_address(a[0])),
             nr::READ => self.sys_read(fd(a[0]), a[1], a[2]),
             nr::WRITE => self.sys_write(fd(a[0]), a[1], a[2]),
@@ -501,7 +503,7 @@ impl<M: Machine> System<M> {
             .new_context(start, Some(root))
             .map_err(|_| Errno::EAGAIN)?;
         let _off = IrqOff::new();
-        let mut s = self.sched.lock();
+        let mut s = self.sched();
         let me = s.current();
         let Some(info) = s.task(me) else {
             return Err(Errno::ESRCH);
@@ -523,6 +525,72 @@ impl<M: Machine> System<M> {
             .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;
         Ok(tid as u64)
+    }
+
+    /// The thread the affinity calls' `pid` names: 0 the caller, else a
+    /// user thread that has not exited (kernel threads are not a program's
+    /// to name, as for `tgkill`); ESRCH for anything else.
+    fn affinity_target(s: &Scheduler<TaskExt<M>>, pid: i32) -> Result<Tid, Errno> {
+        let tid = match pid {
+            0 => s.current(),
+            p => u32::try_from(p).map_err(|_| Errno::ESRCH)?,
+        };
+        s.task(tid)
+            .filter(|t| t.user && !matches!(t.state, State::Exited(_)))
+            .map(|t| t.tid)
+            .ok_or(Errno::ESRCH)
+    }
+
+    /// `sched_setaffinity(pid, len, mask)`, in Linux's order: the mask is
+    /// read first (`EFAULT`; a shorter one than the kernel's 8 bytes is
+    /// the low CPUs' with the rest clear, a longer one is cut to 8, `len`
+    /// 0 reads nothing and is an empty mask), then the thread found
+    /// (`ESRCH`), then a mask with no CPU that runs is `EINVAL`. Bits of
+    /// CPUs that are not running are kept. The caller moved off its own
+    /// CPU switches before the call returns.
+    fn sys_sched_setaffinity(&self, pid: i32, len: u32, mask_ptr: u64) -> SysResult {
+        let mut bytes = [0u8; CpuMask::BYTES];
+        let n = usize::try_from(len).map_or(CpuMask::BYTES, |l| l.min(CpuMask::BYTES));
+        self.copy_from_user(mask_ptr, &mut bytes[..n])?;
+        let mask = CpuMask(u64::from_le_bytes(bytes));
+        let _off = IrqOff::new();
+        let planned = {
+            let mut s = self.sched();
+            let tid = Self::affinity_target(&s, pid)?;
+            s.set_affinity(tid, mask).map_err(|e| match e {
+                SchedError::NoCpu | SchedError::IdleTask => Errno::EINVAL,
+                _ => Errno::ESRCH,
+            })?;
+            let sw = if s.should_preempt() {
+                s.schedule()
+            } else {
+                None
+            };
+            s.plan(sw)
+        };
+        self.switch_if(planned);
+        Ok(0)
+    }
+
+    /// `sched_getaffinity(pid, len, mask)`: stores the CPUs thread `pid`
+    /// may run on, of those running, as Linux's 8-byte mask, and returns
+    /// 8, the size of the kernel's mask. Linux's checks in its order:
+    /// `EINVAL` when `len` has no bit for each CPU (`len * 8`, reckoned in
+    /// 32 bits as Linux does) or is not a multiple of 8; `ESRCH`; `EFAULT`
+    /// (nothing stored).
+    fn sys_sched_getaffinity(&self, pid: i32, len: u32, mask_ptr: u64) -> SysResult {
+        let mask = {
+            let s = self.sched();
+            let bits = usize::try_from(len.wrapping_mul(8)).unwrap_or(usize::MAX);
+            if bits < s.cpu_count() || !len.is_multiple_of(8) {
+                return Err(Errno::EINVAL);
+            }
+            let tid = Self::affinity_target(&s, pid)?;
+            s.affinity(tid).unwrap_or_default().and(s.online())
+        };
+        let n = usize::try_from(len).map_or(CpuMask::BYTES, |l| l.min(CpuMask::BYTES));
+        self.copy_to_user(mask_ptr, &mask.0.to_le_bytes()[..n])?;
+        Ok(n as u64)
     }
 
     /// `wait4`: no program has a child process (nothing makes one before
@@ -555,10 +623,18 @@ impl<M: Machine> System<M> {
         }
         loop {
             let _off = IrqOff::new();
-            let result = self.sched.lock().wait_for(tid);
+            let result = {
+                let mut s = self.sched();
+                // The record of a task it collects goes after the lock.
+                match s.wait_for(tid) {
+                    Ok(WaitResult::Blocked(sw)) => Ok(Err(s.plan(sw))),
+                    Ok(WaitResult::Exited(status, ext)) => Ok(Ok((status, ext))),
+                    Err(e) => Err(e),
+                }
+            };
             match result {
-                Ok(WaitResult::Blocked(sw)) => self.switch_if(sw),
-                Ok(WaitResult::Exited(status, ctx)) => {
+                Ok(Err(planned)) => self.switch_if(planned),
+                Ok(Ok((status, ctx))) => {
                     drop(ctx);
                     if status_ptr != 0 {
                         let status = abi::thread_status(status);

@@ -31,11 +31,37 @@ type Prog = Arc<dyn Fn(&User) -> i64 + Send + Sync>;
 
 /// Which context may run: one gate per context, opened by the switch
 /// that hands it the CPU. (One condition variable for all would wake every
-/// parked thread at every switch.)
-#[derive(Default)]
+/// parked thread at every switch.) It carries the context's on-CPU mark,
+/// which the switch keeps as a machine with several CPUs must.
 struct Gate {
     open: Mutex<bool>,
     turn: Condvar,
+    on_cpu: OnCpu,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            open: Mutex::new(false),
+            turn: Condvar::new(),
+            on_cpu: OnCpu::new(false),
+        }
+    }
+}
+
+std::thread_local! {
+    /// The CPU the calling thread runs on, as the machine reports it: 0,
+    /// but for a test that has the boot thread act for another CPU (to
+    /// make it join). The host runs every task on CPU 0.
+    static AS_CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` as if on CPU `cpu`.
+fn as_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
+    let before = AS_CPU.with(|c| c.replace(cpu));
+    let r = f();
+    AS_CPU.with(|c| c.set(before));
+    r
 }
 
 #[derive(Default)]
@@ -106,6 +132,9 @@ struct HostMachine {
     /// is its pid): the tests' programs return their findings, wider than
     /// an exit status.
     results: Mutex<Vec<(Pid, i64)>>,
+    /// The CPUs kicked, in order (no other CPU runs here: the tests read
+    /// what would have been sent).
+    kicks: Mutex<Vec<usize>>,
 }
 
 struct HostCtx {
@@ -113,6 +142,8 @@ struct HostCtx {
     live: Arc<AtomicUsize>,
     /// The FS base, as the machine keeps it per task.
     fs_base: AtomicU64,
+    /// Its gate, for the on-CPU mark.
+    gate: Arc<Gate>,
 }
 
 impl Drop for HostCtx {
@@ -136,10 +167,12 @@ impl TableAlloc for Tables {
 impl HostMachine {
     fn context(&self) -> HostCtx {
         self.live_contexts.fetch_add(1, Ordering::SeqCst);
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         HostCtx {
-            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            id,
             live: self.live_contexts.clone(),
             fs_base: AtomicU64::new(0),
+            gate: self.baton.gate(id),
         }
     }
 
@@ -315,6 +348,19 @@ impl Machine for HostMachine {
         ctx.id
     }
 
+    fn on_cpu(ctx: &HostCtx) -> &OnCpu {
+        &ctx.gate.on_cpu
+    }
+
+    fn cpu_index(&self) -> usize {
+        AS_CPU.with(Cell::get)
+    }
+
+    fn kick(&self, cpu: usize) {
+        let kicks = &self.kicks;
+        crate::testutil::alloc::normal(|| kicks.lock().unwrap().push(cpu));
+    }
+
     fn fs_base(&self, ctx: &HostCtx) -> u64 {
         ctx.fs_base.load(Ordering::SeqCst)
     }
@@ -326,7 +372,13 @@ impl Machine for HostMachine {
     fn switch(&self, from: usize, to: usize) {
         // The baton stands for the CPU: its allocations are not the kernel's.
         crate::testutil::alloc::normal(|| {
+            let (from_gate, to_gate) = (self.baton.gate(from), self.baton.gate(to));
+            // As a machine with several CPUs: the incoming task's mark
+            // first; the outgoing one's once this thread is done with it
+            // (it only parks from here).
+            to_gate.on_cpu.claim();
             self.baton.hand_to(to);
+            from_gate.on_cpu.release();
             self.baton.wait_for(from);
         });
     }
@@ -570,6 +622,7 @@ fn pattern(seed: u8, n: usize) -> Vec<u8> {
         .collect()
 }
 
+mod cpus;
 mod signals;
 mod threads;
 
@@ -621,9 +674,12 @@ impl World {
             panics: Mutex::new(Vec::new()),
             fpu: Mutex::new(fpu_init()),
             results: Mutex::new(Vec::new()),
+            kicks: Mutex::new(Vec::new()),
         };
         let idle = machine.context();
         let boot = machine.context();
+        // The test's thread is running: its context is on the CPU.
+        boot.gate.on_cpu.claim();
         let idle_id = idle.id;
         let sys: &'static System<HostMachine> =
             Box::leak(Box::new(System::new(machine, idle, boot)));

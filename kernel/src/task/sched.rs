@@ -764,6 +764,9 @@ struct RunQueue {
     lists: [List; PRIORITIES],
     busy: [u64; PRIORITIES / 64],
     len: usize,
+    /// Queued tasks whose affinity is not every CPU: while there are none,
+    /// the head of the best queue is every CPU's pick, no record read.
+    narrow: usize,
 }
 
 impl RunQueue {
@@ -772,6 +775,7 @@ impl RunQueue {
             lists: [List::default(); PRIORITIES],
             busy: [0; PRIORITIES / 64],
             len: 0,
+            narrow: 0,
         }
     }
 
@@ -785,23 +789,31 @@ impl RunQueue {
         }
     }
 
-    fn push_back<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+    /// Appends `tid`, whose affinity is `affinity`.
+    fn push_back<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority, affinity: CpuMask) {
         tasks.push_back(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue);
         self.len += 1;
+        self.narrow += usize::from(affinity != CpuMask::ALL);
         self.mark(prio);
     }
 
-    fn remove<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority) {
+    fn remove<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority, affinity: CpuMask) {
         if tasks.unlink(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue) {
             self.len -= 1;
+            self.narrow -= usize::from(affinity != CpuMask::ALL);
             self.mark(prio);
         }
     }
 
     /// The task `cpu` should run next: of the best priority with a task
     /// that may run there, the first such in its queue. With no affinity
-    /// set anywhere this is the head of the best queue.
+    /// set on a queued task this is the head of the best queue.
     fn best_for<X>(&self, tasks: &Table<X>, cpu: usize) -> Option<(Priority, Tid)> {
+        if self.narrow == 0 {
+            let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
+            let p = word * 64 + 63 - bits.leading_zeros() as usize;
+            return Some((Priority(p as u8), self.lists[p].head?));
+        }
         for (word, &busy) in self.busy.iter().enumerate().rev() {
             let mut bits = busy;
             while bits != 0 {
@@ -822,7 +834,8 @@ impl RunQueue {
 
     fn pop_best_for<X>(&mut self, tasks: &mut Table<X>, cpu: usize) -> Option<Tid> {
         let (prio, tid) = self.best_for(tasks, cpu)?;
-        self.remove(tasks, tid, prio);
+        let affinity = tasks.get(tid).map_or(CpuMask::ALL, |t| t.info.affinity);
+        self.remove(tasks, tid, prio, affinity);
         Some(tid)
     }
 }
@@ -1000,15 +1013,22 @@ impl<X> Scheduler<X> {
     /// returns its index. The idle task is that CPU's current task from
     /// the start: the code that joins is that CPU's idle loop (as the boot
     /// thread is CPU 0's first task). Fails, changing nothing, with
-    /// TooManyCpus, TooManyTasks or NoMemory.
-    pub fn add_cpu(&mut self, idle: X) -> Result<usize, SchedError> {
+    /// TooManyCpus, TooManyTasks or NoMemory; then `idle` comes back, for
+    /// it is the context of running code, which its caller keeps.
+    pub fn add_cpu(&mut self, idle: X) -> Result<usize, (SchedError, X)> {
         let cpu = self.cpus.len();
         if cpu >= MAX_CPUS {
-            return Err(SchedError::TooManyCpus);
+            return Err((SchedError::TooManyCpus, idle));
         }
-        let tid = self.free_tid().ok_or(SchedError::TooManyTasks)?;
-        self.tasks.reserve(tid)?;
-        self.cpus.try_reserve(1).map_err(|_| SchedError::NoMemory)?;
+        let Some(tid) = self.free_tid() else {
+            return Err((SchedError::TooManyTasks, idle));
+        };
+        if let Err(e) = self.tasks.reserve(tid) {
+            return Err((e, idle));
+        }
+        if self.cpus.try_reserve(1).is_err() {
+            return Err((SchedError::NoMemory, idle));
+        }
         self.next_tid = tid + 1;
         let name = idle_name(cpu);
         let one = CpuMask::one(cpu);
@@ -1113,7 +1133,12 @@ impl<X> Scheduler<X> {
             return Err(SchedError::NoCpu);
         }
         let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
-        task.info.affinity = mask;
+        let before = core::mem::replace(&mut task.info.affinity, mask);
+        if task.info.state == State::Ready {
+            // Queued: counted by whether it may run everywhere.
+            self.run.narrow = self.run.narrow + usize::from(mask != CpuMask::ALL)
+                - usize::from(before != CpuMask::ALL);
+        }
         match (task.info.state, task.info.cpu) {
             (State::Ready, _) => self.kick_for(tid),
             (_, Some(cpu)) if !mask.contains(cpu) => self.kick_running(tid),
@@ -1397,16 +1422,17 @@ impl<X> Scheduler<X> {
     /// after a wake). Any such task beats idle, and anything beats a
     /// current task that was killed or may no longer run on this CPU.
     pub fn should_preempt(&self) -> bool {
-        let current = self.current();
-        if !self.current_running()
-            || self
-                .tasks
-                .get(current)
-                .is_some_and(|t| !t.info.affinity.contains(self.acting))
-        {
+        let cpu = &self.cpus[self.acting];
+        let Some(t) = self
+            .tasks
+            .get(cpu.current)
+            .filter(|t| t.info.state == State::Running && t.info.affinity.contains(self.acting))
+        else {
             return true;
-        }
-        match (self.best_here(), self.current_priority()) {
+        };
+        // Idle ranks below every task whatever their priority.
+        let current = (cpu.current != cpu.idle).then_some(t.info.priority);
+        match (self.best_here(), current) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(best), Some(cur)) => best > cur,
@@ -1475,9 +1501,14 @@ impl<X> Scheduler<X> {
         let cpu = self.acting;
         let (from, idle) = (self.cpus[cpu].current, self.cpus[cpu].idle);
         let to = self.run.pop_best_for(&mut self.tasks, cpu).unwrap_or(idle);
-        if let Some(t) = self.tasks.get_mut(from) {
-            t.info.cpu = None;
-        }
+        // Whether `from` was requeued by schedule() (and not picked again).
+        let requeued = match self.tasks.get_mut(from) {
+            Some(t) => {
+                t.info.cpu = None;
+                t.info.state == State::Ready && to != from
+            }
+            None => false,
+        };
         if let Some(t) = self.tasks.get_mut(to) {
             t.info.state = State::Running;
             t.info.cpu = Some(cpu);
@@ -1494,9 +1525,8 @@ impl<X> Scheduler<X> {
             self.idle_cpus.remove(cpu);
         }
         let asked = self.looked();
-        if to != from && self.state(from) == Some(State::Ready) {
-            // Requeued by schedule() and not picked again: now it needs a
-            // CPU.
+        if requeued {
+            // Now it needs a CPU.
             self.kick_for(from);
         }
         if asked {
@@ -1556,13 +1586,13 @@ impl<X> Scheduler<X> {
 
     /// `enqueue` without the kick.
     fn enqueue_quiet(&mut self, tid: Tid) {
-        self.set_state(tid, State::Ready);
-        if self.is_idle(tid) {
+        let Some(t) = self.tasks.get_mut(tid) else {
             return;
-        }
-        if let Some(t) = self.tasks.get(tid) {
-            let prio = t.info.priority;
-            self.run.push_back(&mut self.tasks, tid, prio);
+        };
+        t.info.state = State::Ready;
+        if t.info.group != IDLE {
+            let (prio, affinity) = (t.info.priority, t.info.affinity);
+            self.run.push_back(&mut self.tasks, tid, prio, affinity);
         }
     }
 
@@ -1786,9 +1816,9 @@ impl<X> Scheduler<X> {
             return;
         };
         match task.info.state {
-            State::Ready if !self.is_idle(tid) => {
-                let prio = task.info.priority;
-                self.run.remove(&mut self.tasks, tid, prio);
+            State::Ready if task.info.group != IDLE => {
+                let (prio, affinity) = (task.info.priority, task.info.affinity);
+                self.run.remove(&mut self.tasks, tid, prio, affinity);
             }
             State::Blocked(Blocked::Queue(q)) => {
                 if let Some(list) = self.queues.get_mut(q) {
@@ -2283,6 +2313,16 @@ impl<X> Scheduler<X> {
                     return Err(format!("{tid} on run queue {p} is {t:?}"));
                 }
             }
+        }
+        let narrow = queued
+            .iter()
+            .filter(|&&t| self.task(t).is_some_and(|t| t.affinity != CpuMask::ALL))
+            .count();
+        if narrow != self.run.narrow {
+            return Err(format!(
+                "{narrow} queued tasks with an affinity, {} counted",
+                self.run.narrow
+            ));
         }
         if queued.len() != self.run.len {
             return Err(format!(

@@ -851,7 +851,7 @@ fn check_detects_corruption() {
     let corruptions: [(&str, Corrupt); 26] = [
         ("detached zombie off the list", |s, _| {
             s.tasks.get_mut(4).unwrap().info.detached = true;
-            s.run.remove(&mut s.tasks, 4, N);
+            s.run.remove(&mut s.tasks, 4, N, CpuMask::ALL);
             s.set_state(4, State::Exited(0));
         }),
         ("stale tag", |s, _| s.tasks.get_mut(4).unwrap().tag.bits = 1),
@@ -861,7 +861,9 @@ fn check_detects_corruption() {
             s.tasks.push_back(&mut s.run.lists[2], 5, Chain::Queue);
             s.run.len += 1;
         }),
-        ("idle queued", |s, _| s.run.push_back(&mut s.tasks, IDLE, N)),
+        ("idle queued", |s, _| {
+            s.run.push_back(&mut s.tasks, IDLE, N, CpuMask::ALL)
+        }),
         ("lost waiter", |s, q| {
             *s.queues.get_mut(q).unwrap() = List::default()
         }),

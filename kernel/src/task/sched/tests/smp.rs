@@ -86,13 +86,13 @@ fn cpus_join_running_their_idle_tasks() {
     for i in 1..MAX_CPUS {
         assert_eq!(s.add_cpu(()), Ok(i));
     }
-    assert_eq!(s.add_cpu(()), Err(SchedError::TooManyCpus));
+    assert_eq!(s.add_cpu(()), Err((SchedError::TooManyCpus, ())));
     assert_eq!(s.online(), CpuMask::ALL);
     ok(&s);
     // Each CPU's idle task is a record like any other: the bound counts it.
     let mut s = Scheduler::with_max_tasks(3, 3);
     assert_eq!(s.add_cpu(()), Ok(1));
-    assert_eq!(s.add_cpu(()), Err(SchedError::TooManyTasks));
+    assert_eq!(s.add_cpu(()), Err((SchedError::TooManyTasks, ())));
     assert_eq!(s.cpu_count(), 2);
     ok(&s);
 }
@@ -104,7 +104,7 @@ fn adding_a_cpu_without_memory_changes_nothing() {
     let err = loop {
         match alloc::failing(|| s.add_cpu(())) {
             Ok(_) => added += 1,
-            Err(e) => break e,
+            Err((e, ())) => break e,
         }
         assert!(added < 64, "add_cpu never needed memory");
     };
