@@ -269,6 +269,7 @@ impl<M: Machine> SchedGuard<'_, M> {
     /// What the machine needs to carry out `sw`, read now: once the lock
     /// is released another CPU may reap the task left (its record goes;
     /// only its stack waits for the mark).
+    #[inline]
     fn plan(&self, sw: Option<Switch>) -> Option<Planned<M>> {
         let sw = sw?;
         match (self.ext(sw.from), self.ext(sw.to)) {

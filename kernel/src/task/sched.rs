@@ -808,12 +808,21 @@ impl RunQueue {
     /// The task `cpu` should run next: of the best priority with a task
     /// that may run there, the first such in its queue. With no affinity
     /// set on a queued task this is the head of the best queue.
+    // Inlined: every tick, wake and switch asks, and the common case is a
+    // few instructions (`./run.sh bench`); the walk is out of line.
+    #[inline]
     fn best_for<X>(&self, tasks: &Table<X>, cpu: usize) -> Option<(Priority, Tid)> {
         if self.narrow == 0 {
             let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
             let p = word * 64 + 63 - bits.leading_zeros() as usize;
             return Some((Priority(p as u8), self.lists[p].head?));
         }
+        self.walk_for(tasks, cpu)
+    }
+
+    /// `best_for` past the tasks that may not run on `cpu`.
+    #[inline(never)]
+    fn walk_for<X>(&self, tasks: &Table<X>, cpu: usize) -> Option<(Priority, Tid)> {
         for (word, &busy) in self.busy.iter().enumerate().rev() {
             let mut bits = busy;
             while bits != 0 {
@@ -834,7 +843,10 @@ impl RunQueue {
 
     fn pop_best_for<X>(&mut self, tasks: &mut Table<X>, cpu: usize) -> Option<Tid> {
         let (prio, tid) = self.best_for(tasks, cpu)?;
-        let affinity = tasks.get(tid).map_or(CpuMask::ALL, |t| t.info.affinity);
+        let affinity = match self.narrow {
+            0 => CpuMask::ALL,
+            _ => tasks.get(tid).map_or(CpuMask::ALL, |t| t.info.affinity),
+        };
         self.remove(tasks, tid, prio, affinity);
         Some(tid)
     }
@@ -1043,7 +1055,13 @@ impl<X> Scheduler<X> {
             slice_used: 0,
             stats: CpuStats::default(),
         });
-        self.idle_cpus.insert(cpu);
+        // One CPU keeps no idle mask (dispatch skips it): make it now.
+        let idle = self
+            .cpus
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.current == c.idle);
+        self.idle_cpus = idle.fold(CpuMask::NONE, |m, (c, _)| m.or(CpuMask::one(c)));
         Ok(cpu)
     }
 
@@ -1159,11 +1177,19 @@ impl<X> Scheduler<X> {
     /// important task below it (the acting CPU on a tie, as it needs no
     /// interrupt). CPUs asked already are passed over, so tasks made
     /// ready together go to different CPUs.
+    // The one-CPU test inlined, the rest out of line: a wake on one CPU
+    // pays one comparison (`./run.sh bench`).
+    #[inline]
     fn kick_for(&mut self, tid: Tid) {
-        if self.cpus.len() < 2 {
-            // The acting CPU alone: its callers ask should_preempt().
-            return;
+        // The acting CPU alone: its callers ask should_preempt().
+        if self.cpus.len() > 1 {
+            self.kick_among(tid);
         }
+    }
+
+    /// `kick_for` with other CPUs to choose from.
+    #[inline(never)]
+    fn kick_among(&mut self, tid: Tid) {
         let Some(t) = self.tasks.get(tid) else { return };
         if t.info.group == IDLE {
             return;
@@ -1383,9 +1409,10 @@ impl<X> Scheduler<X> {
         }
         // The answer below is this CPU looking at the queue: a kick
         // waiting for it is answered too.
-        let asked = self.looked();
+        let asked = self.cpus.len() > 1 && self.looked();
         self.expire_timers();
-        let preempt = self.should_preempt() || (self.slice_over() && self.equal_ready());
+        let (better, equal) = self.judge();
+        let preempt = better || (self.slice_over() && equal);
         if asked && !preempt {
             // Its caller schedules otherwise, and that passes it on.
             self.pass_on();
@@ -1422,20 +1449,27 @@ impl<X> Scheduler<X> {
     /// after a wake). Any such task beats idle, and anything beats a
     /// current task that was killed or may no longer run on this CPU.
     pub fn should_preempt(&self) -> bool {
+        self.judge().0
+    }
+
+    /// Whether a ready task the acting CPU may run is more important than
+    /// its current task (`should_preempt`), and whether one is at least as
+    /// important (for the end of a slice): one look at each.
+    fn judge(&self) -> (bool, bool) {
         let cpu = &self.cpus[self.acting];
         let Some(t) = self
             .tasks
             .get(cpu.current)
             .filter(|t| t.info.state == State::Running && t.info.affinity.contains(self.acting))
         else {
-            return true;
+            return (true, true);
         };
         // Idle ranks below every task whatever their priority.
         let current = (cpu.current != cpu.idle).then_some(t.info.priority);
         match (self.best_here(), current) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(best), Some(cur)) => best > cur,
+            (None, _) => (false, false),
+            (Some(_), None) => (true, true),
+            (Some(best), Some(cur)) => (best > cur, best >= cur),
         }
     }
 
@@ -1444,27 +1478,8 @@ impl<X> Scheduler<X> {
         self.run.best_for(&self.tasks, self.acting).map(|(p, _)| p)
     }
 
-    /// The current task's priority, or None for idle, which ranks below
-    /// every other task whatever their priority.
-    fn current_priority(&self) -> Option<Priority> {
-        let cpu = &self.cpus[self.acting];
-        if cpu.current == cpu.idle {
-            return None;
-        }
-        self.tasks.get(cpu.current).map(|t| t.info.priority)
-    }
-
     fn slice_over(&self) -> bool {
         self.cpus[self.acting].slice_used >= self.time_slice
-    }
-
-    /// A ready task of at least the current priority (that may run here).
-    fn equal_ready(&self) -> bool {
-        match (self.best_here(), self.current_priority()) {
-            (Some(best), Some(cur)) => best >= cur,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
     }
 
     fn current_running(&self) -> bool {
@@ -1477,10 +1492,17 @@ impl<X> Scheduler<X> {
     /// queue and runs the best task the acting CPU may run (its idle task
     /// if none). Some(Switch) when that is another task.
     pub fn schedule(&mut self) -> Option<Switch> {
-        if self.current_running() {
+        let current = self.current();
+        if let Some(t) = self.tasks.get_mut(current)
+            && t.info.state == State::Running
+        {
             // No kick yet: it may well be picked again at once (dispatch
             // kicks for it if not).
-            self.enqueue_quiet(self.current());
+            t.info.state = State::Ready;
+            if t.info.group != IDLE {
+                let (prio, affinity) = (t.info.priority, t.info.affinity);
+                self.run.push_back(&mut self.tasks, current, prio, affinity);
+            }
         }
         let switch = self.dispatch();
         (switch.from != switch.to).then_some(switch)
@@ -1519,26 +1541,37 @@ impl<X> Scheduler<X> {
             c.stats.switches = c.stats.switches.saturating_add(1);
         }
         c.current = to;
-        if to == idle {
-            self.idle_cpus.insert(cpu);
+        if self.cpus.len() > 1 {
+            self.dispatched(from, to == idle, requeued);
+        }
+        Switch { from, to }
+    }
+
+    /// What a dispatch means to the other CPUs: whether the acting one is
+    /// idle now, a kick it answered, a requeued task that now needs a CPU.
+    /// (With one CPU there are no kicks, and the idle mask is made when a
+    /// second joins.)
+    #[inline(never)]
+    fn dispatched(&mut self, from: Tid, idle: bool, requeued: bool) {
+        if idle {
+            self.idle_cpus.insert(self.acting);
         } else {
-            self.idle_cpus.remove(cpu);
+            self.idle_cpus.remove(self.acting);
         }
         let asked = self.looked();
         if requeued {
-            // Now it needs a CPU.
             self.kick_for(from);
         }
         if asked {
             self.pass_on();
         }
-        Switch { from, to }
     }
 
     /// The acting CPU has looked at the run queue: whatever kick asked it
     /// to is answered.
     /// Returns whether it had been asked: then `pass_on` must follow once
     /// its choice is made.
+    #[inline]
     fn looked(&mut self) -> bool {
         let asked = self.kicked.contains(self.acting);
         self.kicked.remove(self.acting);
@@ -1554,6 +1587,7 @@ impl<X> Scheduler<X> {
     /// while a CPU that could run it now is idle or running something less
     /// important and nobody has been asked. A walk of the ready tasks, on
     /// a kicked CPU's look only; with no affinity set, one AND each.
+    #[inline(never)]
     fn pass_on(&mut self) {
         if self.cpus.len() < 2 || self.run.len == 0 {
             return;
@@ -2223,7 +2257,8 @@ impl<X> Scheduler<X> {
             if cur.info.group == IDLE && cpu.current != cpu.idle {
                 return Err(format!("CPU {c} runs another CPU's idle task"));
             }
-            if self.idle_cpus.contains(c) != (cpu.current == cpu.idle) {
+            // One CPU keeps none.
+            if self.idle_cpus.contains(c) != (n > 1 && cpu.current == cpu.idle) {
                 return Err(format!("idle mask {:?} wrong for CPU {c}", self.idle_cpus));
             }
             if cpu.stats.idle_ticks > cpu.stats.ticks {
