@@ -415,7 +415,8 @@ fn check_detects_broken_cpus() {
         s
     };
     type Corrupt = fn(&mut Scheduler);
-    let corruptions: [(&str, Corrupt); 12] = [
+    let corruptions: [(&str, Corrupt); 13] = [
+        ("narrow count", |s| s.run.narrow += 1),
         ("two CPUs, one task", |s| s.cpus[2].current = 4),
         ("a CPU on another's idle task", |s| {
             s.cpus[2].current = IDLE;
