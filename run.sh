@@ -10,6 +10,7 @@
 #   ./run.sh debug           QEMU waiting for gdb; prints the gdb command line
 #   ./run.sh bench           benchmark figures under -icount shift=0
 #   ./run.sh fuzz [--calls N] [--seed S]   a long system-call fuzzer run
+#   --cpus N                 (with any of them) QEMU's -smp N; 2 unless told
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +18,9 @@ TARGET=x86_64-unknown-none
 QEMU=qemu-system-x86_64
 KERNEL=target/$TARGET/debug/faultline
 MEMORY=${FAULTLINE_MEMORY:-256M}
+# CPUs QEMU gives the kernel (-smp); --cpus N overrides, and some test
+# kernels name their own (KERNEL_CPUS).
+CPUS=2
 TEST_TIMEOUT=${FAULTLINE_TEST_TIMEOUT:-60}
 # isa-debug-exit turns the kernel's 0x10 / 0x11 into these statuses.
 QEMU_SUCCESS=33
@@ -82,7 +86,7 @@ build_kernel() {
 # qemu_args KERNEL: the flags every run shares. -no-reboot turns a triple
 # fault into an exit with status 0, which run.sh never counts as success.
 qemu_args() {
-    printf '%s\n' -machine q35 -accel tcg -cpu max -m "$MEMORY" \
+    printf '%s\n' -machine q35 -accel tcg -cpu max -m "$MEMORY" -smp "$CPUS" \
         -display none -no-reboot \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel "$1"
 }
@@ -486,6 +490,14 @@ rsp_in=task_stacks
 cr2_in=task_stacks'
 )
 
+# Test kernels that boot with another CPU count than the default: one on
+# a single CPU (the uniprocessor path stays tested), smp with four (every
+# CPU reports in, pings reach each of them).
+declare -A KERNEL_CPUS=(
+    [basics]=1
+    [smp]=4
+)
+
 kernel_name() {
     basename "$1" | sed 's/-[0-9a-f]*$//'
 }
@@ -522,11 +534,13 @@ run_fault_kernel() {
 RESULTS=()
 run_test_kernel() {
     local name=$1 elf=$2 limit=$3 extra=${4:-} start=0 out status
+    # Seen by qemu_args (dynamic scope); cpus= tells the kernel what to expect.
+    local CPUS=${KERNEL_CPUS[$name]:-$CPUS}
     RESULTS=()
     out=$(mktemp)
     while :; do
         status=0
-        boot_watched "$elf" "$limit" "$out" -append "start=$start${extra:+ $extra}" || status=$?
+        boot_watched "$elf" "$limit" "$out" -append "start=$start cpus=$CPUS${extra:+ $extra}" || status=$?
         local results=0 oks=0 current="" last="" last_verdict="" from="" done_line="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
@@ -1206,6 +1220,15 @@ while [ $# -gt 0 ]; do
             PROGRAMS+=("$2")
             shift 2
             ;;
+        --cpus)
+            # The kernel runs on at most 64 (kernel::sync::MAX_CPUS).
+            if [ $# -lt 2 ] || ! [[ $2 =~ ^[1-9][0-9]*$ ]] || [ "$2" -gt 64 ]; then
+                say "usage: ./run.sh --cpus N (N from 1 to 64)"
+                exit 2
+            fi
+            CPUS=$2
+            shift 2
+            ;;
         test | debug | bench | -h | --help | help)
             [ -z "$COMMAND" ] || { say "run.sh: '$COMMAND' and '$1' do not go together"; exit 2; }
             COMMAND=$1
@@ -1261,7 +1284,7 @@ case $COMMAND in
         fuzz "$@"
         ;;
     -h | --help | help)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         say "run.sh: unknown command '$1' (try ./run.sh help)"

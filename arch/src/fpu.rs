@@ -66,32 +66,11 @@ fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
 /// context is made.
 pub fn init() -> &'static Features {
     FEATURES.call_once(|| {
-        // EM clear: x87 instructions run instead of trapping to an
-        // emulator. MP with TS: WAIT traps like the rest when TS is set
-        // (it never is, saving is eager). NE: x87 errors are #MF in the
-        // faulting thread, not an external interrupt the kernel would
-        // have to route.
-        // SAFETY: only the FPU-related bits change; paging, protection
-        // and write-protect stay as boot set them.
-        unsafe {
-            Cr0::update(|f| {
-                f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-                f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
-            })
-        };
         let leaf1 = cpuid(1, 0);
         let has_xsave = leaf1.ecx & (1 << 26) != 0;
         let has_avx = leaf1.ecx & (1 << 28) != 0;
-        // OSFXSR: SSE instructions run and FXSAVE saves the XMM registers.
-        // OSXMMEXCPT: an unmasked SSE exception is #XM, not #UD.
-        let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
-        if has_xsave {
-            cr4 |= Cr4Flags::OSXSAVE;
-        }
-        // SAFETY: every x86_64 CPU has FXSR and SSE, and OSXSAVE is set
-        // only when CPUID reports XSAVE; the other CR4 bits are kept.
-        unsafe { Cr4::update(|f| f.insert(cr4)) };
         if !has_xsave {
+            enable(None);
             return Features {
                 xsave: false,
                 xcr0: (XCr0Flags::X87 | XCr0Flags::SSE).bits(),
@@ -106,9 +85,7 @@ pub fn init() -> &'static Features {
         if has_avx && supported & XCr0Flags::AVX.bits() != 0 {
             xcr0 |= XCr0Flags::AVX;
         }
-        // SAFETY: CR4.OSXSAVE is set, and x87|SSE(|AVX when both CPUID
-        // leaves report it) is a combination the CPU accepts.
-        unsafe { XCr0::write(xcr0) };
+        enable(Some(xcr0));
         // Leaf 0xD's EBX is the area size for what XCR0 now enables.
         let size = cpuid(0xd, 0).ebx as usize;
         Features {
@@ -119,6 +96,49 @@ pub fn init() -> &'static Features {
             size: size.max(FXSAVE_SIZE + 64),
         }
     })
+}
+
+/// The same registers on an application processor (CR0, CR4 and XCR0 are
+/// each CPU's own), as [`init`] chose them on the bootstrap CPU: a thread
+/// saved on one CPU must restore on any other.
+pub fn init_ap() {
+    match features() {
+        Some(f) if f.xsave => enable(Some(XCr0Flags::from_bits_truncate(f.xcr0))),
+        Some(_) => enable(None),
+        None => panic!("fpu::init_ap before fpu::init"),
+    }
+}
+
+/// Sets this CPU's control registers for user FPU state: XSAVE with
+/// `xcr0` when given (CPUID reported XSAVE), FXSAVE otherwise.
+fn enable(xcr0: Option<XCr0Flags>) {
+    // EM clear: x87 instructions run instead of trapping to an
+    // emulator. MP with TS: WAIT traps like the rest when TS is set
+    // (it never is, saving is eager). NE: x87 errors are #MF in the
+    // faulting thread, not an external interrupt the kernel would
+    // have to route.
+    // SAFETY: only the FPU-related bits change; paging, protection
+    // and write-protect stay as boot set them.
+    unsafe {
+        Cr0::update(|f| {
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+        })
+    };
+    // OSFXSR: SSE instructions run and FXSAVE saves the XMM registers.
+    // OSXMMEXCPT: an unmasked SSE exception is #XM, not #UD.
+    let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
+    if xcr0.is_some() {
+        cr4 |= Cr4Flags::OSXSAVE;
+    }
+    // SAFETY: every x86_64 CPU has FXSR and SSE, and OSXSAVE is set
+    // only when CPUID reports XSAVE; the other CR4 bits are kept.
+    unsafe { Cr4::update(|f| f.insert(cr4)) };
+    if let Some(xcr0) = xcr0 {
+        // SAFETY: CR4.OSXSAVE is set, and x87|SSE(|AVX when both CPUID
+        // leaves report it) is a combination the CPU accepts.
+        unsafe { XCr0::write(xcr0) };
+    }
 }
 
 /// What [`init`] enabled; None before it ran.

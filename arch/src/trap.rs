@@ -58,11 +58,22 @@ impl TrapFrame {
 }
 
 // Vectors whose exceptions push an error code: 8, 10-14, 17, 21, 29, 30.
+//
+// GS: an entry from ring 3 (the saved CS has RPL 3) swaps the user's GS
+// base out and this CPU's per-CPU area in, and the exit swaps them back
+// right before `iretq`, with interrupts off so nothing runs in between.
+// NMI, double fault and machine check can arrive anywhere, also in the
+// few kernel instructions that run with the user's GS (between the exit's
+// swapgs and iretq, or before the syscall entry's swapgs), so their stubs
+// go through `faultline_trap_paranoid`, which asks the GS_BASE MSR
+// instead of the saved CS. They never return (`handle` stops or reports
+// and powers off), so their exit needs no such care.
 core::arch::global_asm!(
     r#"
     .section .text.trap_stubs, "ax"
     .global faultline_trap_stubs
     .global faultline_trap_common
+    .global faultline_trap_save
     .balign 16
 faultline_trap_stubs:
     .set vec, 0
@@ -73,11 +84,33 @@ faultline_trap_stubs:
     pushq $0
     .endif
     pushq $vec
+    .if (vec == 2) || (vec == 8) || (vec == 18)
+    jmp faultline_trap_paranoid
+    .else
     jmp faultline_trap_common
+    .endif
     .set vec, vec + 1
     .endr
 
+faultline_trap_paranoid:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    movl $0xc0000101, %ecx          /* IA32_GS_BASE */
+    rdmsr
+    testl %edx, %edx                /* the kernel half has bit 63 set */
+    js 1f
+    swapgs
+1:  popq %rdx
+    popq %rcx
+    popq %rax
+    jmp faultline_trap_save
+
 faultline_trap_common:
+    testb $3, 24(%rsp)              /* CS, above vector, error and RIP */
+    jz faultline_trap_save
+    swapgs
+faultline_trap_save:
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -116,7 +149,11 @@ faultline_trap_return:
     popq %rbx
     popq %rax
     addq $16, %rsp
-    iretq
+    testb $3, 8(%rsp)               /* CS, above RIP */
+    jz 2f
+    cli
+    swapgs
+2:  iretq
     "#,
     dispatch = sym trap_dispatch,
     options(att_syntax)
@@ -199,7 +236,9 @@ fn build_idt() -> InterruptDescriptorTable {
     idt
 }
 
-/// Loads the IDT. Interrupts stay disabled until the caller enables them.
+/// Loads the IDT (one table for every CPU; the IST stacks it names are
+/// each CPU's own, through its TSS). Interrupts stay disabled until the
+/// caller enables them.
 pub fn init() {
     IDT.load();
 }
@@ -240,6 +279,8 @@ fn handle(frame: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at rip={:#x}", frame.rip);
         }
+        // The stop request of a CPU that is reporting a failure.
+        2 if crate::smp::stop_requested() => crate::smp::stopped(),
         v @ 32..=255 => {
             let handler = HANDLERS.lock()[v as usize];
             match handler {
@@ -370,7 +411,19 @@ pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result
 }
 
 fn fatal(frame: &TrapFrame) -> ! {
+    crate::percpu::repair_gs();
+    // The others stop first: this report is the last word.
+    let Some(cpu) = crate::smp::stop_others() else {
+        // Another CPU is reporting a failure of its own.
+        crate::smp::stopped()
+    };
     let mut out = crate::serial::emergency_writer();
+    let _ = writeln!(
+        out,
+        "fault on cpu={} apic_id={}",
+        cpu.index(),
+        cpu.apic_id()
+    );
     let _ = write_report(&mut out, frame);
     let _ = writeln!(out, "kernel fault: powering off with failure status");
     exit_qemu(ExitCode::Failure)

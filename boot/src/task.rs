@@ -135,6 +135,17 @@ impl Drop for KernelStack {
     }
 }
 
+/// A kernel stack of its own for an application processor (its idle loop
+/// and the interrupts it takes), with the guard below it like every task
+/// stack's, kept for good. Returns its top.
+pub fn cpu_stack() -> Result<u64, Errno> {
+    let stack = KernelStack::new()?;
+    let top = stack.top();
+    // The CPU uses it until the machine stops.
+    core::mem::forget(stack);
+    Ok(top)
+}
+
 /// A box made without the infallible allocator: a failed allocation is an
 /// error code, not a kernel panic.
 fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, Errno> {
@@ -255,6 +266,7 @@ impl Machine for BootMachine {
     // (`./run.sh bench`).
     #[inline(always)]
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
+        arch::percpu::count_switch();
         if let Some(top) = to.stack_top {
             arch::syscall::set_kernel_stack(top);
         }
