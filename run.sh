@@ -488,6 +488,9 @@ cr2_in=kernel_image'
     [task_stack_overflow]='double_fault_stack=yes
 rsp_in=task_stacks
 cr2_in=task_stacks'
+    [ap_fault]='fault on cpu=1 apic_id=1 others_stopped=1
+EXCEPTION: page fault in kernel mode
+cr2=0xdeadbeef000'
 )
 
 # Test kernels that boot with another CPU count than the default: one on
@@ -616,6 +619,7 @@ report_results() {
 SELFTEST_TIMEOUT=5
 SELFTEST_EXPECTED="passes_first|ok
 panics|FAILED
+panics_on_another_cpu|FAILED
 faults|FAILED|kernel died, status $QEMU_FAILURE
 hangs|FAILED|timed out after ${SELFTEST_TIMEOUT}s
 dies_after_its_ok_line|ok
@@ -653,6 +657,10 @@ finish_selftest_kernel() {
     [ -n "$dir" ] || return 0
     wait "${SELFTEST_PIDS[@]}" || true
     got=$(cat "$dir/default" 2>/dev/null || true)
+    # The panic on CPU 1 stopped the bootstrap CPU and named CPU 1.
+    if ! grep -q 'KERNEL PANIC on cpu=1 apic_id=1 others_stopped=1: ' "$dir/default.log"; then
+        got+="; no 'KERNEL PANIC on cpu=1 apic_id=1 others_stopped=1' report"
+    fi
     if [ "$got" = "$SELFTEST_EXPECTED" ]; then
         pass "harness_selftest (panic, fault, hang and a death between tests reported by name; later tests still ran)"
     else
@@ -791,6 +799,15 @@ console_test() {
         fail "console:interactive_bad_input_then_halt" "status $status"
     fi
     rm -f "$out"
+}
+
+# --cpus N is QEMU's -smp N, which the kernel finds in the MADT: one CPU
+# (the uniprocessor path), three (an odd count), and a refused count.
+cpus_tests() {
+    run_sh_test cli_cpus_1 0 'cpus_online=1 ' ./run.sh --cpus 1 --script tests/scripts/cpu.fl
+    run_sh_test cli_cpus_3 0 'ipi_answered=2 ipi_broadcast_answered=2' \
+        ./run.sh --cpus 3 --script tests/scripts/cpu.fl
+    run_sh_test cli_cpus_refused 2 'usage: ./run.sh --cpus N (N from 1 to 64)' ./run.sh --cpus 0
 }
 
 # A boot module that is not text, and a script file that does not exist,
@@ -1106,6 +1123,7 @@ run_tests() {
     echo "== console scripts"
     console_test
     script_tests
+    cpus_tests
     script_selftest "$(grep -m1 '/page_fault-[0-9a-f]*$' <<<"$kernels" || true)"
     module_tests
     echo "== programs from outside the image"

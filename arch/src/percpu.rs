@@ -50,6 +50,9 @@ pub struct PerCpu {
     pub(crate) answers: AtomicU64,
     /// CPUs (a bit per index) whose answering IPI this one has taken.
     pub(crate) received: AtomicU64,
+    /// A function this CPU is asked to run before it answers (a
+    /// `fn()` as an address; 0: none).
+    pub(crate) call: AtomicUsize,
     /// The APIC id the CPU read from its own APIC once it ran.
     reported_apic_id: AtomicU32,
     /// The TSS: RSP0 and the IST pointers. Written by its own CPU only
@@ -112,6 +115,7 @@ impl PerCpu {
             pings: AtomicU64::new(0),
             answers: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            call: AtomicUsize::new(0),
             reported_apic_id: AtomicU32::new(u32::MAX),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: Once::new(),

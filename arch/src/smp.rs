@@ -32,6 +32,8 @@
 //! handler sends an IPI back to each asker after setting its own bit in
 //! the asker's `answers`; the asker's handler moves those bits to
 //! `received`, which the asker waits on (halting between interrupts).
+//! [`call_on`] is a ping that has the target run a function first: the
+//! shape a TLB shootdown will take.
 //!
 //! # Stopping
 //!
@@ -184,9 +186,19 @@ pub unsafe fn install_trampoline(kernel_root: u64) {
 /// What an AP runs once set up, with interrupts off (boot's).
 static AP_MAIN: Once<fn(&'static PerCpu) -> !> = Once::new();
 
-/// Registers the function every AP ends in.
+/// Registers the function every AP ends in; it calls [`report_online`]
+/// once it has said what it has to say.
 pub fn set_ap_main(main: fn(&'static PerCpu) -> !) {
     AP_MAIN.call_once(|| main);
+}
+
+/// Called by an AP: its set-up is complete. Wakes the CPU that started
+/// it, which halts while it waits.
+pub fn report_online(cpu: &'static PerCpu) {
+    cpu.set_online();
+    if let Some(bsp) = percpu::cpu(0) {
+        apic::send_ipi(bsp.apic_id(), IPI_VECTOR);
+    }
 }
 
 /// Why an AP did not come online.
@@ -293,11 +305,6 @@ extern "C" fn ap_rust_entry(cpu: &'static PerCpu) -> ! {
     apic::init_cpu();
     cpu.set_reported_apic_id(apic::id());
     apic::start_timer();
-    cpu.set_online();
-    // Wakes the CPU that started this one, if it halts waiting.
-    if let Some(bsp) = percpu::cpu(0) {
-        apic::send_ipi(bsp.apic_id(), IPI_VECTOR);
-    }
     match AP_MAIN.get() {
         Some(main) => main(cpu),
         None => crate::cpu::halt_forever(),
@@ -321,6 +328,12 @@ fn on_ipi(_: &mut TrapFrame) {
     me.stats.ipis.fetch_add(1, Ordering::Relaxed);
     let answers = me.answers.swap(0, Ordering::AcqRel);
     me.received.fetch_or(answers, Ordering::AcqRel);
+    let call = me.call.swap(0, Ordering::AcqRel);
+    if call != 0 {
+        // SAFETY: only `call_on` stores here, always a `fn()`'s address.
+        let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(call) };
+        f();
+    }
     let mut asked = me.pings.swap(0, Ordering::AcqRel);
     while asked != 0 {
         let index = asked.trailing_zeros() as usize;
@@ -342,6 +355,8 @@ pub enum PingError {
     BadTarget,
     /// Some CPU (a bit per index) did not answer in time.
     NoAnswer(u64),
+    /// The target has a call from another CPU still to run.
+    Busy,
 }
 
 /// Pings `target` and waits (halting) for its answer, at most
@@ -356,6 +371,24 @@ pub fn ping(target: &PerCpu, timeout_us: u64) -> Result<u64, PingError> {
         target.pings.fetch_or(1 << me.index(), Ordering::AcqRel);
         apic::send_ipi(target.apic_id(), IPI_VECTOR);
     })
+}
+
+/// Runs `f` on `target`, in its IPI handler (interrupts off there), and
+/// waits until it has returned: the ping's answer comes after the call.
+/// Returns the round trip in TSC cycles.
+pub fn call_on(target: &PerCpu, f: fn(), timeout_us: u64) -> Result<u64, PingError> {
+    let me = percpu::this_cpu();
+    if target.index() == me.index() || !target.is_online() {
+        return Err(PingError::BadTarget);
+    }
+    if !crate::cpu::interrupts_enabled() {
+        return Err(PingError::InterruptsOff);
+    }
+    target
+        .call
+        .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
+        .map_err(|_| PingError::Busy)?;
+    ping(target, timeout_us)
 }
 
 /// Pings every other online CPU with one broadcast IPI and waits for all
@@ -440,6 +473,11 @@ pub fn stop_others() -> Option<&'static PerCpu> {
     // Bounded: a CPU that cannot take the NMI must not hide the report.
     spin_for_us(100_000, || STOPPED.load(Ordering::Acquire) >= sent);
     Some(me)
+}
+
+/// How many CPUs have taken the stop NMI so far.
+pub fn stopped_count() -> usize {
+    STOPPED.load(Ordering::Acquire)
 }
 
 /// Where a stopped CPU ends: NMIs stay blocked (no iretq ever comes), and

@@ -152,3 +152,10 @@ fn on_apic_tick(frame: &mut TrapFrame) {
         }
     }
 }
+
+/// The two PICs' interrupt masks (master, slave), as the PICs report them.
+pub fn pic_masks() -> (u8, u8) {
+    // SAFETY: reading the mask registers (OCW1) has no side effect.
+    let [master, slave] = unsafe { PICS.lock().read_masks() };
+    (master, slave)
+}

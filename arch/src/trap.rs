@@ -420,9 +420,10 @@ fn fatal(frame: &TrapFrame) -> ! {
     let mut out = crate::serial::emergency_writer();
     let _ = writeln!(
         out,
-        "fault on cpu={} apic_id={}",
+        "fault on cpu={} apic_id={} others_stopped={}",
         cpu.index(),
-        cpu.apic_id()
+        cpu.apic_id(),
+        crate::smp::stopped_count()
     );
     let _ = write_report(&mut out, frame);
     let _ = writeln!(out, "kernel fault: powering off with failure status");

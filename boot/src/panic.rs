@@ -36,9 +36,10 @@ fn panic(info: &PanicInfo) -> ! {
         Some(c) => {
             let _ = writeln!(
                 out,
-                "KERNEL PANIC on cpu={} apic_id={}: {info}",
+                "KERNEL PANIC on cpu={} apic_id={} others_stopped={}: {info}",
                 c.index(),
-                c.apic_id()
+                c.apic_id(),
+                arch::smp::stopped_count()
             );
         }
         None => {

@@ -167,6 +167,7 @@ fn ap_main(cpu: &'static PerCpu) -> ! {
         cpu.index(),
         cpu.reported_apic_id()
     );
+    arch::smp::report_online(cpu);
     loop {
         arch::cpu::wait_for_interrupt();
     }
