@@ -40,6 +40,11 @@ pub fn init_bsp() -> arch::apic::Calibration {
         panic!("mapping the local APIC at {pa:#x}: {e:?}");
     }
     arch::apic::set_mapped();
+    // The PIC first, while LINT0 still passes its line through (ExtINT):
+    // a PIT interrupt raised since `timer::init` is withdrawn with it.
+    // Masking LINT0 first would leave that interrupt pending at the CPU
+    // with nobody to name its vector (QEMU then raises a #GP at `sti`).
+    arch::timer::mask_pic();
     arch::apic::init_cpu();
     let bsp = percpu::this_cpu();
     assert_eq!(
