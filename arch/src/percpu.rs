@@ -242,7 +242,9 @@ pub fn install(cpu: &'static PerCpu) {
 }
 
 /// This CPU's area. Only valid in kernel code past `install` (GS holds
-/// the kernel's base there: entry stubs swap it in).
+/// the kernel's base there: entry stubs swap it in). Not `pure`: once
+/// tasks move between CPUs, two reads around a switch may differ, so the
+/// compiler must not merge them.
 #[inline]
 pub fn this_cpu() -> &'static PerCpu {
     let ptr: u64;
@@ -250,7 +252,7 @@ pub fn this_cpu() -> &'static PerCpu {
     // area address; the asm touches no other memory or register.
     unsafe {
         core::arch::asm!("mov {}, gs:[{off}]", out(reg) ptr, off = const OFF_SELF,
-            options(nostack, preserves_flags, readonly, pure))
+            options(nostack, preserves_flags, readonly))
     };
     // SAFETY: the word is the address of a 'static PerCpu (see above).
     unsafe { &*(ptr as *const PerCpu) }
@@ -263,7 +265,7 @@ pub fn index() -> usize {
     // SAFETY: as in `this_cpu`, one word of this CPU's area.
     unsafe {
         core::arch::asm!("mov {}, gs:[{off}]", out(reg) index, off = const OFF_INDEX,
-            options(nostack, preserves_flags, readonly, pure))
+            options(nostack, preserves_flags, readonly))
     };
     index as usize
 }
