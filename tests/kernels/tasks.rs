@@ -135,7 +135,7 @@ fn run(name: &str, args: &str) -> i64 {
 /// `hello` checks CPL 3 itself, makes every call, and exits 42 only if all
 /// of them behaved.
 fn user_program_runs_in_ring3_and_makes_every_call(_: &'static Booted) {
-    assert_eq!(run("hello", "from-the-test"), 42);
+    assert_eq!(run("hello", "from-the-test"), abi::exited_status(42));
 }
 
 /// `efault` passes null, unmapped, kernel-half and non-canonical pointers
@@ -333,7 +333,7 @@ fn running_out_of_memory_is_an_error_code_then_hello_runs(_: &'static Booted) {
     for pfn in held {
         frames.free(pfn, 0).expect("give back");
     }
-    assert_eq!(run("hello", "after-exhaustion"), 42);
+    assert_eq!(run("hello", "after-exhaustion"), abi::exited_status(42));
     assert_eq!(unowned_frames(), before, "frames leaked");
 }
 
@@ -387,7 +387,7 @@ fn a_clone_child_on_a_bad_stack_faults_in_ring3_not_the_kernel(_: &'static Boote
         [abi::killed_status(12), abi::killed_status(13)].contains(&status),
         "status {status}"
     );
-    assert_eq!(run("hello", "after-bad-stacks"), 42);
+    assert_eq!(run("hello", "after-bad-stacks"), abi::exited_status(42));
 }
 
 /// Clone threads are reaped without a wait: runs of `threads` (over 200

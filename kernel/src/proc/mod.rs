@@ -74,7 +74,7 @@ use crate::task::elf;
 use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, Start, UserFrame, UserRegs};
+pub use machine::{FpuFormat, FpuImage, Machine, Start, UserFrame, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -137,16 +137,17 @@ pub struct TaskExt<M: Machine> {
     /// here and one futex waiter woken. 0: none.
     clear_child_tid: u64,
     /// Its signal mask, pending signals and alternate stack (signal.rs).
-    sig: signal::ThreadSignals,
+    sig: signal::SigState,
 }
 
 impl<M: Machine> TaskExt<M> {
-    fn new(ctx: M::Context) -> Self {
-        TaskExt {
+    /// None without memory for the signal state.
+    fn new(ctx: M::Context) -> Option<Self> {
+        Some(TaskExt {
             ctx,
             clear_child_tid: 0,
-            sig: signal::ThreadSignals::new(),
-        }
+            sig: signal::SigState::new()?,
+        })
     }
 
     pub fn context(&self) -> &M::Context {
@@ -195,8 +196,8 @@ impl<M: Machine> System<M> {
         let mut sched = Scheduler::with_ext(
             TIME_SLICE_TICKS,
             crate::task::sched::MAX_TASKS,
-            TaskExt::new(idle),
-            TaskExt::new(boot),
+            TaskExt::new(idle).expect("memory for the idle task at boot"),
+            TaskExt::new(boot).expect("memory for the boot task at boot"),
         );
         // A few hundred bytes at boot: no program is running to be told.
         let Some(futexes) = futex::Futexes::new(&mut sched) else {
@@ -364,9 +365,10 @@ impl<M: Machine> System<M> {
             .m
             .new_context(Start::Kernel { entry, arg }, None)
             .map_err(|_| SchedError::NoMemory)?;
+        let ext = TaskExt::new(ctx).ok_or(SchedError::NoMemory)?;
         self.sched
             .lock()
-            .spawn(name, None, Priority::NORMAL, false, TaskExt::new(ctx))
+            .spawn(name, None, Priority::NORMAL, false, ext)
     }
 
     /// Ends the current task with `status`. A killed task keeps the
@@ -540,15 +542,17 @@ impl<M: Machine> System<M> {
         if procs.try_reserve(1).is_err() {
             return Err((SpawnError::Load(Errno::ENOMEM), space));
         }
-        let pid =
-            match self
-                .sched
-                .lock()
-                .spawn(name, None, Priority::NORMAL, true, TaskExt::new(ctx))
-            {
-                Ok(pid) => pid,
-                Err(e) => return Err((SpawnError::Task(e), space)),
-            };
+        let Some(ext) = TaskExt::new(ctx) else {
+            return Err((SpawnError::Task(SchedError::NoMemory), space));
+        };
+        let pid = match self
+            .sched
+            .lock()
+            .spawn(name, None, Priority::NORMAL, true, ext)
+        {
+            Ok(pid) => pid,
+            Err(e) => return Err((SpawnError::Task(e), space)),
+        };
         let mut fds = FdTable::new();
         fds.open_at(abi::STDOUT, File::Console);
         fds.open_at(abi::STDERR, File::Console);
@@ -744,8 +748,9 @@ impl<M: Machine> System<M> {
     /// A fault in user mode, `what` the architecture's name for it: the
     /// memory manager's fault handler decides; what it cannot resolve
     /// becomes the signal Linux sends (signal.rs), which a handler may
-    /// take or which ends the process after a one-line report. `fpu_code`
-    /// is the `si_code` of a floating-point exception.
+    /// take or which ends the process after a one-line report. `code` is
+    /// the `si_code` the machine read for a floating-point exception or a
+    /// debug trap (#DB), 0 for the others.
     pub fn user_fault(
         &self,
         vector: u64,
@@ -753,7 +758,7 @@ impl<M: Machine> System<M> {
         error: u64,
         rip: u64,
         fault: Option<Fault>,
-        fpu_code: i32,
+        code: i32,
     ) {
         let outcome = match fault {
             Some(fault) => self
@@ -763,7 +768,7 @@ impl<M: Machine> System<M> {
         };
         match outcome {
             Outcome::Resolved => {}
-            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, fpu_code),
+            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, code),
         }
     }
 

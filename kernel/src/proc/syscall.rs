@@ -472,6 +472,8 @@ impl<M: Machine> System<M> {
             .m
             .new_context(start, Some(root))
             .map_err(|_| Errno::EAGAIN)?;
+        // Before the locks: the signal state is allocated.
+        let ext = super::TaskExt::new(ctx).ok_or(Errno::EAGAIN)?;
         let _off = IrqOff::new();
         let mut s = self.sched.lock();
         let me = s.current();
@@ -491,13 +493,7 @@ impl<M: Machine> System<M> {
             return Err(Errno::EAGAIN);
         }
         let tid = s
-            .spawn(
-                name.as_str(),
-                Some(pid),
-                Priority::NORMAL,
-                true,
-                super::TaskExt::new(ctx),
-            )
+            .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;
         Ok(tid as u64)
     }

@@ -35,14 +35,14 @@ const STACK_BYTES: usize = 8192;
 /// silently corrupt the neighbour.
 const CANARY: [u8; 64] = [0xa5; 64];
 pub const DATA_BYTES: usize = 4096;
-/// Status of a helper that found a failure (its report says which): one
-/// no job is ever given, and one an `int` status keeps as it is.
+/// Status of a helper that found a failure (its report says which); what
+/// `wait_thread` then sees, `exit_status(FAILED)`, no job is ever given.
 pub const FAILED: i64 = i32::MIN as i64 + 0xbad;
 
-/// The status a thread's `exit(status)` leaves for `wait_thread`: an
-/// `int`, so the low 32 bits, sign-extended, as Linux reads it.
+/// The status a thread's `exit(status)` leaves for `wait_thread`: Linux's
+/// wait status for an exit with that code, its low byte shifted left by 8.
 pub fn exit_status(status: i64) -> i64 {
-    i64::from(status as i32)
+    rt::abi::exited_status(status)
 }
 
 #[derive(Clone, Copy)]
@@ -347,7 +347,7 @@ fn run(s: &mut Slot) -> i64 {
                 // SAFETY: eight bytes into our scratch buffer.
                 unsafe { t.call(nr::WAIT_THREAD, &[tid, ptr], Expect::Ret(tid))? };
                 let want = status.to_le_bytes();
-                if s.scratch[..8] == FAILED.to_le_bytes() {
+                if s.scratch[..8] == exit_status(FAILED).to_le_bytes() {
                     return Err(t.fail(Why::Note(
                         "the helper it waited for failed (its report is above)",
                     )));
@@ -439,9 +439,9 @@ pub fn spawn_args(i: usize, arg: u64) -> [u64; 3] {
 pub fn expected_status(job: Job) -> i64 {
     match job {
         Job::Plain { status, .. } => exit_status(status),
-        Job::Write { len, .. } | Job::Read { len, .. } => len.into(),
+        Job::Write { len, .. } | Job::Read { len, .. } => exit_status(len.into()),
         Job::EofRead { .. } => 0,
-        Job::EpipeWrite { .. } => -(Errno::EPIPE as i64),
+        Job::EpipeWrite { .. } => exit_status(-(Errno::EPIPE as i64)),
         Job::Reap { exit, .. } => exit_status(exit),
         // Never reaped: they run until the program ends.
         Job::Linger | Job::BlockRead { .. } | Job::SleepForever => FAILED,
