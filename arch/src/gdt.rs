@@ -2,6 +2,11 @@
 //!
 //! The segment order is fixed by `syscall`/`sysret`, which derive the user
 //! selectors from one base: kernel code, kernel data, user data, user code.
+//! The user segments sit where Linux has them (`__USER_DS` 0x2b, `__USER_CS`
+//! 0x33), since programs see the selectors: in `%cs` and `%ss`, and in a
+//! signal handler's `uc_mcontext`. The two entries before them are left
+//! empty: Linux's kernel data (0x18, here at 0x10) and 32-bit user code
+//! (0x23; Faultline runs no 32-bit code, so loading it is a #GP).
 //! The TSS supplies the interrupt stack table: a double fault (typically a
 //! kernel stack overflow), an NMI and a machine check each switch to a stack
 //! of their own, so they can still be reported when the current stack is
@@ -88,12 +93,26 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
+/// The user selectors, as ring 3 sees them (requested privilege 3):
+/// Linux's, so that a signal frame's `cs` and `ss` read the same.
+pub const USER_DS: u16 = 0x2b;
+pub const USER_CS: u16 = 0x33;
+
+/// Null, kernel code and data, two unused, user data and code, the TSS
+/// (two entries).
+pub(crate) const GDT_ENTRIES: usize = 9;
+
 /// Builds a GDT around one CPU's TSS. The order, and so the selectors,
 /// is the same on every CPU: `syscall` takes them from one set of MSRs.
-pub(crate) fn build(tss: &'static TaskStateSegment) -> (GlobalDescriptorTable, Selectors) {
-    let mut gdt = GlobalDescriptorTable::new();
+pub(crate) fn build(
+    tss: &'static TaskStateSegment,
+) -> (GlobalDescriptorTable<GDT_ENTRIES>, Selectors) {
+    let mut gdt = GlobalDescriptorTable::<GDT_ENTRIES>::empty();
     let kernel_code = gdt.append(Descriptor::kernel_code_segment());
     let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+    // Not present: a selector of either is refused when loaded.
+    gdt.append(Descriptor::UserSegment(0));
+    gdt.append(Descriptor::UserSegment(0));
     let user_data = gdt.append(Descriptor::user_data_segment());
     let user_code = gdt.append(Descriptor::user_code_segment());
     let tss = gdt.append(Descriptor::tss_segment(tss));

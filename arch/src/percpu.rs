@@ -58,7 +58,10 @@ pub struct PerCpu {
     /// The TSS: RSP0 and the IST pointers. Written by its own CPU only
     /// (with interrupts off) or before it is loaded.
     tss: UnsafeCell<TaskStateSegment>,
-    gdt: Once<(GlobalDescriptorTable, Selectors)>,
+    gdt: Once<(
+        GlobalDescriptorTable<{ crate::gdt::GDT_ENTRIES }>,
+        Selectors,
+    )>,
     /// This CPU's double-fault stack, for the fault report.
     double_fault_stack: [AtomicU64; 2],
 }
@@ -189,7 +192,12 @@ impl PerCpu {
     }
 
     /// The GDT (with this CPU's TSS) and its selectors, made once.
-    pub(crate) fn gdt(&'static self) -> &'static (GlobalDescriptorTable, Selectors) {
+    pub(crate) fn gdt(
+        &'static self,
+    ) -> &'static (
+        GlobalDescriptorTable<{ crate::gdt::GDT_ENTRIES }>,
+        Selectors,
+    ) {
         // SAFETY: the TSS lives as long as the area ('static); the GDT only
         // records its address, and the hardware reads it through that.
         self.gdt

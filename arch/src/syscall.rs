@@ -40,8 +40,8 @@ faultline_syscall_entry:
     pushq ${vector}
     jmp faultline_trap_save
     "#,
-    user_ss = const 0x1b,
-    user_cs = const 0x23,
+    user_ss = const crate::gdt::USER_DS,
+    user_cs = const crate::gdt::USER_CS,
     vector = const SYSCALL_VECTOR,
     user_rsp = const crate::percpu::OFF_USER_RSP,
     kernel_rsp = const crate::percpu::OFF_KERNEL_RSP,
@@ -73,7 +73,10 @@ pub fn init(handler: fn(&mut TrapFrame)) {
 pub fn init_cpu() {
     let sel = crate::gdt::selectors();
     // The entry hard-codes the user selectors; make sure they match.
-    assert_eq!((sel.user_data.0, sel.user_code.0), (0x1b, 0x23));
+    assert_eq!(
+        (sel.user_data.0, sel.user_code.0),
+        (crate::gdt::USER_DS, crate::gdt::USER_CS)
+    );
     // SAFETY: the selectors come from the loaded GDT in the order STAR
     // requires, the entry point is the assembly above, and the masked flags
     // keep interrupts, tracing and alignment checks off until the kernel

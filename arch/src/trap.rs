@@ -205,8 +205,16 @@ fn build_idt() -> InterruptDescriptorTable {
     // expects and returns with iretq; the IST indices name stacks that
     // gdt::init installed in the TSS.
     unsafe {
-        for v in [0u8, 1, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
+        for v in [0u8, 1, 5, 6, 7, 9, 16, 19, 20, 28] {
             idt[v].set_handler_addr(stub_address(v));
+        }
+        // int3 and into may be executed in ring 3, as on Linux: int3 is
+        // then a breakpoint (SIGTRAP), not a #GP for the gate's privilege
+        // (into is #UD in 64-bit mode anyway).
+        for v in [3u8, 4] {
+            idt[v]
+                .set_handler_addr(stub_address(v))
+                .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
         }
         idt.non_maskable_interrupt
             .set_handler_addr(stub_address(2))
@@ -237,10 +245,19 @@ fn build_idt() -> InterruptDescriptorTable {
 }
 
 /// Loads the IDT (one table for every CPU; the IST stacks it names are
-/// each CPU's own, through its TSS). Interrupts stay disabled until the
-/// caller enables them.
+/// each CPU's own, through its TSS), and lets ring 3 ask for alignment
+/// checks (CR0.AM, as Linux's CR0 has it: a program that sets EFLAGS.AC
+/// gets #AC, SIGBUS, for a misaligned access; ring 0 is never checked).
+/// Interrupts stay disabled until the caller enables them.
 pub fn init() {
     IDT.load();
+    // SAFETY: AM only enables a check that applies at CPL 3 when the
+    // program sets EFLAGS.AC; the other CR0 bits are kept.
+    unsafe {
+        x86_64::registers::control::Cr0::update(|f| {
+            f.insert(x86_64::registers::control::Cr0Flags::ALIGNMENT_MASK)
+        })
+    };
 }
 
 /// Installs `handler` for `vector` (32..=255). Replaces an earlier one.
@@ -329,6 +346,34 @@ pub fn exception_name(vector: u64) -> &'static str {
         "reserved",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// The `si_code` of a debug trap (#DB) in user mode, as Linux's
+/// `get_si_code` reads DR6: single step (BS) TRAP_TRACE, a breakpoint
+/// register TRAP_HWBKPT, nothing (icebp) TRAP_BRKPT. DR6 is cleared for
+/// the next one, since the CPU never clears its bits.
+pub fn debug_trap_code() -> i32 {
+    const TRAP_BRKPT: i32 = 1;
+    const TRAP_TRACE: i32 = 2;
+    const TRAP_HWBKPT: i32 = 4;
+    const BS: u64 = 1 << 14;
+    const B0_B3: u64 = 0xf;
+    // What DR6 holds with no condition recorded (its reserved bits set).
+    const DR6_CLEAR: u64 = 0xffff_0ff0;
+    let dr6: u64;
+    // SAFETY: reading and writing DR6 at ring 0 have no effect beyond the
+    // register; the value written is its architectural reset state.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR, options(nomem, nostack, preserves_flags));
+    }
+    if dr6 & BS != 0 {
+        TRAP_TRACE
+    } else if dr6 & B0_B3 != 0 {
+        TRAP_HWBKPT
+    } else {
+        TRAP_BRKPT
+    }
 }
 
 /// Decodes a page-fault error code (Intel SDM vol. 3 §4.7) for the

@@ -23,7 +23,7 @@ use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::proc::{Machine, Start, System, UserFrame, UserRegs};
+use kernel::proc::{FpuFormat, FpuImage, Machine, Start, System, UserFrame, UserRegs};
 use kernel::sync::IrqMutex;
 use kernel::task::sched::{SchedError, Tid};
 use spin::Once;
@@ -311,12 +311,17 @@ impl Machine for BootMachine {
         unsafe { arch::context::switch(from.save, to.rsp) };
     }
 
-    fn fpu_save(&self, out: &mut [u8; 512]) {
-        arch::fpu::save_legacy(out);
+    fn fpu_format(&self) -> FpuFormat {
+        let (size, xfeatures) = arch::fpu::signal_format();
+        FpuFormat { size, xfeatures }
     }
 
-    fn fpu_restore(&self, image: &[u8; 512]) {
-        arch::fpu::restore_legacy(image);
+    fn fpu_save(&self, out: &mut FpuImage) {
+        arch::fpu::save_signal_image(out);
+    }
+
+    fn fpu_restore(&self, image: &FpuImage, features: Option<u64>) -> bool {
+        arch::fpu::restore_signal_image(image, features)
     }
 
     fn fpu_reset(&self) {
@@ -532,11 +537,12 @@ fn user_fault(frame: &mut TrapFrame) {
         access: arch::trap::page_fault_access(frame.error),
     });
     let what = arch::trap::exception_name(frame.vector);
-    let fpu_code = match frame.vector {
+    let code = match frame.vector {
+        1 => arch::trap::debug_trap_code(),
         16 | 19 => arch::fpu::exception_code(frame.vector),
         _ => 0,
     };
-    system().user_fault(frame.vector, what, frame.error, frame.rip, fault, fpu_code);
+    system().user_fault(frame.vector, what, frame.error, frame.rip, fault, code);
 }
 
 // ---- Conveniences over the System for the console and test kernels ----

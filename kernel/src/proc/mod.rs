@@ -74,7 +74,7 @@ use crate::task::elf;
 use crate::task::sched::{Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, Start, UserFrame, UserRegs};
+pub use machine::{FpuFormat, FpuImage, Machine, Start, UserFrame, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -137,17 +137,16 @@ pub struct TaskExt<M: Machine> {
     /// here and one futex waiter woken. 0: none.
     clear_child_tid: u64,
     /// Its signal mask, pending signals and alternate stack (signal.rs).
-    sig: signal::SigBox,
+    sig: signal::SigState,
 }
 
 impl<M: Machine> TaskExt<M> {
-    /// A record for a thread with a clean signal state; ENOMEM when there
-    /// is no room for that state.
-    fn new(ctx: M::Context) -> Result<Self, Errno> {
-        Ok(TaskExt {
+    /// None without memory for the signal state.
+    fn new(ctx: M::Context) -> Option<Self> {
+        Some(TaskExt {
             ctx,
             clear_child_tid: 0,
-            sig: signal::SigBox::new(signal::ThreadSignals::new())?,
+            sig: signal::SigState::new()?,
         })
     }
 
@@ -194,7 +193,8 @@ impl<M: Machine> System<M> {
     /// A system whose boot thread (tid 1) is the caller, running on
     /// `boot` (its context), with an idle task (tid 0) on `idle`.
     pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
-        let (Ok(idle), Ok(boot)) = (TaskExt::new(idle), TaskExt::new(boot)) else {
+        let (Ok(idle), Ok(boot)) = (TaskExt::new(idle).ok_or(()), TaskExt::new(boot).ok_or(()))
+        else {
             panic!("no memory for the first two tasks at boot");
         };
         let mut sched =
@@ -365,7 +365,7 @@ impl<M: Machine> System<M> {
             .m
             .new_context(Start::Kernel { entry, arg }, None)
             .map_err(|_| SchedError::NoMemory)?;
-        let ext = TaskExt::new(ctx).map_err(|_| SchedError::NoMemory)?;
+        let ext = TaskExt::new(ctx).ok_or(SchedError::NoMemory)?;
         self.sched
             .lock()
             .spawn(name, None, Priority::NORMAL, false, ext)
@@ -539,7 +539,7 @@ impl<M: Machine> System<M> {
     ) -> Result<Pid, (SpawnError, UserSpace<'static, M::Pte, M::Mem>)> {
         let parent = self.current_pid();
         let (ext, signals) = match (TaskExt::new(ctx), signal::default_actions()) {
-            (Ok(ext), Ok(signals)) => (ext, signals),
+            (Some(ext), Ok(signals)) => (ext, signals),
             _ => return Err((SpawnError::Load(Errno::ENOMEM), space)),
         };
         let mut procs = self.procs.lock();
@@ -752,8 +752,9 @@ impl<M: Machine> System<M> {
     /// A fault in user mode, `what` the architecture's name for it: the
     /// memory manager's fault handler decides; what it cannot resolve
     /// becomes the signal Linux sends (signal.rs), which a handler may
-    /// take or which ends the process after a one-line report. `fpu_code`
-    /// is the `si_code` of a floating-point exception.
+    /// take or which ends the process after a one-line report. `code` is
+    /// the `si_code` the machine read for a floating-point exception or a
+    /// debug trap (#DB), 0 for the others.
     pub fn user_fault(
         &self,
         vector: u64,
@@ -761,7 +762,7 @@ impl<M: Machine> System<M> {
         error: u64,
         rip: u64,
         fault: Option<Fault>,
-        fpu_code: i32,
+        code: i32,
     ) {
         let outcome = match fault {
             Some(fault) => self
@@ -771,7 +772,7 @@ impl<M: Machine> System<M> {
         };
         match outcome {
             Outcome::Resolved => {}
-            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, fpu_code),
+            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, code),
         }
     }
 
