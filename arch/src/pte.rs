@@ -152,6 +152,7 @@ fn leaf_bits(flags: LeafFlags) -> u64 {
         .fold(nx, |raw, (_, bit)| raw | bit)
 }
 
+#[inline]
 fn leaf_flags(raw: u64) -> LeafFlags {
     let exec = if raw & NO_EXECUTE == 0 {
         LeafFlags::EXECUTABLE
@@ -223,6 +224,7 @@ const LEAF_MASK: u64 = WRITABLE
 /// above level 0, and flag bits, at a level that holds leaves and with the
 /// frame aligned to the page size. That is what `encode` writes, so the
 /// verdict is the re-encoding's (module doc, "Strict decoding").
+#[inline]
 fn decode_present(raw: u64, level: usize) -> Result<Pte, PteError> {
     let frame = raw & ADDR_MASK;
     let pfn = Pfn(frame >> 12);
@@ -267,6 +269,8 @@ impl PteFormat for X86Pte {
         level <= 2
     }
 
+    // Inline across crates: the walker decodes an entry per level.
+    #[inline]
     fn decode(raw: u64, level: usize) -> Result<Pte, PteError> {
         if level >= Self::LEVELS {
             return Err(PteError::BadLevel);
