@@ -168,6 +168,10 @@ pub struct System<M: Machine> {
     /// lookup of the current task read it without taking the scheduler's
     /// lock (one CPU; the SMP issue makes it per CPU).
     current: AtomicU32,
+    /// The running task's process, stored with `current` by the same
+    /// switch: `current_pid`, asked by every access to the current
+    /// process, takes no lock (a task never changes process).
+    current_group: AtomicU32,
     /// The state of the generator behind `AT_RANDOM`.
     random: AtomicU64,
     /// Kill requests whose task has not exited yet. Every return to user
@@ -212,6 +216,7 @@ impl<M: Machine> System<M> {
             kills_in_flight: AtomicUsize::new(0),
             signal_work: AtomicUsize::new(0),
             current: AtomicU32::new(crate::task::sched::BOOT),
+            current_group: AtomicU32::new(crate::task::sched::BOOT),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
     }
@@ -234,9 +239,7 @@ impl<M: Machine> System<M> {
 
     /// The process of the running task: the one place that asks.
     pub fn current_pid(&self) -> Pid {
-        let s = self.sched.lock();
-        let me = s.current();
-        s.task(me).map_or(me, |t| t.group)
+        self.current_group.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the running task's context (the executor reads how to
@@ -267,6 +270,9 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let points = {
             let s = self.sched.lock();
+            // Interrupts are off until the switch: no one sees it early.
+            let group = s.task(sw.to).map_or(sw.to, |t| t.group);
+            self.current_group.store(group, Ordering::Relaxed);
             match (s.ext(sw.from), s.ext(sw.to)) {
                 (Some(from), Some(to)) => {
                     Some((M::switch_point(&from.ctx), M::switch_point(&to.ctx)))
