@@ -335,8 +335,9 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let sw = {
             let mut s = self.sched.lock();
-            s.wake_all(q);
-            if s.should_preempt() {
+            // Nobody woken, nothing to preempt for (the tick sees to the
+            // rest): most wakes after a pipe transfer find no one waiting.
+            if s.wake_all(q) > 0 && s.should_preempt() {
                 s.schedule()
             } else {
                 None
