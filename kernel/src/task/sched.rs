@@ -575,6 +575,9 @@ impl<X> Table<X> {
 
     /// Unlinks `tid` from `list`; false (and nothing changed) if it is not
     /// on it.
+    // Inlined, like `best` and `dispatch`: each wake and block runs them,
+    // and the calls cost more than their bodies (`./run.sh bench`).
+    #[inline]
     fn unlink(&mut self, list: &mut List, tid: Tid, chain: Chain) -> bool {
         // One lookup reads the link and, the check passed, clears it.
         let mut record = self.get_mut(tid);
@@ -638,6 +641,7 @@ impl RunQueue {
         }
     }
 
+    #[inline]
     fn best(&self) -> Option<Priority> {
         let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
         let p = word * 64 + 63 - bits.leading_zeros() as usize;
@@ -1004,6 +1008,7 @@ impl<X> Scheduler<X> {
     /// Makes the best ready task current. The current task must already
     /// be requeued or off the CPU for good (blocked, exited): then a
     /// Switch with `from == to` means it was simply picked again.
+    #[inline]
     fn dispatch(&mut self) -> Switch {
         let from = self.current;
         let to = self.run.pop_best(&mut self.tasks).unwrap_or(IDLE);
