@@ -417,10 +417,18 @@ impl<M: Machine> System<M> {
     }
 
     /// The exit status a pending kill asks the current task for.
+    #[inline]
     pub fn kill_pending(&self) -> Option<i64> {
         if self.kills_in_flight.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        self.kill_pending_locked()
+    }
+
+    /// Out of line, so that the callers (every pipe transfer's step, the
+    /// return to user mode) inline only the load and test above.
+    #[inline(never)]
+    fn kill_pending_locked(&self) -> Option<i64> {
         let s = self.sched.lock();
         s.kill_pending(s.current())
     }
