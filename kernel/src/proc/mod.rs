@@ -170,7 +170,8 @@ pub struct System<M: Machine> {
     current: AtomicU32,
     /// The running task's process, stored with `current` by the same
     /// switch: `current_pid`, asked by every access to the current
-    /// process, takes no lock (a task never changes process).
+    /// process, takes no lock (a task never changes process). Per CPU
+    /// when `current` is.
     current_group: AtomicU32,
     /// The state of the generator behind `AT_RANDOM`.
     random: AtomicU64,
