@@ -10,6 +10,7 @@
 #   ./run.sh debug           QEMU waiting for gdb; prints the gdb command line
 #   ./run.sh bench           benchmark figures under -icount shift=0
 #   ./run.sh fuzz [--calls N] [--seed S]   a long system-call fuzzer run
+#   --cpus N                 (with any of them) QEMU's -smp N; 2 unless told
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +18,9 @@ TARGET=x86_64-unknown-none
 QEMU=qemu-system-x86_64
 KERNEL=target/$TARGET/debug/faultline
 MEMORY=${FAULTLINE_MEMORY:-256M}
+# CPUs QEMU gives the kernel (-smp); --cpus N overrides, and some test
+# kernels name their own (KERNEL_CPUS).
+CPUS=2
 TEST_TIMEOUT=${FAULTLINE_TEST_TIMEOUT:-60}
 # isa-debug-exit turns the kernel's 0x10 / 0x11 into these statuses.
 QEMU_SUCCESS=33
@@ -82,7 +86,7 @@ build_kernel() {
 # qemu_args KERNEL: the flags every run shares. -no-reboot turns a triple
 # fault into an exit with status 0, which run.sh never counts as success.
 qemu_args() {
-    printf '%s\n' -machine q35 -accel tcg -cpu max -m "$MEMORY" \
+    printf '%s\n' -machine q35 -accel tcg -cpu max -m "$MEMORY" -smp "$CPUS" \
         -display none -no-reboot \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel "$1"
 }
@@ -484,6 +488,17 @@ cr2_in=kernel_image'
     [task_stack_overflow]='double_fault_stack=yes
 rsp_in=task_stacks
 cr2_in=task_stacks'
+    [ap_fault]='fault on cpu=1 apic_id=1 others_stopped=1
+EXCEPTION: page fault in kernel mode
+cr2=0xdeadbeef000'
+)
+
+# Test kernels that boot with another CPU count than the default: one on
+# a single CPU (the uniprocessor path stays tested), smp with four (every
+# CPU reports in, pings reach each of them).
+declare -A KERNEL_CPUS=(
+    [basics]=1
+    [smp]=4
 )
 
 kernel_name() {
@@ -522,11 +537,13 @@ run_fault_kernel() {
 RESULTS=()
 run_test_kernel() {
     local name=$1 elf=$2 limit=$3 extra=${4:-} start=0 out status
+    # Seen by qemu_args (dynamic scope); cpus= tells the kernel what to expect.
+    local CPUS=${KERNEL_CPUS[$name]:-$CPUS}
     RESULTS=()
     out=$(mktemp)
     while :; do
         status=0
-        boot_watched "$elf" "$limit" "$out" -append "start=$start${extra:+ $extra}" || status=$?
+        boot_watched "$elf" "$limit" "$out" -append "start=$start cpus=$CPUS${extra:+ $extra}" || status=$?
         local results=0 oks=0 current="" last="" last_verdict="" from="" done_line="" line
         while IFS= read -r line; do
             line=${line%$'\r'}
@@ -602,6 +619,7 @@ report_results() {
 SELFTEST_TIMEOUT=5
 SELFTEST_EXPECTED="passes_first|ok
 panics|FAILED
+panics_on_another_cpu|FAILED
 faults|FAILED|kernel died, status $QEMU_FAILURE
 hangs|FAILED|timed out after ${SELFTEST_TIMEOUT}s
 dies_after_its_ok_line|ok
@@ -639,6 +657,10 @@ finish_selftest_kernel() {
     [ -n "$dir" ] || return 0
     wait "${SELFTEST_PIDS[@]}" || true
     got=$(cat "$dir/default" 2>/dev/null || true)
+    # The panic on CPU 1 stopped the bootstrap CPU and named CPU 1.
+    if ! grep -q 'KERNEL PANIC on cpu=1 apic_id=1 others_stopped=1: ' "$dir/default.log"; then
+        got+="; no 'KERNEL PANIC on cpu=1 apic_id=1 others_stopped=1' report"
+    fi
     if [ "$got" = "$SELFTEST_EXPECTED" ]; then
         pass "harness_selftest (panic, fault, hang and a death between tests reported by name; later tests still ran)"
     else
@@ -777,6 +799,15 @@ console_test() {
         fail "console:interactive_bad_input_then_halt" "status $status"
     fi
     rm -f "$out"
+}
+
+# --cpus N is QEMU's -smp N, which the kernel finds in the MADT: one CPU
+# (the uniprocessor path), three (an odd count), and a refused count.
+cpus_tests() {
+    run_sh_test cli_cpus_1 0 'cpus_online=1 ' ./run.sh --cpus 1 --script tests/scripts/cpu.fl
+    run_sh_test cli_cpus_3 0 'ipi_answered=2 ipi_broadcast_answered=2' \
+        ./run.sh --cpus 3 --script tests/scripts/cpu.fl
+    run_sh_test cli_cpus_refused 2 'usage: ./run.sh --cpus N (N from 1 to 64)' ./run.sh --cpus 0
 }
 
 # A boot module that is not text, and a script file that does not exist,
@@ -1092,6 +1123,7 @@ run_tests() {
     echo "== console scripts"
     console_test
     script_tests
+    cpus_tests
     script_selftest "$(grep -m1 '/page_fault-[0-9a-f]*$' <<<"$kernels" || true)"
     module_tests
     echo "== programs from outside the image"
@@ -1145,7 +1177,7 @@ fuzz() {
         echo "expect exit_status == 0"
         echo "kill \$victim"
         echo "wait \$victim"
-        echo "expect exit_status == 137"
+        echo "expect signal == 9"
         for i in 1 2 3; do
             echo "wait \$f$i"
             echo "expect exit_status == 0"
@@ -1206,6 +1238,15 @@ while [ $# -gt 0 ]; do
             PROGRAMS+=("$2")
             shift 2
             ;;
+        --cpus)
+            # The kernel runs on at most 64 (kernel::sync::MAX_CPUS).
+            if [ $# -lt 2 ] || ! [[ $2 =~ ^[1-9][0-9]*$ ]] || [ "$2" -gt 64 ]; then
+                say "usage: ./run.sh --cpus N (N from 1 to 64)"
+                exit 2
+            fi
+            CPUS=$2
+            shift 2
+            ;;
         test | debug | bench | -h | --help | help)
             [ -z "$COMMAND" ] || { say "run.sh: '$COMMAND' and '$1' do not go together"; exit 2; }
             COMMAND=$1
@@ -1261,7 +1302,7 @@ case $COMMAND in
         fuzz "$@"
         ;;
     -h | --help | help)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         say "run.sh: unknown command '$1' (try ./run.sh help)"

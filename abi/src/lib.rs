@@ -770,8 +770,20 @@ pub mod sig {
     /// `uc_flags`: the saved SS is meaningful and restored strictly.
     pub const UC_SIGCONTEXT_SS: u64 = 0x2;
     pub const UC_STRICT_RESTORE_SS: u64 = 0x4;
-    /// The legacy FXSAVE area `fpstate` points at.
+    /// The legacy FXSAVE area `fpstate` points at (all of it on a CPU
+    /// without XSAVE, the start of the XSAVE image otherwise).
     pub const FPSTATE_SIZE: usize = 512;
+    /// `uc_flags`: `fpstate` is an XSAVE image, described by the software
+    /// bytes (`struct _fpx_sw_bytes`) at the end of its legacy region:
+    /// magic1, extended_size (the image and magic2), xfeatures,
+    /// xstate_size, then zeros; magic2 follows the image.
+    pub const UC_FP_XSTATE: u64 = 0x1;
+    pub const FP_SW_BYTES: usize = 464;
+    pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+    pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+    pub const FP_XSTATE_MAGIC2_SIZE: usize = 4;
+    /// The smallest XSAVE image: the legacy region and the header.
+    pub const XSTATE_MIN_SIZE: usize = FPSTATE_SIZE + 64;
     /// The bytes below the stack pointer a handler's frame never touches.
     pub const REDZONE: u64 = 128;
 

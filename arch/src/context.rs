@@ -110,6 +110,7 @@ pub unsafe fn init_stack(top: u64, entry: extern "C" fn(u64) -> !, arg: u64) -> 
 /// `rsi = arg1`, interrupts on, every other register zero.
 ///
 /// # Safety
+/// Interrupts must be off (a task's first entry runs with them off).
 /// The current address space must map `rip` and `rsp` for user mode, and
 /// the TSS's kernel stack must be this task's, so the next trap lands on it.
 pub unsafe fn enter_user(rip: u64, rsp: u64, arg0: u64, arg1: u64) -> ! {
@@ -117,7 +118,8 @@ pub unsafe fn enter_user(rip: u64, rsp: u64, arg0: u64, arg1: u64) -> ! {
     let (cs, ss) = (sel.user_code.0 as u64, sel.user_data.0 as u64);
     // SAFETY: builds an interrupt-return frame for ring 3 and executes iretq;
     // the caller vouches for the mappings. Registers are cleared so no
-    // kernel value leaks to user mode.
+    // kernel value leaks to user mode. Interrupts are off from here to the
+    // iretq (the caller's contract), so nothing runs with the user's GS.
     unsafe {
         asm!(
             "push {ss}",
@@ -129,6 +131,9 @@ pub unsafe fn enter_user(rip: u64, rsp: u64, arg0: u64, arg1: u64) -> ! {
             "xor ebp, ebp", "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d",
             "xor r11d, r11d", "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d",
             "xor r15d, r15d",
+            // The user's GS base in, this CPU's area out to KERNEL_GS_BASE
+            // for the next entry (interrupts are off until iretq).
+            "swapgs",
             "iretq",
             ss = in(reg) ss,
             rsp = in(reg) rsp,

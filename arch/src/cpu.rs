@@ -8,9 +8,10 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Sleeps until the next interrupt, with interrupts enabled.
+/// Sleeps until the next interrupt, with interrupts enabled; a timer tick
+/// that wakes it counts as this CPU's idle tick.
 pub fn wait_for_interrupt() {
-    x86_64::instructions::interrupts::enable_and_hlt();
+    crate::percpu::idle_halt();
 }
 
 /// Stops this CPU for good: interrupts off, halt forever.

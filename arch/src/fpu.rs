@@ -17,6 +17,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::arch::x86_64::CpuidResult;
+use kernel::proc::FpuImage;
 use spin::Once;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::registers::xcontrol::{XCr0, XCr0Flags};
@@ -66,32 +67,11 @@ fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
 /// context is made.
 pub fn init() -> &'static Features {
     FEATURES.call_once(|| {
-        // EM clear: x87 instructions run instead of trapping to an
-        // emulator. MP with TS: WAIT traps like the rest when TS is set
-        // (it never is, saving is eager). NE: x87 errors are #MF in the
-        // faulting thread, not an external interrupt the kernel would
-        // have to route.
-        // SAFETY: only the FPU-related bits change; paging, protection
-        // and write-protect stay as boot set them.
-        unsafe {
-            Cr0::update(|f| {
-                f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-                f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
-            })
-        };
         let leaf1 = cpuid(1, 0);
         let has_xsave = leaf1.ecx & (1 << 26) != 0;
         let has_avx = leaf1.ecx & (1 << 28) != 0;
-        // OSFXSR: SSE instructions run and FXSAVE saves the XMM registers.
-        // OSXMMEXCPT: an unmasked SSE exception is #XM, not #UD.
-        let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
-        if has_xsave {
-            cr4 |= Cr4Flags::OSXSAVE;
-        }
-        // SAFETY: every x86_64 CPU has FXSR and SSE, and OSXSAVE is set
-        // only when CPUID reports XSAVE; the other CR4 bits are kept.
-        unsafe { Cr4::update(|f| f.insert(cr4)) };
         if !has_xsave {
+            enable(None);
             return Features {
                 xsave: false,
                 xcr0: (XCr0Flags::X87 | XCr0Flags::SSE).bits(),
@@ -106,9 +86,7 @@ pub fn init() -> &'static Features {
         if has_avx && supported & XCr0Flags::AVX.bits() != 0 {
             xcr0 |= XCr0Flags::AVX;
         }
-        // SAFETY: CR4.OSXSAVE is set, and x87|SSE(|AVX when both CPUID
-        // leaves report it) is a combination the CPU accepts.
-        unsafe { XCr0::write(xcr0) };
+        enable(Some(xcr0));
         // Leaf 0xD's EBX is the area size for what XCR0 now enables.
         let size = cpuid(0xd, 0).ebx as usize;
         Features {
@@ -119,6 +97,49 @@ pub fn init() -> &'static Features {
             size: size.max(FXSAVE_SIZE + 64),
         }
     })
+}
+
+/// The same registers on an application processor (CR0, CR4 and XCR0 are
+/// each CPU's own), as [`init`] chose them on the bootstrap CPU: a thread
+/// saved on one CPU must restore on any other.
+pub fn init_ap() {
+    match features() {
+        Some(f) if f.xsave => enable(Some(XCr0Flags::from_bits_truncate(f.xcr0))),
+        Some(_) => enable(None),
+        None => panic!("fpu::init_ap before fpu::init"),
+    }
+}
+
+/// Sets this CPU's control registers for user FPU state: XSAVE with
+/// `xcr0` when given (CPUID reported XSAVE), FXSAVE otherwise.
+fn enable(xcr0: Option<XCr0Flags>) {
+    // EM clear: x87 instructions run instead of trapping to an
+    // emulator. MP with TS: WAIT traps like the rest when TS is set
+    // (it never is, saving is eager). NE: x87 errors are #MF in the
+    // faulting thread, not an external interrupt the kernel would
+    // have to route.
+    // SAFETY: only the FPU-related bits change; paging, protection
+    // and write-protect stay as boot set them.
+    unsafe {
+        Cr0::update(|f| {
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+        })
+    };
+    // OSFXSR: SSE instructions run and FXSAVE saves the XMM registers.
+    // OSXMMEXCPT: an unmasked SSE exception is #XM, not #UD.
+    let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
+    if xcr0.is_some() {
+        cr4 |= Cr4Flags::OSXSAVE;
+    }
+    // SAFETY: every x86_64 CPU has FXSR and SSE, and OSXSAVE is set
+    // only when CPUID reports XSAVE; the other CR4 bits are kept.
+    unsafe { Cr4::update(|f| f.insert(cr4)) };
+    if let Some(xcr0) = xcr0 {
+        // SAFETY: CR4.OSXSAVE is set, and x87|SSE(|AVX when both CPUID
+        // leaves report it) is a combination the CPU accepts.
+        unsafe { XCr0::write(xcr0) };
+    }
 }
 
 /// What [`init`] enabled; None before it ran.
@@ -227,14 +248,11 @@ impl FpuArea {
 
 // ---- Signal frames ----
 //
-// A signal handler's frame holds the interrupted thread's x87/SSE state
-// in FXSAVE's layout (Linux's `fpstate` for a frame without extended
-// state), and the handler starts from the clean state. The registers are
+// A signal handler's frame holds the interrupted thread's registers as
+// Linux's does: XSAVE's standard form for the components in XCR0 where
+// XSAVE is used (the AVX upper halves included), FXSAVE's layout
+// otherwise; the handler starts from the clean state. The registers are
 // the running thread's own whenever the kernel runs for it (see above).
-
-/// A legacy image, aligned as FXSAVE and FXRSTOR require.
-#[repr(C, align(16))]
-struct Legacy([u8; FXSAVE_SIZE]);
 
 /// The clean state as XRSTOR reads it: the legacy region and a zero
 /// header (every component in its initial configuration).
@@ -260,8 +278,9 @@ static CLEAN: Clean = {
 fn mxcsr_mask() -> u32 {
     static MASK: Once<u32> = Once::new();
     *MASK.call_once(|| {
-        let mut area = Legacy([0; FXSAVE_SIZE]);
-        // SAFETY: 512 bytes, 16-byte aligned, CR4.OSFXSR set by init.
+        let mut area = FpuImage::zeroed();
+        // SAFETY: 512 bytes and more, 64-byte aligned, CR4.OSFXSR set by
+        // init.
         unsafe {
             asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags))
         };
@@ -272,33 +291,125 @@ fn mxcsr_mask() -> u32 {
     })
 }
 
-/// Stores the live x87/SSE registers into `out` in FXSAVE's layout.
-pub fn save_legacy(out: &mut [u8; FXSAVE_SIZE]) {
-    let mut area = Legacy([0; FXSAVE_SIZE]);
-    // SAFETY: 512 bytes, 16-byte aligned, CR4.OSFXSR set by init.
-    unsafe {
-        asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags))
-    };
-    *out = area.0;
+/// Offsets in an XSAVE area: the header's XSTATE_BV, XCOMP_BV and the
+/// reserved word XRSTOR checks.
+const XSTATE_BV: usize = FXSAVE_SIZE;
+const XCOMP_BV: usize = FXSAVE_SIZE + 8;
+const XHEADER_RESERVED: usize = FXSAVE_SIZE + 16;
+const XHEADER_SIZE: usize = 64;
+/// x87 and SSE, the components of the legacy region.
+const FP_SSE: u64 = 0b11;
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
 }
 
-/// Loads x87/SSE registers from an image a program may have written:
-/// MXCSR's bits outside the CPU's mask, the only part FXRSTOR refuses
-/// (#GP), are cleared first.
-pub fn restore_legacy(image: &[u8; FXSAVE_SIZE]) {
-    let mut area = Legacy(*image);
-    let m = &mut area.0[MXCSR_OFFSET..MXCSR_OFFSET + 4];
-    let mxcsr = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) & mxcsr_mask();
-    m.copy_from_slice(&mxcsr.to_le_bytes());
-    // SAFETY: aligned as FXRSTOR requires, CR4.OSFXSR set, and MXCSR has
-    // no bit the CPU refuses; every other field is accepted as it is.
+/// The signal frame's image: (bytes, XSAVE components), the components
+/// 0 for FXSAVE's layout.
+pub fn signal_format() -> (usize, u64) {
+    match features() {
+        Some(f) if f.xsave => (f.size, f.xcr0),
+        _ => (FXSAVE_SIZE, 0),
+    }
+}
+
+/// Stores the live registers into `out` in the format [`signal_format`]
+/// gives; every byte the instruction does not write (the software bytes
+/// 464..512, the header's reserved part) is zero.
+pub fn save_signal_image(out: &mut FpuImage) {
+    let Some(f) = features() else {
+        return;
+    };
+    assert!(
+        f.size <= FpuImage::SIZE,
+        "an FPU image does not fit FpuImage"
+    );
+    out.0.fill(0);
+    let ptr = out.0.as_mut_ptr();
+    if f.xsave {
+        // SAFETY: FpuImage is 64-byte aligned and holds `f.size` bytes,
+        // the area CPUID gave for exactly the components in `xcr0`; the
+        // header was zeroed above, as XSAVE's standard form expects.
+        unsafe {
+            asm!(
+                "xsave64 [{}]",
+                in(reg) ptr,
+                in("eax") f.xcr0 as u32,
+                in("edx") (f.xcr0 >> 32) as u32,
+                options(nostack, preserves_flags)
+            )
+        }
+    } else {
+        // SAFETY: 512 bytes and more, 16-byte aligned (64 here), CR4.OSFXSR set.
+        unsafe { asm!("fxsave64 [{}]", in(reg) ptr, options(nostack, preserves_flags)) }
+    }
+}
+
+/// Loads an image a program may have written (Linux's sigreturn):
+/// `Some(components)`: those of an XSAVE image, the others of XCR0 to
+/// their initial state; None: the legacy region (FXRSTOR's part), the
+/// rest initial. Returns false, loading nothing, for an image the
+/// instruction would refuse with #GP: MXCSR bits outside the CPU's mask;
+/// for an XSAVE image, XSTATE_BV bits outside XCR0, a non-zero XCOMP_BV
+/// (the compacted form is not taken) or reserved header word. The
+/// instruction itself only ever sees a header made here.
+pub fn restore_signal_image(image: &FpuImage, components: Option<u64>) -> bool {
+    let Some(f) = features() else {
+        return false;
+    };
+    let b = &image.0;
+    let mxcsr = u32::from_le_bytes([
+        b[MXCSR_OFFSET],
+        b[MXCSR_OFFSET + 1],
+        b[MXCSR_OFFSET + 2],
+        b[MXCSR_OFFSET + 3],
+    ]);
+    if mxcsr & !mxcsr_mask() != 0 {
+        return false;
+    }
+    if !f.xsave {
+        // SAFETY: aligned as FXRSTOR requires, CR4.OSFXSR set, and MXCSR
+        // has no bit the CPU refuses; every other field is accepted as it
+        // is.
+        unsafe {
+            asm!(
+                "fxrstor64 [{}]",
+                in(reg) b.as_ptr(),
+                options(nostack, preserves_flags, readonly)
+            )
+        };
+        return true;
+    }
+    let present = match components {
+        None => FP_SSE,
+        Some(wanted) => {
+            let bv = u64_at(b, XSTATE_BV);
+            if bv & !f.xcr0 != 0 || u64_at(b, XCOMP_BV) != 0 || u64_at(b, XHEADER_RESERVED) != 0 {
+                return false;
+            }
+            bv & wanted
+        }
+    };
+    let mut area = *image;
+    area.0[XSTATE_BV..XSTATE_BV + XHEADER_SIZE].fill(0);
+    area.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&present.to_le_bytes());
+    // SAFETY: 64-byte aligned and `f.size` bytes long, as XRSTOR with the
+    // mask `xcr0` reads; the header is the standard form's with only
+    // XCR0's components marked present (the others of XCR0 are put in
+    // their initial state), and MXCSR was checked above; CR4.OSXSAVE is
+    // set.
     unsafe {
         asm!(
-            "fxrstor64 [{}]",
+            "xrstor64 [{}]",
             in(reg) area.0.as_ptr(),
+            in("eax") f.xcr0 as u32,
+            in("edx") (f.xcr0 >> 32) as u32,
             options(nostack, preserves_flags, readonly)
         )
     };
+    true
 }
 
 /// Puts the registers in the clean state a new thread starts with (the

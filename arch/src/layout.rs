@@ -6,6 +6,7 @@
 //! | `DIRECT_MAP_BASE`       | all physical memory, linearly          |
 //! | `HEAP_BASE`             | kernel heap, grown page by page        |
 //! | `KSTACK_BASE`           | task kernel stacks, each with a guard  |
+//! | `MMIO_BASE`             | device registers (the local APIC), uncached |
 //! | `KERNEL_BASE`           | kernel image (top 2 GiB, code-model=kernel) |
 
 /// Physical address `pa` is at virtual `DIRECT_MAP_BASE + pa`.
@@ -26,6 +27,15 @@ pub const KSTACK_BASE: u64 = HEAP_BASE + HEAP_MAX;
 pub const KSTACK_SLOT: u64 = 32 * 1024;
 /// Number of stack slots (comfortably above the scheduler's task bound).
 pub const KSTACK_SLOTS: u64 = 8192;
+/// Device registers, mapped uncached at boot: the last GiB of the top-level
+/// entry the heap and the stacks share (so, like them, it needs no new
+/// top-level entry after boot), far above the stack slots.
+pub const MMIO_BASE: u64 = HEAP_BASE + (1 << 39) - MMIO_SIZE;
+/// Bytes of the MMIO window.
+pub const MMIO_SIZE: u64 = 1 << 30;
+/// Where the local APIC's register page is mapped (every CPU sees its own
+/// APIC at the same physical address).
+pub const LAPIC_VA: u64 = MMIO_BASE;
 /// The kernel image is linked at `KERNEL_BASE + physical address`.
 pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 /// The first address of the kernel half.
@@ -39,6 +49,13 @@ pub const fn phys_to_virt(pa: u64) -> u64 {
 /// End of the task-stack region.
 pub const KSTACK_END: u64 = KSTACK_BASE + KSTACK_SLOTS * KSTACK_SLOT;
 
+/// End of the MMIO window.
+pub const MMIO_END: u64 = MMIO_BASE + MMIO_SIZE;
+
+// The stacks end below the MMIO window, and heap, stacks and MMIO share
+// one top-level (512 GiB) entry.
+const _: () = assert!(KSTACK_END <= MMIO_BASE && HEAP_BASE >> 39 == (MMIO_END - 1) >> 39);
+
 /// Which region of the layout `va` lies in, for fault reports: a stack
 /// overflow names the stack by where its guard is (`task_stacks` for a
 /// task's, `kernel_image` for the boot stack's).
@@ -48,6 +65,7 @@ pub fn region_name(va: u64) -> &'static str {
         DIRECT_MAP_BASE..HEAP_BASE if va - DIRECT_MAP_BASE < DIRECT_MAP_SIZE => "direct_map",
         HEAP_BASE..KSTACK_BASE => "heap",
         KSTACK_BASE..KSTACK_END => "task_stacks",
+        MMIO_BASE..MMIO_END => "mmio",
         KERNEL_BASE.. => "kernel_image",
         0x0000_8000_0000_0000..KERNEL_HALF => "non_canonical",
         _ => "unused",
@@ -76,6 +94,10 @@ mod tests {
         assert_eq!(region_name(KSTACK_BASE), "task_stacks");
         assert_eq!(region_name(KSTACK_END - 1), "task_stacks");
         assert_eq!(region_name(KSTACK_END), "unused");
+        assert_eq!(region_name(MMIO_BASE - 1), "unused");
+        assert_eq!(region_name(MMIO_BASE), "mmio");
+        assert_eq!(region_name(MMIO_END - 1), "mmio");
+        assert_eq!(region_name(MMIO_END), "unused");
         assert_eq!(region_name(KERNEL_BASE - 1), "unused");
         assert_eq!(region_name(KERNEL_BASE), "kernel_image");
         assert_eq!(region_name(u64::MAX), "kernel_image");

@@ -18,6 +18,10 @@ pub mod layout;
 pub mod pte;
 
 #[cfg(target_os = "none")]
+pub mod acpi;
+#[cfg(target_os = "none")]
+pub mod apic;
+#[cfg(target_os = "none")]
 pub mod context;
 #[cfg(target_os = "none")]
 pub mod cpu;
@@ -30,9 +34,13 @@ pub mod gdt;
 #[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]
+pub mod percpu;
+#[cfg(target_os = "none")]
 pub mod phys;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod smp;
 #[cfg(target_os = "none")]
 pub mod syscall;
 #[cfg(target_os = "none")]

@@ -31,6 +31,22 @@ impl Write for Serial {
         }
         Ok(())
     }
+
+    /// One lock for the whole formatted text, so lines that two CPUs print
+    /// at once do not interleave piece by piece.
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> fmt::Result {
+        struct Locked<'a>(&'a mut Uart16550<PioBackend>);
+        impl Write for Locked<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                write_bytes(self.0, s.as_bytes());
+                Ok(())
+            }
+        }
+        match PORT.lock().as_mut() {
+            Some(uart) => Locked(uart).write_fmt(args),
+            None => Ok(()),
+        }
+    }
 }
 
 fn write_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {

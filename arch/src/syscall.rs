@@ -1,8 +1,9 @@
 //! The `syscall` instruction's entry.
 //!
-//! `syscall` does not switch stacks, so the entry saves the user RSP and
-//! loads the current task's kernel stack from a variable that the task
-//! switcher keeps up to date (one CPU, so no per-CPU area is needed yet).
+//! `syscall` does not switch stacks, so the entry swaps GS to this CPU's
+//! per-CPU area (`percpu.rs`), parks the user RSP there and loads the
+//! current task's kernel stack top, which the task switcher keeps up to
+//! date in the same area.
 //! It then builds the same [`TrapFrame`] an interrupt from ring 3 would,
 //! with vector [`SYSCALL_VECTOR`], and joins the trap path: the handler reads
 //! arguments from and writes the result into one familiar structure, and the
@@ -19,34 +20,31 @@ use crate::trap::TrapFrame;
 /// The `vector` field of a trap frame built by a system call.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-// Read by the entry assembly. One CPU: the switcher writes the incoming
-// task's stack top here with interrupts off.
-#[unsafe(no_mangle)]
-static mut faultline_syscall_kernel_rsp: u64 = 0;
-#[unsafe(no_mangle)]
-static mut faultline_syscall_user_rsp: u64 = 0;
-
 // Builds the frame header an interrupt from ring 3 would have pushed, then
-// shares the trap path's register save, dispatch and iretq.
+// shares the trap path's register save, dispatch and iretq (past the trap
+// stubs' own swapgs: this one has swapped already).
 core::arch::global_asm!(
     r#"
     .section .text.syscall, "ax"
     .global faultline_syscall_entry
 faultline_syscall_entry:
-    movq %rsp, faultline_syscall_user_rsp(%rip)
-    movq faultline_syscall_kernel_rsp(%rip), %rsp
+    swapgs
+    movq %rsp, %gs:{user_rsp}
+    movq %gs:{kernel_rsp}, %rsp
     pushq ${user_ss}
-    pushq faultline_syscall_user_rsp(%rip)
+    pushq %gs:{user_rsp}
     pushq %r11                      /* user RFLAGS */
     pushq ${user_cs}
     pushq %rcx                      /* user RIP */
     pushq $0                        /* error code */
     pushq ${vector}
-    jmp faultline_trap_common
+    jmp faultline_trap_save
     "#,
-    user_ss = const 0x1b,
-    user_cs = const 0x23,
+    user_ss = const crate::gdt::USER_DS,
+    user_cs = const crate::gdt::USER_CS,
     vector = const SYSCALL_VECTOR,
+    user_rsp = const crate::percpu::OFF_USER_RSP,
+    kernel_rsp = const crate::percpu::OFF_KERNEL_RSP,
     options(att_syntax)
 );
 
@@ -68,9 +66,17 @@ pub(crate) fn dispatch(frame: &mut TrapFrame) {
 /// entry (the handler may enable them once it is on the kernel stack).
 pub fn init(handler: fn(&mut TrapFrame)) {
     HANDLER.call_once(|| handler);
+    init_cpu();
+}
+
+/// Programs this CPU's `syscall` MSRs (each CPU has its own).
+pub fn init_cpu() {
     let sel = crate::gdt::selectors();
     // The entry hard-codes the user selectors; make sure they match.
-    assert_eq!((sel.user_data.0, sel.user_code.0), (0x1b, 0x23));
+    assert_eq!(
+        (sel.user_data.0, sel.user_code.0),
+        (crate::gdt::USER_DS, crate::gdt::USER_CS)
+    );
     // SAFETY: the selectors come from the loaded GDT in the order STAR
     // requires, the entry point is the assembly above, and the masked flags
     // keep interrupts, tracing and alignment checks off until the kernel
@@ -98,11 +104,7 @@ pub fn init(handler: fn(&mut TrapFrame)) {
 }
 
 /// Sets the kernel stack for traps and system calls from ring 3: the top of
-/// the stack of the task about to run.
+/// the stack of the task about to run, in this CPU's TSS and per-CPU area.
 pub fn set_kernel_stack(top: u64) {
     crate::gdt::set_kernel_stack(top);
-    crate::cpu::without_interrupts(|| {
-        // SAFETY: one CPU, interrupts off: no syscall entry reads it now.
-        unsafe { faultline_syscall_kernel_rsp = top };
-    });
 }

@@ -58,11 +58,22 @@ impl TrapFrame {
 }
 
 // Vectors whose exceptions push an error code: 8, 10-14, 17, 21, 29, 30.
+//
+// GS: an entry from ring 3 (the saved CS has RPL 3) swaps the user's GS
+// base out and this CPU's per-CPU area in, and the exit swaps them back
+// right before `iretq`, with interrupts off so nothing runs in between.
+// NMI, double fault and machine check can arrive anywhere, also in the
+// few kernel instructions that run with the user's GS (between the exit's
+// swapgs and iretq, or before the syscall entry's swapgs), so their stubs
+// go through `faultline_trap_paranoid`, which asks the GS_BASE MSR
+// instead of the saved CS. They never return (`handle` stops or reports
+// and powers off), so their exit needs no such care.
 core::arch::global_asm!(
     r#"
     .section .text.trap_stubs, "ax"
     .global faultline_trap_stubs
     .global faultline_trap_common
+    .global faultline_trap_save
     .balign 16
 faultline_trap_stubs:
     .set vec, 0
@@ -73,11 +84,33 @@ faultline_trap_stubs:
     pushq $0
     .endif
     pushq $vec
+    .if (vec == 2) || (vec == 8) || (vec == 18)
+    jmp faultline_trap_paranoid
+    .else
     jmp faultline_trap_common
+    .endif
     .set vec, vec + 1
     .endr
 
+faultline_trap_paranoid:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    movl $0xc0000101, %ecx          /* IA32_GS_BASE */
+    rdmsr
+    testl %edx, %edx                /* the kernel half has bit 63 set */
+    js 1f
+    swapgs
+1:  popq %rdx
+    popq %rcx
+    popq %rax
+    jmp faultline_trap_save
+
 faultline_trap_common:
+    testb $3, 24(%rsp)              /* CS, above vector, error and RIP */
+    jz faultline_trap_save
+    swapgs
+faultline_trap_save:
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -116,7 +149,11 @@ faultline_trap_return:
     popq %rbx
     popq %rax
     addq $16, %rsp
-    iretq
+    testb $3, 8(%rsp)               /* CS, above RIP */
+    jz 2f
+    cli
+    swapgs
+2:  iretq
     "#,
     dispatch = sym trap_dispatch,
     options(att_syntax)
@@ -168,8 +205,16 @@ fn build_idt() -> InterruptDescriptorTable {
     // expects and returns with iretq; the IST indices name stacks that
     // gdt::init installed in the TSS.
     unsafe {
-        for v in [0u8, 1, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
+        for v in [0u8, 1, 5, 6, 7, 9, 16, 19, 20, 28] {
             idt[v].set_handler_addr(stub_address(v));
+        }
+        // int3 and into may be executed in ring 3, as on Linux: int3 is
+        // then a breakpoint (SIGTRAP), not a #GP for the gate's privilege
+        // (into is #UD in 64-bit mode anyway).
+        for v in [3u8, 4] {
+            idt[v]
+                .set_handler_addr(stub_address(v))
+                .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
         }
         idt.non_maskable_interrupt
             .set_handler_addr(stub_address(2))
@@ -199,9 +244,20 @@ fn build_idt() -> InterruptDescriptorTable {
     idt
 }
 
-/// Loads the IDT. Interrupts stay disabled until the caller enables them.
+/// Loads the IDT (one table for every CPU; the IST stacks it names are
+/// each CPU's own, through its TSS), and lets ring 3 ask for alignment
+/// checks (CR0.AM, as Linux's CR0 has it: a program that sets EFLAGS.AC
+/// gets #AC, SIGBUS, for a misaligned access; ring 0 is never checked).
+/// Interrupts stay disabled until the caller enables them.
 pub fn init() {
     IDT.load();
+    // SAFETY: AM only enables a check that applies at CPL 3 when the
+    // program sets EFLAGS.AC; the other CR0 bits are kept.
+    unsafe {
+        x86_64::registers::control::Cr0::update(|f| {
+            f.insert(x86_64::registers::control::Cr0Flags::ALIGNMENT_MASK)
+        })
+    };
 }
 
 /// Installs `handler` for `vector` (32..=255). Replaces an earlier one.
@@ -240,6 +296,8 @@ fn handle(frame: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at rip={:#x}", frame.rip);
         }
+        // The stop request of a CPU that is reporting a failure.
+        2 if crate::smp::stop_requested() => crate::smp::stopped(),
         v @ 32..=255 => {
             let handler = HANDLERS.lock()[v as usize];
             match handler {
@@ -288,6 +346,34 @@ pub fn exception_name(vector: u64) -> &'static str {
         "reserved",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// The `si_code` of a debug trap (#DB) in user mode, as Linux's
+/// `get_si_code` reads DR6: single step (BS) TRAP_TRACE, a breakpoint
+/// register TRAP_HWBKPT, nothing (icebp) TRAP_BRKPT. DR6 is cleared for
+/// the next one, since the CPU never clears its bits.
+pub fn debug_trap_code() -> i32 {
+    const TRAP_BRKPT: i32 = 1;
+    const TRAP_TRACE: i32 = 2;
+    const TRAP_HWBKPT: i32 = 4;
+    const BS: u64 = 1 << 14;
+    const B0_B3: u64 = 0xf;
+    // What DR6 holds with no condition recorded (its reserved bits set).
+    const DR6_CLEAR: u64 = 0xffff_0ff0;
+    let dr6: u64;
+    // SAFETY: reading and writing DR6 at ring 0 have no effect beyond the
+    // register; the value written is its architectural reset state.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR, options(nomem, nostack, preserves_flags));
+    }
+    if dr6 & BS != 0 {
+        TRAP_TRACE
+    } else if dr6 & B0_B3 != 0 {
+        TRAP_HWBKPT
+    } else {
+        TRAP_BRKPT
+    }
 }
 
 /// Decodes a page-fault error code (Intel SDM vol. 3 §4.7) for the
@@ -370,7 +456,20 @@ pub fn write_report(out: &mut dyn Write, frame: &TrapFrame) -> core::fmt::Result
 }
 
 fn fatal(frame: &TrapFrame) -> ! {
+    crate::percpu::repair_gs();
+    // The others stop first: this report is the last word.
+    let Some(cpu) = crate::smp::stop_others() else {
+        // Another CPU is reporting a failure of its own.
+        crate::smp::stopped()
+    };
     let mut out = crate::serial::emergency_writer();
+    let _ = writeln!(
+        out,
+        "fault on cpu={} apic_id={} others_stopped={}",
+        cpu.index(),
+        cpu.apic_id(),
+        crate::smp::stopped_count()
+    );
     let _ = write_report(&mut out, frame);
     let _ = writeln!(out, "kernel fault: powering off with failure status");
     exit_qemu(ExitCode::Failure)

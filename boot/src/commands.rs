@@ -64,6 +64,7 @@ fn bench(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
         ["boot"] => bench_boot(out),
         ["timer"] => bench_timer(out),
         ["switch"] => bench_switch(out),
+        ["ipi"] => bench_ipi(out),
         _ => Err(CmdError::Usage),
     }
 }
@@ -279,6 +280,82 @@ fn bench_switch(out: &mut Output<'_>) -> CmdResult {
     )?)
 }
 
+/// How long a CPU may take to answer a ping: generous, since under TCG on
+/// a loaded host a virtual CPU may wait long for a core.
+const PING_TIMEOUT_US: u64 = 5_000_000;
+
+/// Each CPU's figures, one line each, then how many are online.
+fn cpu(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    let mut online = 0;
+    for c in arch::percpu::all() {
+        let f = c.figures();
+        online += usize::from(f.online);
+        writeln!(
+            out,
+            "cpu={} apic_id={} ticks={} switches={} idle_ticks={} ipis={}{}",
+            f.index,
+            f.apic_id,
+            f.ticks,
+            f.switches,
+            f.idle_ticks,
+            f.ipis,
+            if f.online { "" } else { " offline" }
+        )?;
+    }
+    Ok(writeln!(
+        out,
+        "cpus_online={online} timer_count={}",
+        arch::apic::tick_count()
+    )?)
+}
+
+/// Pings every other CPU, one at a time and then all at once with a
+/// broadcast, and waits for each answer (an IPI back).
+fn ipi(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    let me = arch::percpu::this_cpu().index();
+    let mut answered = 0;
+    for c in arch::percpu::all().filter(|c| c.index() != me) {
+        let cycles = arch::smp::ping(c, PING_TIMEOUT_US).map_err(|e| {
+            CmdError::Failed(alloc::format!("cpu {} did not answer: {e:?}", c.index()))
+        })?;
+        answered += 1;
+        writeln!(
+            out,
+            "ping cpu={} apic_id={} cycles={cycles}",
+            c.index(),
+            c.apic_id()
+        )?;
+    }
+    let all = arch::smp::ping_all_others(PING_TIMEOUT_US)
+        .map_err(|e| CmdError::Failed(alloc::format!("broadcast ping: {e:?}")))?;
+    Ok(writeln!(
+        out,
+        "ipi_answered={answered} ipi_broadcast_answered={all}"
+    )?)
+}
+
+/// The round trip of a ping to the next CPU and its answer, median of 31.
+fn bench_ipi(out: &mut Output<'_>) -> CmdResult {
+    const SAMPLES: usize = 31;
+    let me = arch::percpu::this_cpu().index();
+    let Some(target) = arch::percpu::all().find(|c| c.index() != me) else {
+        return Err(CmdError::Failed("bench ipi needs a second CPU".into()));
+    };
+    let mut trips = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let cycles = arch::smp::ping(target, PING_TIMEOUT_US)
+            .map_err(|e| CmdError::Failed(alloc::format!("ping: {e:?}")))?;
+        trips.push(cycles);
+    }
+    trips.sort_unstable();
+    Ok(writeln!(
+        out,
+        "ipi_roundtrip_cycles={} samples={SAMPLES} target_cpu={}",
+        trips[SAMPLES / 2],
+        target.index()
+    )?)
+}
+
 /// Registers this crate's commands in `shell`.
 pub fn register(shell: &mut Shell) {
     let commands = [
@@ -324,11 +401,27 @@ pub fn register(shell: &mut Shell) {
         },
         Command {
             name: "bench",
-            usage: "boot|timer|switch",
+            usage: "boot|timer|switch|ipi",
             help: "print benchmark figures (meaningful under -icount)",
             min_args: 1,
             max_args: 1,
             run: bench,
+        },
+        Command {
+            name: "cpu",
+            usage: "",
+            help: "each CPU's APIC id, timer ticks, switches, idle ticks and IPIs taken",
+            min_args: 0,
+            max_args: 0,
+            run: cpu,
+        },
+        Command {
+            name: "ipi",
+            usage: "",
+            help: "ping every other CPU (one by one, then one broadcast) and wait for the answers",
+            min_args: 0,
+            max_args: 0,
+            run: ipi,
         },
         Command {
             name: "ps",

@@ -6,7 +6,8 @@
 //! silent), the boot information, the frame allocator, the kernel's own page
 //! tables, the heap, the timer, the x87/SSE/AVX registers for user mode (the
 //! size of a user thread's save area must be known before the first task is
-//! made); then the binary's `faultline_main`.
+//! made), the tasks, the bootstrap CPU's local APIC (its timer replaces the
+//! PIT), interrupts on, the other CPUs; then the binary's `faultline_main`.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -20,6 +21,7 @@ mod logger;
 pub mod memory;
 mod panic;
 pub mod programs;
+pub mod smp;
 pub mod task;
 
 use kernel::bootinfo::BootInfo;
@@ -68,12 +70,16 @@ unsafe extern "Rust" {
 }
 
 extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
+    // First: every lock asks which CPU it runs on, through GS.
+    arch::percpu::init_bsp(
+        arch::gdt::bsp_ist_tops(),
+        arch::gdt::bsp_double_fault_stack(),
+    );
     arch::serial::init();
     kernel::sync::install_irq_hooks(kernel::sync::IrqHooks {
         disable: arch::cpu::save_and_disable_interrupts,
         enable: arch::cpu::enable_interrupts,
-        // One CPU until the SMP issue brings per-CPU data.
-        cpu_index: || 0,
+        cpu_index: arch::percpu::index,
     });
     arch::gdt::init();
     arch::trap::init();
@@ -105,7 +111,9 @@ extern "C" fn boot_rust_entry(start_info: u64, entry_tsc: u64) -> ! {
         fpu.size
     );
     task::init();
+    let calibration = smp::init_bsp();
     arch::cpu::enable_interrupts();
+    smp::start_aps(&info, calibration);
     let booted = BOOTED.call_once(|| Booted { info, entry_tsc });
     // SAFETY: `faultline_main` is defined by the binary through `entry!`,
     // with exactly this signature.

@@ -388,3 +388,42 @@ pub fn phys_slice(pa: u64, len: u64) -> Option<&'static [u8]> {
     // unaliased by any allocation for the kernel's lifetime.
     Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) })
 }
+
+/// Maps the device page at physical `pa` uncached at `va` (the local
+/// APIC's registers in the MMIO window).
+pub fn map_mmio_page(va: u64, pa: u64) -> Result<(), MapError> {
+    let flags = LeafFlags::WRITABLE | LeafFlags::NO_CACHE | LeafFlags::GLOBAL;
+    map_kernel_page(va, Pfn::containing(pa), flags)
+}
+
+/// Makes sure `[pa, pa + len)` is readable through the direct map: firmware
+/// tables (ACPI's) may lie in a range the boot map did not list, which the
+/// direct map then lacks; such pages are mapped read-only. False when the
+/// range is beyond the direct map or a page could not be mapped.
+pub fn ensure_direct_mapped(pa: u64, len: u64) -> bool {
+    let Some(&root) = KERNEL_ROOT.get() else {
+        return false;
+    };
+    let Some(end) = pa.checked_add(len.max(1)) else {
+        return false;
+    };
+    if end > DIRECT_MAP_SIZE {
+        return false;
+    }
+    let _guard = KERNEL_PT_LOCK.lock();
+    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+    let first = pa & !(PAGE_SIZE - 1);
+    (first..end).step_by(PAGE_SIZE as usize).all(|page| {
+        let va = phys_to_virt(page);
+        pt.translate(va).is_some()
+            || pt
+                .map(
+                    va,
+                    Pfn::containing(page),
+                    PageSize::Size4K,
+                    LeafFlags::GLOBAL,
+                    &KernelTables,
+                )
+                .is_ok()
+    })
+}

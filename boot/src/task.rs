@@ -23,7 +23,7 @@ use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::proc::{Machine, OnCpu, Start, System, UserFrame, UserRegs};
+use kernel::proc::{FpuFormat, FpuImage, Machine, OnCpu, Start, System, UserFrame, UserRegs};
 use kernel::sync::IrqMutex;
 use kernel::task::sched::{SchedError, Tid};
 use spin::Once;
@@ -141,6 +141,17 @@ impl Drop for KernelStack {
     }
 }
 
+/// A kernel stack of its own for an application processor (its idle loop
+/// and the interrupts it takes), with the guard below it like every task
+/// stack's, kept for good. Returns its top.
+pub fn cpu_stack() -> Result<u64, Errno> {
+    let stack = KernelStack::new()?;
+    let top = stack.top();
+    // The CPU uses it until the machine stops.
+    core::mem::forget(stack);
+    Ok(top)
+}
+
 /// A box made without the infallible allocator: a failed allocation is an
 /// error code, not a kernel panic.
 fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, Errno> {
@@ -251,16 +262,18 @@ impl Machine for BootMachine {
     }
 
     fn cpu_index(&self) -> usize {
-        // CPU 0 alone runs tasks until the other CPUs join the scheduler
-        // (`System::join_cpu`, SMP phase 3); then this is the per-CPU
-        // area's index, `arch::percpu::index()`, as the locks' hook has it.
-        0
+        // The per-CPU area's index, as the locks' hook has it. Only CPU 0
+        // has joined the scheduler until the APs call `System::join_cpu`
+        // (SMP phase 3): an AP's tick or kick finds nothing to do there,
+        // and any other call from it is refused loudly.
+        arch::percpu::index()
     }
 
-    fn kick(&self, _cpu: usize) {
-        // Nothing to send yet: with CPU 0 alone in the scheduler no kick
-        // is ever asked for. Phase 3 sends the reschedule IPI here (phase
-        // 1's `arch::smp`), whose handler calls `system().reschedule()`.
+    fn kick(&self, cpu: usize) {
+        // The reschedule IPI; its handler calls `System::reschedule` (the
+        // hook `init` sets). With CPU 0 alone in the scheduler no kick is
+        // asked for yet.
+        arch::smp::kick(cpu);
     }
 
     fn fs_base(&self, _running: &Self::Context) -> u64 {
@@ -279,6 +292,7 @@ impl Machine for BootMachine {
     // (`./run.sh bench`).
     #[inline(always)]
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
+        arch::percpu::count_switch();
         // First: the CPU `to` last ran on may still be saving it. Nothing
         // of `to` is read before this.
         // SAFETY: `on_cpu` points into the incoming task's boxed Ctx, which
@@ -332,12 +346,17 @@ impl Machine for BootMachine {
         unsafe { arch::context::switch((*from.saved_rsp).as_ptr(), rsp, (*from.on_cpu).as_ptr()) };
     }
 
-    fn fpu_save(&self, out: &mut [u8; 512]) {
-        arch::fpu::save_legacy(out);
+    fn fpu_format(&self) -> FpuFormat {
+        let (size, xfeatures) = arch::fpu::signal_format();
+        FpuFormat { size, xfeatures }
     }
 
-    fn fpu_restore(&self, image: &[u8; 512]) {
-        arch::fpu::restore_legacy(image);
+    fn fpu_save(&self, out: &mut FpuImage) {
+        arch::fpu::save_signal_image(out);
+    }
+
+    fn fpu_restore(&self, image: &FpuImage, features: Option<u64>) -> bool {
+        arch::fpu::restore_signal_image(image, features)
     }
 
     fn fpu_reset(&self) {
@@ -378,6 +397,7 @@ pub fn init() {
     };
     SYSTEM.call_once(|| System::new(BootMachine, idle, boot));
     arch::timer::set_tick_hook(|_| system().tick());
+    arch::smp::set_reschedule_hook(|| system().reschedule());
     arch::syscall::init(syscall_entry);
     arch::trap::set_user_fault_hook(user_fault);
     arch::trap::set_return_to_user_hook(return_to_user);
@@ -555,11 +575,12 @@ fn user_fault(frame: &mut TrapFrame) {
         access: arch::trap::page_fault_access(frame.error),
     });
     let what = arch::trap::exception_name(frame.vector);
-    let fpu_code = match frame.vector {
+    let code = match frame.vector {
+        1 => arch::trap::debug_trap_code(),
         16 | 19 => arch::fpu::exception_code(frame.vector),
         _ => 0,
     };
-    system().user_fault(frame.vector, what, frame.error, frame.rip, fault, fpu_code);
+    system().user_fault(frame.vector, what, frame.error, frame.rip, fault, code);
 }
 
 // ---- Conveniences over the System for the console and test kernels ----
@@ -585,4 +606,9 @@ pub fn yield_now() {
 
 pub fn current() -> Tid {
     system().current()
+}
+
+/// Kicks CPU `cpu` as the scheduler would (a reschedule IPI).
+pub fn kick(cpu: usize) {
+    system().machine().kick(cpu)
 }

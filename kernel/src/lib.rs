@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod console;
+pub mod cpus;
 pub mod initrd;
 pub mod mm;
 pub mod proc;

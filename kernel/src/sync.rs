@@ -71,9 +71,14 @@ impl CpuIrq {
 #[cfg(not(test))]
 static CPUS: [CpuIrq; MAX_CPUS] = [const { CpuIrq::new() }; MAX_CPUS];
 
+// Every lock is taken and released through these few functions, several
+// times per system call, so they are inlined into their callers and read
+// the hooks once per call (`./run.sh bench`).
+
 #[cfg(not(test))]
-fn with_cpu<R>(f: impl FnOnce(&CpuIrq) -> R) -> R {
-    let index = HOOKS.get().map_or(0, |h| (h.cpu_index)());
+#[inline]
+fn with_cpu<R>(hooks: Option<&IrqHooks>, f: impl FnOnce(&CpuIrq) -> R) -> R {
+    let index = hooks.map_or(0, |h| (h.cpu_index)());
     f(&CPUS[index.min(MAX_CPUS - 1)])
 }
 
@@ -84,35 +89,31 @@ std::thread_local! {
 }
 
 #[cfg(test)]
-fn with_cpu<R>(f: impl FnOnce(&CpuIrq) -> R) -> R {
+fn with_cpu<R>(_: Option<&IrqHooks>, f: impl FnOnce(&CpuIrq) -> R) -> R {
     CPU.with(f)
 }
 
-fn disable() -> bool {
-    HOOKS.get().is_some_and(|h| (h.disable)())
-}
-
-fn enable() {
-    if let Some(h) = HOOKS.get() {
-        (h.enable)();
-    }
-}
-
 /// Turns interrupts off on this CPU until the matching [`pop_off`].
+#[inline]
 pub fn push_off() {
-    let was_enabled = disable();
-    with_cpu(|c| {
-        if c.depth.load(Ordering::Relaxed) == 0 {
+    let hooks = HOOKS.get();
+    let was_enabled = hooks.is_some_and(|h| (h.disable)());
+    with_cpu(hooks, |c| {
+        // Plain load and store: only this CPU touches it, interrupts off.
+        let depth = c.depth.load(Ordering::Relaxed);
+        if depth == 0 {
             c.enable_at_zero.store(was_enabled, Ordering::Relaxed);
         }
-        c.depth.fetch_add(1, Ordering::Relaxed);
+        c.depth.store(depth + 1, Ordering::Relaxed);
     });
 }
 
 /// Ends one [`push_off`]; the last one turns interrupts back on if they
 /// were on before the first.
+#[inline]
 pub fn pop_off() {
-    let enable_now = with_cpu(|c| match c.depth.load(Ordering::Relaxed) {
+    let hooks = HOOKS.get();
+    let enable_now = with_cpu(hooks, |c| match c.depth.load(Ordering::Relaxed) {
         // An unmatched pop is a kernel bug; ignoring it keeps interrupts
         // off, the safe side, rather than turning them on under a lock.
         0 => false,
@@ -125,14 +126,14 @@ pub fn pop_off() {
             false
         }
     });
-    if enable_now {
-        enable();
+    if enable_now && let Some(h) = hooks {
+        (h.enable)();
     }
 }
 
 /// Nesting depth of interrupts-off sections on this CPU.
 pub fn irq_depth() -> u32 {
-    with_cpu(|c| c.depth.load(Ordering::Relaxed))
+    with_cpu(HOOKS.get(), |c| c.depth.load(Ordering::Relaxed))
 }
 
 /// Interrupts stay off while this lives. Not `Send`: it must be dropped
@@ -140,6 +141,7 @@ pub fn irq_depth() -> u32 {
 pub struct IrqOff(PhantomData<*const ()>);
 
 impl IrqOff {
+    #[inline]
     pub fn new() -> IrqOff {
         push_off();
         IrqOff(PhantomData)
@@ -153,6 +155,7 @@ impl Default for IrqOff {
 }
 
 impl Drop for IrqOff {
+    #[inline]
     fn drop(&mut self) {
         pop_off();
     }
@@ -173,16 +176,18 @@ pub struct IrqState {
 }
 
 /// Called just before a switch, with interrupts off.
+#[inline]
 pub fn save_irq_state() -> IrqState {
-    with_cpu(|c| IrqState {
+    with_cpu(HOOKS.get(), |c| IrqState {
         depth: c.depth.load(Ordering::Relaxed),
         enable_at_zero: c.enable_at_zero.load(Ordering::Relaxed),
     })
 }
 
 /// Called just after a switch returns to the task that saved `state`.
+#[inline]
 pub fn restore_irq_state(state: IrqState) {
-    with_cpu(|c| {
+    with_cpu(HOOKS.get(), |c| {
         c.depth.store(state.depth, Ordering::Relaxed);
         c.enable_at_zero
             .store(state.enable_at_zero, Ordering::Relaxed);
@@ -213,6 +218,7 @@ impl<T> IrqMutex<T> {
         }
     }
 
+    #[inline]
     pub fn lock(&self) -> IrqMutexGuard<'_, T> {
         let off = IrqOff::new();
         IrqMutexGuard {
@@ -255,6 +261,7 @@ impl<T> DerefMut for IrqMutexGuard<'_, T> {
 }
 
 impl<T> Drop for IrqMutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // The lock first; `_off` is dropped after this body returns.
         drop(self.guard.take());

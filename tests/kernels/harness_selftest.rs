@@ -20,6 +20,7 @@ fn main(booted: &'static Booted) -> ! {
             ktest::tests![
                 passes_first,
                 panics,
+                panics_on_another_cpu,
                 faults,
                 hangs,
                 dies_after_its_ok_line,
@@ -40,6 +41,17 @@ fn passes_first(_: &'static Booted) {}
 
 fn panics(_: &'static Booted) {
     panic!("deliberate panic (harness self-test)");
+}
+
+/// CPU 1 panics in a call the bootstrap CPU waits for: the panic must
+/// stop the bootstrap CPU and name this test and CPU 1.
+fn panics_on_another_cpu(_: &'static Booted) {
+    fn deliberate() {
+        panic!("deliberate panic on another CPU (harness self-test)");
+    }
+    let cpu1 = arch::percpu::cpu(1).expect("the self-test runs on two CPUs");
+    let r = arch::smp::call_on(cpu1, deliberate, 5_000_000);
+    panic!("cpu 1 did not panic: {r:?}");
 }
 
 fn read_unmapped() {

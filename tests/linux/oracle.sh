@@ -9,7 +9,8 @@
 # Faultline. /init prints "==== NAME" before each program and
 # "==== NAME status=N" after it; oracle_split cuts the serial output into
 # target/linux-out/NAME.txt (the program's key=value lines and its status
-# line). linux:NAME passes when the program ran, exited 0, printed
+# line). linux:NAME passes when the program ran, ended as it must (status
+# 0, unless its source names another: oracle_expected_status), printed
 # key=value lines, its closing checks_failed=0 and no check_failed= line.
 #
 # compare_with_faultline diffs those files against Faultline's output for
@@ -26,7 +27,8 @@ ORACLE_FAULTLINE_OUT=target/faultline-out
 ORACLE_TIMEOUT=${FAULTLINE_LINUX_TIMEOUT:-180}
 ORACLE_APPEND="console=ttyS0 quiet panic=-1"
 ORACLE_LIST=tests/linux/oracle-programs
-# No libc, no SSE (Faultline does not save it yet), no stack protector (it
+ORACLE_SRC=tests/linux
+# No libc, no SSE in compiled code (signal.c's assembly uses it), no stack protector (it
 # reads %fs, and these programs have no TLS), a plain static ET_EXEC.
 ORACLE_CFLAGS=(-O2 -std=gnu11 -Wall -Wextra -Werror -static -nostdlib -ffreestanding -fno-builtin
     -fno-stack-protector -fno-pie -no-pie -mgeneral-regs-only -fno-tree-loop-distribute-patterns
@@ -236,29 +238,45 @@ oracle_status_line() {
     printf '==== %s status=%s\n' "$1" "$2"
 }
 
+# oracle_expected_status NAME: how program NAME must end, as /init's
+# status line says it: the value of a line " * oracle-status: STATUS" in
+# ORACLE_SRC/NAME.c (signal:N for a program a signal ends, N for an exit
+# code), 0 when there is none. A program that ends so prints its closing
+# checks_failed line before it does what ends it.
+oracle_expected_status() {
+    local want=""
+    [ ! -f "$ORACLE_SRC/$1.c" ] ||
+        want=$(sed -n 's/^ \* oracle-status: \([0-9a-z:]*\)$/\1/p' "$ORACLE_SRC/$1.c" | head -n1)
+    printf '%s\n' "${want:-0}"
+}
+
 # oracle_verdict NAME FILE: whether FILE shows a good run of NAME on Linux:
-# it exists, ends "==== NAME status=0", has key=value lines besides
-# checks_failed, its closing checks_failed=0, and no check_failed= line.
-# Sets ORACLE_WHY when not.
+# it exists, ends "==== NAME status=S" with S what oracle_expected_status
+# says, has key=value lines besides checks_failed, its closing
+# checks_failed=0, and no check_failed= line. Sets ORACLE_WHY when not.
 oracle_verdict() {
-    local name=$1 file=$2 status
+    local name=$1 file=$2 status want
     ORACLE_WHY=""
     if [ ! -f "$file" ]; then
         ORACLE_WHY="did not run (no '==== $name' line in the serial output)"
         return 1
     fi
+    want=$(oracle_expected_status "$name")
     status=$(sed -n "s/^==== $name status=//p" "$file")
     if [ -z "$status" ]; then
         ORACLE_WHY="never finished (no '==== $name status=' line)"
-    elif [ "$status" != 0 ]; then
+    elif [ "$status" != "$want" ]; then
         ORACLE_WHY="exited with status=$status"
+        [ "$want" = 0 ] || ORACLE_WHY+=" (its source says oracle-status: $want)"
     fi
     if grep -q '^check_failed=' "$file"; then
         ORACLE_WHY+="${ORACLE_WHY:+; }$(grep -c '^check_failed=' "$file") self-checks failed: $(grep -m3 '^check_failed=' "$file" | tr '\n' ' ')"
     elif ! grep -qx 'checks_failed=0' "$file"; then
         ORACLE_WHY+="${ORACLE_WHY:+; }no closing checks_failed=0 line"
     fi
-    if ! grep -v '^checks_failed=' "$file" | grep -qE '^[A-Za-z0-9_.]+='; then
+    # Not grep -q: it would stop reading, and the first grep's SIGPIPE
+    # fail the pipeline (pipefail) for a long enough file.
+    if ! grep -v '^checks_failed=' "$file" | grep -E '^[A-Za-z0-9_.]+=' >/dev/null; then
         ORACLE_WHY+="${ORACLE_WHY:+; }printed no key=value line"
     fi
     [ -z "$ORACLE_WHY" ]
@@ -372,16 +390,21 @@ oracle_selftest() {
     printf '%s\r\n' '[    1.0] noise' '==== good' 'a=1' 'not a key line' 'checks_failed=0' \
         '==== good status=0' '==== checkfail' 'b=2' 'check_failed=b (x)' 'checks_failed=1' \
         '==== checkfail status=1' '==== silent' 'checks_failed=0' '==== silent status=0' \
-        '==== killed' 'c=3' '==== killed status=signal:11' '==== hung' 'd=4' >"$dir/log"
+        '==== killed' 'c=3' '==== killed status=signal:11' '==== dies' 'e=5' 'checks_failed=0' \
+        '==== dies status=signal:11' '==== diesnot' 'f=6' 'checks_failed=0' '==== diesnot status=0' \
+        '==== hung' 'd=4' >"$dir/log"
     tr -d '\r' <"$dir/log" >"$dir/log.lf"
     oracle_split "$dir/log.lf" "$dir/out"
     [ "$(cat "$dir/out/good.txt")" = $'a=1\nchecks_failed=0\n==== good status=0' ] ||
         { ok="" got+="split: good.txt is '$(tr '\n' ';' <"$dir/out/good.txt")'; "; }
-    local name want verdicts=""
-    for name in good checkfail silent killed hung missing; do
+    # Two programs whose sources say they end with SIGSEGV: one does.
+    mkdir -p "$dir/src"
+    printf '/* dies\n * oracle-status: signal:11\n */\n' | tee "$dir/src/dies.c" >"$dir/src/diesnot.c"
+    local name want verdicts="" ORACLE_SRC=$dir/src
+    for name in good checkfail silent killed dies diesnot hung missing; do
         if oracle_verdict "$name" "$dir/out/$name.txt"; then verdicts+="$name=ok;"; else verdicts+="$name=no;"; fi
     done
-    want="good=ok;checkfail=no;silent=no;killed=no;hung=no;missing=no;"
+    want="good=ok;checkfail=no;silent=no;killed=no;dies=ok;diesnot=no;hung=no;missing=no;"
     [ "$verdicts" = "$want" ] || { ok="" got+="verdicts $verdicts; "; }
     # The comparison, with made-up Faultline sides: one the same, one with
     # a changed line, one that cannot run the program.
@@ -411,7 +434,7 @@ oracle_selftest() {
     out=$(oracle_bench_join "$dir/linux.txt" "$dir/faultline.txt")
     [ "$out" = $'faultline_a=300\nratio_a=1.50' ] || { ok="" got+="bench join gave '$(tr '\n' ';' <<<"$out")'; "; }
     if [ -n "$ok" ]; then
-        pass "oracle_selftest (split, verdict and compare_with_faultline catch a failed check, a signal, a hang, silence, a changed line and a producer that failed; the bench join)"
+        pass "oracle_selftest (split, verdict and compare_with_faultline catch a failed check, a signal, a hang, silence, a changed line and a producer that failed, and take the end a source names; the bench join)"
     else
         fail "oracle_selftest" "$got"
     fi

@@ -30,9 +30,14 @@ macro_rules! tests {
 /// The test running now, for the panic hook's report.
 static CURRENT: spin::Mutex<&'static str> = spin::Mutex::new("");
 
+/// The panic handler has stopped the other CPUs, one of which may hold the
+/// serial port's lock or `CURRENT`'s: neither is waited for.
 fn on_panic(info: &PanicInfo) {
-    arch::println!("    {info}");
-    arch::println!("test {} ... FAILED", CURRENT.lock());
+    use core::fmt::Write;
+    let mut out = arch::serial::emergency_writer();
+    let name = CURRENT.try_lock().map_or("(unknown)", |n| *n);
+    let _ = writeln!(out, "    {info}");
+    let _ = writeln!(out, "test {name} ... FAILED");
 }
 
 /// Runs `tests` from the index given by `start=` on the command line,

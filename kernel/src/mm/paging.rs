@@ -536,6 +536,9 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
 
     // ---- walks ----
 
+    // Inlined: a walk reads an entry per level, and the call with its
+    // result through memory cost more than the decode (`./run.sh bench`).
+    #[inline(always)]
     fn read(&self, pa: u64, level: usize) -> Result<Pte, MapError> {
         Ok(F::decode(self.mem.read_u64(pa), level)?)
     }

@@ -10,7 +10,7 @@
 
 use abi::{Errno, TASK_SIZE_MAX, arch_prctl, clone, futex};
 
-use super::{MAX_THREADS_PER_PROCESS, Machine, Start, System, TaskExt, UserRegs};
+use super::{MAX_THREADS_PER_PROCESS, Machine, Start, System, TaskExt, UserRegs, signal};
 use crate::sync::IrqOff;
 use crate::task::sched::{Priority, SchedError, Tid};
 use crate::task::uaccess;
@@ -73,6 +73,8 @@ impl<M: Machine> System<M> {
         let ctx = self
             .m
             .new_context(Start::Clone { regs, fs_base }, Some(root))?;
+        // Before the locks: the signal state is allocated.
+        let mut sig = signal::SigState::new().ok_or(Errno::ENOMEM)?;
         self.reap_detached();
         let mem = self.m.mem();
         let _off = IrqOff::new();
@@ -93,7 +95,7 @@ impl<M: Machine> System<M> {
         if has(clone::SETTLS) && tls >= TASK_SIZE_MAX {
             return Err(Errno::EPERM);
         }
-        let sig = super::signal::SigBox::new(s.ext(me).ok_or(Errno::ESRCH)?.sig.inherit())?;
+        s.ext(me).ok_or(Errno::ESRCH)?.sig.inherit(&mut sig);
         let ext = TaskExt {
             ctx,
             clear_child_tid: if has(clone::CHILD_CLEARTID) {

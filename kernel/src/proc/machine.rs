@@ -232,14 +232,46 @@ pub trait Machine: Sync + Sized + 'static {
     /// is harmless.
     fn kick(&self, cpu: usize);
 
-    /// The running user thread's x87/SSE registers in the FXSAVE layout
-    /// (what a signal frame's `fpstate` holds). The kernel is soft-float,
-    /// so they are still the thread's when the kernel runs for it.
-    fn fpu_save(&self, out: &mut [u8; 512]);
-    /// Loads an FXSAVE image a program may have written: the machine
-    /// drops whatever its CPU would refuse (reserved MXCSR bits), so no
-    /// image faults the kernel.
-    fn fpu_restore(&self, image: &[u8; 512]);
+    /// How this machine's FPU registers look in a signal frame.
+    fn fpu_format(&self) -> FpuFormat;
+    /// The running user thread's x87/SSE(/AVX) registers, as a signal
+    /// frame's `fpstate` holds them: the first `fpu_format().size` bytes
+    /// of `out`, in FXSAVE's layout or XSAVE's standard form (the header
+    /// zero but for what XSAVE writes; bytes 464..512, the software's,
+    /// zero). The kernel is soft-float, so the registers are still the
+    /// thread's when the kernel runs for it.
+    fn fpu_save(&self, out: &mut FpuImage);
+    /// Loads an image a program may have written: with `Some(features)`
+    /// the XSAVE components in `features` (XRSTOR's mask), with None the
+    /// legacy x87/SSE region only (FXRSTOR); every other component gets
+    /// its initial state. Returns false, loading nothing, when the CPU
+    /// would refuse the image (reserved MXCSR bits, a bad XSAVE header),
+    /// so that no image faults the kernel: Linux's sigreturn then fails.
+    fn fpu_restore(&self, image: &FpuImage, features: Option<u64>) -> bool;
     /// The registers a new thread starts with (a handler starts so).
     fn fpu_reset(&self);
+}
+
+/// The layout of a machine's FPU image in signal frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FpuFormat {
+    /// Bytes of the image: 512 for FXSAVE's, the XSAVE area's size (for
+    /// `xfeatures`) otherwise; at most [`FpuImage::SIZE`].
+    pub size: usize,
+    /// The XSAVE components saved (XCR0), or 0 for FXSAVE's layout.
+    pub xfeatures: u64,
+}
+
+/// An FPU image, aligned as XSAVE and XRSTOR need it.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct FpuImage(pub [u8; FpuImage::SIZE]);
+
+impl FpuImage {
+    /// Room for x87, SSE and AVX (832 bytes), the most Faultline enables.
+    pub const SIZE: usize = 1024;
+
+    pub const fn zeroed() -> FpuImage {
+        FpuImage([0; FpuImage::SIZE])
+    }
 }

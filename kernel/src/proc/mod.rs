@@ -92,7 +92,7 @@ use crate::task::elf;
 use crate::task::sched::{CpuStats, Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
 
 pub use fd::{FdTable, File, MAX_FDS};
-pub use machine::{Machine, OnCpu, Start, UserFrame, UserRegs};
+pub use machine::{FpuFormat, FpuImage, Machine, OnCpu, Start, UserFrame, UserRegs};
 use pipes::PipeTable;
 
 /// Threads (running or not yet waited for) one process may have.
@@ -155,17 +155,16 @@ pub struct TaskExt<M: Machine> {
     /// here and one futex waiter woken. 0: none.
     clear_child_tid: u64,
     /// Its signal mask, pending signals and alternate stack (signal.rs).
-    sig: signal::SigBox,
+    sig: signal::SigState,
 }
 
 impl<M: Machine> TaskExt<M> {
-    /// A record for a thread with a clean signal state; ENOMEM when there
-    /// is no room for that state.
-    fn new(ctx: M::Context) -> Result<Self, Errno> {
-        Ok(TaskExt {
+    /// None without memory for the signal state.
+    fn new(ctx: M::Context) -> Option<Self> {
+        Some(TaskExt {
             ctx,
             clear_child_tid: 0,
-            sig: signal::SigBox::new(signal::ThreadSignals::new())?,
+            sig: signal::SigState::new()?,
         })
     }
 
@@ -200,6 +199,10 @@ pub struct System<M: Machine> {
     /// `gettid` and every lookup of the current task read it without
     /// taking the scheduler's lock.
     current: [AtomicU32; MAX_CPUS],
+    /// Each CPU's running task's process, stored with `current` by the
+    /// same switch: `current_pid`, asked by every access to the current
+    /// process, takes no lock (a task never changes process).
+    current_group: [AtomicU32; MAX_CPUS],
     /// CPUs that have joined the scheduler (1 until another joins): with
     /// one, no task moves between CPUs and `current` needs no interrupts
     /// off.
@@ -275,6 +278,7 @@ impl<M: Machine> SchedGuard<'_, M> {
         match (self.ext(sw.from), self.ext(sw.to)) {
             (Some(from), Some(to)) => Some(Planned {
                 sw,
+                group: self.task(sw.to).map_or(sw.to, |t| t.group),
                 from: M::switch_point(&from.ctx),
                 to: M::switch_point(&to.ctx),
             }),
@@ -286,6 +290,8 @@ impl<M: Machine> SchedGuard<'_, M> {
 /// A decided switch and what the machine needs of both tasks.
 struct Planned<M: Machine> {
     sw: Switch,
+    /// The process of the task switched to, for `current_pid`.
+    group: Pid,
     from: M::SwitchPoint,
     to: M::SwitchPoint,
 }
@@ -295,7 +301,8 @@ impl<M: Machine> System<M> {
     /// `boot` (its context, whose on-CPU mark is set), with an idle task
     /// (tid 0) on `idle`, on CPU 0.
     pub fn new(m: M, idle: M::Context, boot: M::Context) -> Self {
-        let (Ok(idle), Ok(boot)) = (TaskExt::new(idle), TaskExt::new(boot)) else {
+        let (Ok(idle), Ok(boot)) = (TaskExt::new(idle).ok_or(()), TaskExt::new(boot).ok_or(()))
+        else {
             panic!("no memory for the first two tasks at boot");
         };
         let mut sched =
@@ -306,6 +313,8 @@ impl<M: Machine> System<M> {
         };
         let current = [const { AtomicU32::new(0) }; MAX_CPUS];
         current[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
+        let current_group = [const { AtomicU32::new(0) }; MAX_CPUS];
+        current_group[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
         System {
             m,
             procs: IrqMutex::new(Vec::new()),
@@ -315,6 +324,7 @@ impl<M: Machine> System<M> {
             kills_in_flight: AtomicUsize::new(0),
             signal_work: AtomicUsize::new(0),
             current,
+            current_group,
             cpus_joined: AtomicUsize::new(1),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
@@ -363,10 +373,7 @@ impl<M: Machine> System<M> {
     /// their first tick: NoSuchCpu when the machine's index of the caller
     /// is not the next, and nothing changes. Returns the index.
     pub fn join_cpu(&self, idle: M::Context) -> Result<usize, SchedError> {
-        let ext = match TaskExt::new(idle) {
-            Ok(ext) => ext,
-            Err(_) => return Err(SchedError::NoMemory),
-        };
+        let ext = TaskExt::new(idle).ok_or(SchedError::NoMemory)?;
         let _off = IrqOff::new();
         let cpu = self.m.cpu_index();
         let mut s = self.scheduler.lock();
@@ -381,6 +388,7 @@ impl<M: Machine> System<M> {
             Ok(index) => {
                 let idle = s.current_on(index).unwrap_or(0);
                 self.current[index].store(idle, Ordering::Relaxed);
+                self.current_group[index].store(crate::task::sched::IDLE, Ordering::Relaxed);
                 // By this CPU, before it runs any task: see `current`.
                 self.cpus_joined.fetch_add(1, Ordering::Relaxed);
                 Ok(index)
@@ -439,9 +447,13 @@ impl<M: Machine> System<M> {
 
     /// The process of the running task: the one place that asks.
     pub fn current_pid(&self) -> Pid {
-        let s = self.sched();
-        let me = s.current();
-        s.task(me).map_or(me, |t| t.group)
+        // As `current`: CPU 0's slot while CPU 0 is the only one.
+        let only = self.current_group[0].load(Ordering::Acquire);
+        if self.cpus_joined.load(Ordering::Relaxed) == 1 {
+            return only;
+        }
+        let _off = IrqOff::new();
+        self.current_group[self.m.cpu_index().min(MAX_CPUS - 1)].load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the running task's context (the executor reads how to
@@ -474,6 +486,7 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let cpu = self.m.cpu_index().min(MAX_CPUS - 1);
         self.current[cpu].store(p.sw.to, Ordering::Relaxed);
+        self.current_group[cpu].store(p.group, Ordering::Relaxed);
         // The task switched to has interrupts-off sections of its own.
         let saved = save_irq_state();
         self.m.switch(p.from, p.to);
@@ -540,8 +553,9 @@ impl<M: Machine> System<M> {
         let _off = IrqOff::new();
         let planned = {
             let mut s = self.sched();
-            s.wake_all(q);
-            let sw = if s.should_preempt() {
+            // Nobody woken, nothing to preempt for (the tick sees to the
+            // rest): most wakes after a pipe transfer find no one waiting.
+            let sw = if s.wake_all(q) > 0 && s.should_preempt() {
                 s.schedule()
             } else {
                 None
@@ -581,7 +595,7 @@ impl<M: Machine> System<M> {
             .m
             .new_context(Start::Kernel { entry, arg }, None)
             .map_err(|_| SchedError::NoMemory)?;
-        let ext = TaskExt::new(ctx).map_err(|_| SchedError::NoMemory)?;
+        let ext = TaskExt::new(ctx).ok_or(SchedError::NoMemory)?;
         self.sched().spawn(name, None, Priority::NORMAL, false, ext)
     }
 
@@ -626,10 +640,18 @@ impl<M: Machine> System<M> {
     }
 
     /// The exit status a pending kill asks the current task for.
+    #[inline]
     pub fn kill_pending(&self) -> Option<i64> {
         if self.kills_in_flight.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        self.kill_pending_locked()
+    }
+
+    /// Out of line, so that the callers (every pipe transfer's step, the
+    /// return to user mode) inline only the load and test above.
+    #[inline(never)]
+    fn kill_pending_locked(&self) -> Option<i64> {
         let s = self.sched();
         s.kill_pending(s.current())
     }
@@ -755,7 +777,7 @@ impl<M: Machine> System<M> {
     ) -> Result<Pid, (SpawnError, UserSpace<'static, M::Pte, M::Mem>)> {
         let parent = self.current_pid();
         let (ext, signals) = match (TaskExt::new(ctx), signal::default_actions()) {
-            (Ok(ext), Ok(signals)) => (ext, signals),
+            (Some(ext), Ok(signals)) => (ext, signals),
             _ => return Err((SpawnError::Load(Errno::ENOMEM), space)),
         };
         let mut procs = self.procs.lock();
@@ -964,8 +986,9 @@ impl<M: Machine> System<M> {
     /// A fault in user mode, `what` the architecture's name for it: the
     /// memory manager's fault handler decides; what it cannot resolve
     /// becomes the signal Linux sends (signal.rs), which a handler may
-    /// take or which ends the process after a one-line report. `fpu_code`
-    /// is the `si_code` of a floating-point exception.
+    /// take or which ends the process after a one-line report. `code` is
+    /// the `si_code` the machine read for a floating-point exception or a
+    /// debug trap (#DB), 0 for the others.
     pub fn user_fault(
         &self,
         vector: u64,
@@ -973,7 +996,7 @@ impl<M: Machine> System<M> {
         error: u64,
         rip: u64,
         fault: Option<Fault>,
-        fpu_code: i32,
+        code: i32,
     ) {
         let outcome = match fault {
             Some(fault) => self
@@ -983,7 +1006,7 @@ impl<M: Machine> System<M> {
         };
         match outcome {
             Outcome::Resolved => {}
-            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, fpu_code),
+            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, code),
         }
     }
 

@@ -31,8 +31,11 @@
 
 use abi::sig::{self, Default as Dfl, bit};
 use abi::{Errno, USER_END};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ops::{Deref, DerefMut};
 
-use super::{Machine, System, UserFrame, UserRegs};
+use super::{FpuImage, Machine, System, UserFrame, UserRegs};
 use crate::mm::fault::Fault;
 use crate::sync::IrqOff;
 use crate::task::sched::{Pid, Scheduler, State, Tid};
@@ -57,9 +60,10 @@ const KNOWN_FLAGS: u64 = sig::SA_NOCLDSTOP
 const USER_FLAGS: u64 = 0x50dd5;
 /// Flags a handler starts with cleared: direction, resume, trap.
 const HANDLER_CLEARS: u64 = 0x400 | 0x1_0000 | 0x100;
-/// The selectors a handler's frame reports (the ones ring 3 runs with).
-const USER_CS: u64 = 0x23;
-const USER_SS: u64 = 0x1b;
+/// The selectors a handler's frame reports (the ones ring 3 runs with,
+/// Linux's `__USER_CS` and `__USER_DS`: arch/src/gdt.rs).
+const USER_CS: u64 = 0x33;
+const USER_SS: u64 = 0x2b;
 
 /// A handler, as `rt_sigaction` set it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -161,16 +165,31 @@ impl Pending {
 }
 
 /// A thread's alternate signal stack (`sigaltstack`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AltStack {
     sp: u64,
     size: u64,
     /// As set: the mode (0, `SS_ONSTACK` or `SS_DISABLE`) and
-    /// `SS_AUTODISARM`.
+    /// `SS_AUTODISARM`; a frame's `uc_stack.ss_flags` is this word (Linux's
+    /// `sas_ss_flags` field, not its `sas_ss_flags()`).
     flags: u32,
 }
 
+impl Default for AltStack {
+    fn default() -> AltStack {
+        AltStack::DISABLED
+    }
+}
+
 impl AltStack {
+    /// No alternate stack: a thread's first, and what `SS_AUTODISARM`
+    /// leaves while a handler runs (Linux's `sas_ss_reset`).
+    const DISABLED: AltStack = AltStack {
+        sp: 0,
+        size: 0,
+        flags: sig::SS_DISABLE as u32,
+    };
+
     /// Whether `sp` is on this stack (Linux's `on_sig_stack`): never, for
     /// a stack that is disarmed while a handler runs on it.
     fn holds(&self, sp: u64) -> bool {
@@ -210,50 +229,47 @@ impl ThreadSignals {
         ThreadSignals {
             mask: 0,
             pending: Pending::new(),
-            alt: AltStack {
-                sp: 0,
-                size: 0,
-                flags: 0,
-            },
+            alt: AltStack::DISABLED,
             shared: Pending::new(),
             fault: (0, 0, 0),
         }
     }
 
-    /// A new thread's: its creator's mask, nothing pending, no alternate
-    /// stack (Linux resets it for a thread sharing the address space).
-    pub(super) fn inherit(&self) -> ThreadSignals {
-        ThreadSignals {
-            mask: self.mask,
-            ..ThreadSignals::new()
-        }
+    /// Makes `child` a new thread's: its creator's mask, nothing pending,
+    /// no alternate stack (Linux resets it for a thread sharing the
+    /// address space).
+    pub(super) fn inherit(&self, child: &mut ThreadSignals) {
+        *child = ThreadSignals::new();
+        child.mask = self.mask;
     }
 }
 
-/// A thread's signal state on the heap: two kilobytes that would
-/// otherwise be copied through every move of the task's record, on kernel
-/// stacks of 16 KiB. A one-element Vec: a box made fallibly without
-/// `unsafe`.
-pub(super) struct SigBox(alloc::vec::Vec<ThreadSignals>);
+/// A thread's signal state, on the heap. At over 2 KiB inline it made
+/// every move of a task record (clone, spawn, reap) a copy on the kernel
+/// stack, and `clone` ran its 16 KiB over.
+pub(super) struct SigState(Box<[ThreadSignals; 1]>);
 
-impl SigBox {
-    pub(super) fn new(state: ThreadSignals) -> Result<SigBox, Errno> {
-        let mut v = alloc::vec::Vec::new();
-        v.try_reserve_exact(1).map_err(|_| Errno::ENOMEM)?;
-        v.push(state);
-        Ok(SigBox(v))
+impl SigState {
+    /// A fresh state (`ThreadSignals::new`), or None without memory.
+    pub(super) fn new() -> Option<SigState> {
+        let mut v = Vec::new();
+        // Exactly one: the boxed slice below then needs no reallocation,
+        // which could not fail gracefully.
+        v.try_reserve_exact(1).ok()?;
+        v.push(ThreadSignals::new());
+        v.into_boxed_slice().try_into().ok().map(SigState)
     }
 }
 
-impl core::ops::Deref for SigBox {
+impl Deref for SigState {
     type Target = ThreadSignals;
+
     fn deref(&self) -> &ThreadSignals {
-        // `new` made it with one element, and nothing removes it.
         &self.0[0]
     }
 }
 
-impl core::ops::DerefMut for SigBox {
+impl DerefMut for SigState {
     fn deref_mut(&mut self) -> &mut ThreadSignals {
         &mut self.0[0]
     }
@@ -463,7 +479,7 @@ impl<M: Machine> System<M> {
     /// unblocked and reset to the default, which ends the process; so does
     /// no handler. Returns the signal if it ends the process, None if a
     /// handler will take it.
-    fn force_signal(&self, signo: u32, info: Info, fault: (u64, u64, u64)) -> Option<u32> {
+    fn force_signal(&self, signo: u32, info: Info, fault: Option<(u64, u64, u64)>) -> Option<u32> {
         let pid = self.current_pid();
         let _off = IrqOff::new();
         let mut procs = self.procs.lock();
@@ -472,7 +488,9 @@ impl<M: Machine> System<M> {
         let p = procs.iter_mut().find(|p| p.pid == pid)?;
         let action = &mut p.signals[signo as usize - 1];
         let e = s.ext_mut(me)?;
-        e.sig.fault = fault;
+        if let Some(fault) = fault {
+            e.sig.fault = fault;
+        }
         let blocked = e.sig.mask & bit(signo) != 0;
         if blocked || action.handler == sig::SIG_IGN {
             action.handler = sig::SIG_DFL;
@@ -498,7 +516,7 @@ impl<M: Machine> System<M> {
         error: u64,
         rip: u64,
         fault: Option<Fault>,
-        fpu_code: i32,
+        machine_code: i32,
     ) {
         let signo = abi::fault_signal(vector);
         let addr = fault.map_or(0, |f| f.addr);
@@ -509,14 +527,23 @@ impl<M: Machine> System<M> {
             (14, Some(f)) if f.access.present && f.addr < USER_END => (sig::SEGV_ACCERR, addr),
             (14, _) => (sig::SEGV_MAPERR, addr),
             (0, _) => (sig::FPE_INTDIV, rip),
-            (16 | 19, _) => (fpu_code, rip),
+            (16 | 19, _) => (machine_code, rip),
+            // Single step or icebp: what DR6 said, at the next instruction.
+            (1, _) => (machine_code, rip),
             (6, _) => (sig::ILL_ILLOPN, rip),
             (17, _) => (sig::BUS_ADRALN, 0),
-            // #GP, #SS, breakpoints: the kernel's own code, no address.
+            // #GP, #SS, int3: the kernel's own code, no address.
             _ => (sig::SI_KERNEL, 0),
         };
+        // Linux's sigcontext err for a user access to the kernel's half is
+        // a protection fault, mapped there or not (it does not tell).
+        let error = if vector == 14 && addr >= USER_END {
+            error | 1
+        } else {
+            error
+        };
         let info = Info { code, word };
-        let Some(signo) = self.force_signal(signo, info, (vector, error, addr)) else {
+        let Some(signo) = self.force_signal(signo, info, Some((vector, error, addr))) else {
             return;
         };
         let tid = self.current();
@@ -631,9 +658,13 @@ impl<M: Machine> System<M> {
                             code: sig::SI_KERNEL,
                             word: 0,
                         };
-                        if let Some(signo) = self.force_signal(sig::SIGSEGV, info, (0, 0, 0)) {
+                        if let Some(signo) = self.force_signal(sig::SIGSEGV, info, None) {
                             self.exit_process(abi::signaled_status(signo));
                         }
+                    } else {
+                        // A handler at a non-canonical address: Linux's
+                        // return to it fails, SIGSEGV on top of this frame.
+                        self.refuse_noncanonical_rip(regs.rip);
                     }
                 }
             }
@@ -656,11 +687,6 @@ impl<M: Machine> System<M> {
         if t.action.flags & sig::SA_RESTORER == 0 {
             return Err(Errno::EFAULT);
         }
-        // A handler outside the user half would fault as it starts (and
-        // a non-canonical one in the kernel's own return): SIGSEGV now.
-        if t.action.handler >= USER_END {
-            return Err(Errno::EFAULT);
-        }
         let (mask, alt, fault) = self.with_sched(|s| {
             s.ext(s.current())
                 .map_or((0, AltStack::default(), (0, 0, 0)), |e| {
@@ -673,7 +699,12 @@ impl<M: Machine> System<M> {
             sp = alt.sp.wrapping_add(alt.size);
             entering_alt = true;
         }
-        let fpstate = sp.wrapping_sub(sig::FPSTATE_SIZE as u64) & !63;
+        // The FPU image (Linux's fpu__alloc_mathframe): XSAVE's with the
+        // second magic word after it, or FXSAVE's.
+        let fmt = self.m.fpu_format();
+        let xsave = fmt.xfeatures != 0;
+        let math = fmt.size + if xsave { sig::FP_XSTATE_MAGIC2_SIZE } else { 0 };
+        let fpstate = sp.wrapping_sub(math as u64) & !63;
         let frame = (fpstate.wrapping_sub(sig::FRAME_SIZE as u64) & !15).wrapping_sub(8);
         // A frame that would run off the alternate stack is not written
         // below it (Linux gives it an address that always faults).
@@ -681,16 +712,37 @@ impl<M: Machine> System<M> {
         {
             return Err(Errno::EFAULT);
         }
-        let mut fx = [0u8; sig::FPSTATE_SIZE];
+        let mut fx = FpuImage::zeroed();
         self.m.fpu_save(&mut fx);
-        self.copy_to_user(fpstate, &fx)?;
+        if xsave {
+            // Linux's save_xstate_epilog: the software bytes that say an
+            // XSAVE image follows, and x87 and SSE always marked present
+            // in the header, so that a handler that edits only the legacy
+            // region has its edit restored.
+            let sw = sig::FP_SW_BYTES;
+            let b = &mut fx.0;
+            b[sw..sw + 4].copy_from_slice(&sig::FP_XSTATE_MAGIC1.to_le_bytes());
+            b[sw + 4..sw + 8].copy_from_slice(&(math as u32).to_le_bytes());
+            b[sw + 8..sw + 16].copy_from_slice(&fmt.xfeatures.to_le_bytes());
+            b[sw + 16..sw + 20].copy_from_slice(&(fmt.size as u32).to_le_bytes());
+            b[sig::FPSTATE_SIZE] |= 0b11;
+        }
+        self.copy_to_user(fpstate, &fx.0[..fmt.size])?;
+        if xsave {
+            let magic2 = sig::FP_XSTATE_MAGIC2.to_le_bytes();
+            self.copy_to_user(fpstate + fmt.size as u64, &magic2)?;
+        }
 
         let mut f = Out([0u8; sig::FRAME_SIZE]);
         f.put(0, t.action.restorer);
         let uc = sig::FRAME_UC;
-        f.put(uc, sig::UC_SIGCONTEXT_SS | sig::UC_STRICT_RESTORE_SS);
+        let fp_xstate = if xsave { sig::UC_FP_XSTATE } else { 0 };
+        f.put(
+            uc,
+            fp_xstate | sig::UC_SIGCONTEXT_SS | sig::UC_STRICT_RESTORE_SS,
+        );
         f.put(uc + sig::UC_STACK, alt.sp);
-        f.put32(uc + sig::UC_STACK + 8, alt.state(regs.rsp) as u32);
+        f.put32(uc + sig::UC_STACK + 8, alt.flags);
         f.put(uc + sig::UC_STACK + 16, alt.size);
         let mc = uc + sig::UC_MCONTEXT;
         let mut saved = *regs;
@@ -917,62 +969,116 @@ impl<M: Machine> System<M> {
     }
 
     /// `rt_sigreturn()`: back to the registers, mask, FPU state and
-    /// alternate stack a handler's frame saved. A frame that cannot be
-    /// read is SIGSEGV, as on Linux.
+    /// alternate stack a handler's frame saved, in Linux's order: the
+    /// mask, the registers, the FPU, the alternate stack. A frame that
+    /// cannot be read, or an FPU image the CPU would refuse, is SIGSEGV,
+    /// as on Linux (taken with what was restored by then).
     pub(super) fn sys_rt_sigreturn(&self, frame: &mut dyn UserFrame) -> SysResult {
-        let mut regs = frame.regs();
+        let regs = frame.regs();
         let uc = regs.rsp.wrapping_sub(8).wrapping_add(sig::FRAME_UC as u64);
         let mut b = [0u8; sig::UCONTEXT_SIZE];
-        let restored = self.copy_from_user(uc, &mut b).and_then(|()| {
-            let mc = sig::UC_MCONTEXT;
-            let flags = word(&b, mc + 17 * 8);
-            let fpstate = word(&b, mc + 23 * 8);
-            let mut fx = [0u8; sig::FPSTATE_SIZE];
-            if fpstate != 0 {
-                self.copy_from_user(fpstate, &mut fx)?;
-            }
-            let mask = word(&b, sig::UC_SIGMASK);
-            let alt = AltStack {
-                sp: word(&b, sig::UC_STACK),
-                flags: word(&b, sig::UC_STACK + 8) as u32,
-                size: word(&b, sig::UC_STACK + 16),
+        let mc = sig::UC_MCONTEXT;
+        if self.copy_from_user(uc, &mut b).is_err() {
+            return Ok(self.bad_sigreturn());
+        }
+        let mut next = regs;
+        for (i, r) in mcontext_regs(&mut next).into_iter().enumerate() {
+            *r = word(&b, mc + i * 8);
+        }
+        let flags = word(&b, mc + 17 * 8);
+        next.rflags = (regs.rflags & !USER_FLAGS) | (flags & USER_FLAGS);
+        self.update_mask(|_| Ok(word(&b, sig::UC_SIGMASK)))?;
+        frame.set_regs(&next);
+        if self.restore_fpu(word(&b, mc + 23 * 8)).is_err() {
+            return Ok(self.bad_sigreturn());
+        }
+        // Linux's restore_altstack: as sigaltstack would take it at the
+        // restored stack pointer, its refusals (EPERM on the stack,
+        // EINVAL, ENOMEM) ignored.
+        let alt = AltStack {
+            sp: word(&b, sig::UC_STACK),
+            flags: word(&b, sig::UC_STACK + 8) as u32,
+            size: word(&b, sig::UC_STACK + 16),
+        };
+        let _ = self.set_altstack(Some(alt), next.rsp);
+        self.refuse_noncanonical_rip(next.rip);
+        Ok(next.rax)
+    }
+
+    /// Before a return to user mode at `rip`: a non-canonical one cannot
+    /// be returned to (the kernel's iretq would fault); Linux's fails and
+    /// becomes a #GP in user mode at that rip: SIGSEGV, SI_KERNEL, trapno
+    /// 13, which a handler takes on these registers. (A rip in the
+    /// kernel's half is returned to, and faults there as on Linux.)
+    fn refuse_noncanonical_rip(&self, rip: u64) {
+        if canonical(rip) {
+            return;
+        }
+        let cr2 = self.with_sched(|s| s.ext(s.current()).map_or(0, |e| e.sig.fault.2));
+        let info = Info {
+            code: sig::SI_KERNEL,
+            word: 0,
+        };
+        if let Some(signo) = self.force_signal(sig::SIGSEGV, info, Some((13, 0, cr2))) {
+            self.exit_process(abi::signaled_status(signo));
+        }
+    }
+
+    /// A failed `rt_sigreturn`: SIGSEGV, which a handler may take on the
+    /// registers as they are; the call's result (rax) is 0, as Linux's.
+    fn bad_sigreturn(&self) -> u64 {
+        let info = Info {
+            code: sig::SI_KERNEL,
+            word: 0,
+        };
+        if let Some(signo) = self.force_signal(sig::SIGSEGV, info, None) {
+            self.exit_process(abi::signaled_status(signo));
+        }
+        0
+    }
+
+    /// Loads the FPU image a frame's `fpstate` points at (Linux's
+    /// fpu__restore_sig): none, the initial state; on an XSAVE machine an
+    /// XSAVE image when its software bytes and second magic say so (the
+    /// components the bytes name and the machine has), else the legacy
+    /// region alone. Err when it cannot be read or the CPU would refuse it.
+    fn restore_fpu(&self, fpstate: u64) -> Result<(), Errno> {
+        if fpstate == 0 {
+            self.m.fpu_reset();
+            return Ok(());
+        }
+        let fmt = self.m.fpu_format();
+        let mut fx = FpuImage::zeroed();
+        let legacy = sig::FPSTATE_SIZE;
+        self.copy_from_user(fpstate, &mut fx.0[..legacy])?;
+        let mut components = None;
+        if fmt.xfeatures != 0 {
+            let sw = sig::FP_SW_BYTES;
+            let word32 = |at: usize| {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&fx.0[at..at + 4]);
+                u32::from_le_bytes(w)
             };
-            let mut next = regs;
-            for (i, r) in mcontext_regs(&mut next).into_iter().enumerate() {
-                *r = word(&b, mc + i * 8);
-            }
-            next.rflags = (regs.rflags & !USER_FLAGS) | (flags & USER_FLAGS);
-            // Returning to the kernel half (or a non-canonical address,
-            // which the kernel's own return would fault on) is a bad frame.
-            if next.rip >= USER_END {
-                return Err(Errno::EFAULT);
-            }
-            self.update_mask(|_| Ok(mask))?;
-            self.set_altstack(Some(alt), next.rsp)?;
-            if fpstate != 0 {
-                self.m.fpu_restore(&fx);
-            } else {
-                self.m.fpu_reset();
-            }
-            Ok(next)
-        });
-        match restored {
-            Ok(next) => {
-                regs = next;
-                frame.set_regs(&regs);
-                Ok(regs.rax)
-            }
-            Err(_) => {
-                let info = Info {
-                    code: sig::SI_KERNEL,
-                    word: 0,
-                };
-                if let Some(signo) = self.force_signal(sig::SIGSEGV, info, (0, 0, 0)) {
-                    self.exit_process(abi::signaled_status(signo));
+            let (magic1, extended, size) = (word32(sw), word32(sw + 4), word32(sw + 16) as usize);
+            let xfeatures = word(&fx.0, sw + 8);
+            if magic1 == sig::FP_XSTATE_MAGIC1
+                && (sig::XSTATE_MIN_SIZE..=fmt.size).contains(&size)
+                && size <= extended as usize
+            {
+                let mut magic2 = [0u8; 4];
+                self.copy_from_user(fpstate + size as u64, &mut magic2)?;
+                if u32::from_le_bytes(magic2) == sig::FP_XSTATE_MAGIC2 {
+                    // The image as long as it says it is (what lies past
+                    // that stays zero: the components' initial state).
+                    self.copy_from_user(fpstate + legacy as u64, &mut fx.0[legacy..size])?;
+                    components = Some(xfeatures & fmt.xfeatures);
                 }
-                // The handler for SIGSEGV runs on these registers.
-                Ok(regs.rax)
             }
+        }
+        if self.m.fpu_restore(&fx, components) {
+            Ok(())
+        } else {
+            Err(Errno::EFAULT)
         }
     }
 
@@ -1051,6 +1157,11 @@ impl<M: Machine> System<M> {
         self.send_signal(Target::Thread(tid), signo, info)?;
         Ok(0)
     }
+}
+
+/// Whether `va` is canonical: bits 63..47 all the same.
+fn canonical(va: u64) -> bool {
+    matches!((va as i64) >> 47, 0 | -1)
 }
 
 /// Points `regs` back at the `syscall` instruction (two bytes) with the

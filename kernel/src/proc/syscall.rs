@@ -502,6 +502,8 @@ impl<M: Machine> System<M> {
             .m
             .new_context(start, Some(root))
             .map_err(|_| Errno::EAGAIN)?;
+        // Before the locks: the signal state is allocated.
+        let ext = super::TaskExt::new(ctx).ok_or(Errno::EAGAIN)?;
         let _off = IrqOff::new();
         let mut s = self.sched();
         let me = s.current();
@@ -520,7 +522,6 @@ impl<M: Machine> System<M> {
         if s.tasks().filter(|t| t.group == pid).count() >= MAX_THREADS_PER_PROCESS {
             return Err(Errno::EAGAIN);
         }
-        let ext = super::TaskExt::new(ctx).map_err(|_| Errno::EAGAIN)?;
         let tid = s
             .spawn(name.as_str(), Some(pid), Priority::NORMAL, true, ext)
             .map_err(|_| Errno::EAGAIN)?;

@@ -125,9 +125,10 @@ struct HostMachine {
     sys: OnceLock<&'static System<HostMachine>>,
     /// Panics of program threads, reported by the test's own thread.
     panics: Mutex<Vec<String>>,
-    /// The simulated CPU's x87/SSE registers (one set: the host tests'
-    /// signal frames check what is saved and restored, not a switch).
-    fpu: Mutex<[u8; 512]>,
+    /// The simulated CPU's x87/SSE/AVX registers, as an XSAVE image (one
+    /// set: the host tests' signal frames check what is saved and
+    /// restored, not a switch).
+    fpu: Mutex<FpuImage>,
     /// What each thread's function returned, by tid (a main thread's tid
     /// is its pid): the tests' programs return their findings, wider than
     /// an exit status.
@@ -383,12 +384,48 @@ impl Machine for HostMachine {
         });
     }
 
-    fn fpu_save(&self, out: &mut [u8; 512]) {
-        *out = *self.fpu.lock().unwrap();
+    fn fpu_format(&self) -> FpuFormat {
+        FpuFormat {
+            size: HOST_FPU_SIZE,
+            xfeatures: HOST_XFEATURES,
+        }
     }
 
-    fn fpu_restore(&self, image: &[u8; 512]) {
-        *self.fpu.lock().unwrap() = *image;
+    fn fpu_save(&self, out: &mut FpuImage) {
+        // XSAVE's standard form: every component marked in use.
+        *out = FpuImage::zeroed();
+        out.0[..HOST_FPU_SIZE].copy_from_slice(&self.fpu.lock().unwrap().0[..HOST_FPU_SIZE]);
+        out.0[464..512].fill(0);
+        out.0[512..576].fill(0);
+        out.0[512] = HOST_XFEATURES as u8;
+    }
+
+    fn fpu_restore(&self, image: &FpuImage, features: Option<u64>) -> bool {
+        // A CPU's refusals: reserved MXCSR bits; for XRSTOR, components
+        // outside XCR0 or a non-zero XCOMP_BV or reserved word.
+        let b = &image.0;
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        if u32::from_le_bytes(b[24..28].try_into().unwrap()) & !0xffff != 0 {
+            return false;
+        }
+        let present = match features {
+            None => 0b11,
+            Some(f) => {
+                if word(512) & !HOST_XFEATURES != 0 || word(520) != 0 || word(528) != 0 {
+                    return false;
+                }
+                word(512) & f
+            }
+        };
+        let mut now = fpu_init();
+        if present & 0b11 != 0 {
+            now.0[..464].copy_from_slice(&b[..464]);
+        }
+        if present & 0b100 != 0 {
+            now.0[576..HOST_FPU_SIZE].copy_from_slice(&b[576..HOST_FPU_SIZE]);
+        }
+        *self.fpu.lock().unwrap() = now;
+        true
     }
 
     fn fpu_reset(&self) {
@@ -396,12 +433,17 @@ impl Machine for HostMachine {
     }
 }
 
-/// The FXSAVE image of a CPU's initial x87/SSE state: control word 0x37f,
-/// MXCSR 0x1f80.
-fn fpu_init() -> [u8; 512] {
-    let mut image = [0u8; 512];
-    image[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-    image[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+/// The simulated CPU saves x87, SSE and AVX (the upper YMM halves at
+/// 576..832), as XSAVE's standard form has them.
+const HOST_FPU_SIZE: usize = 832;
+const HOST_XFEATURES: u64 = 0b111;
+
+/// The image of a CPU's initial x87/SSE/AVX state: control word 0x37f,
+/// MXCSR 0x1f80, the rest zero.
+fn fpu_init() -> FpuImage {
+    let mut image = FpuImage::zeroed();
+    image.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    image.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     image
 }
 

@@ -143,7 +143,18 @@ fn copy_out<F: PteFormat, M: PhysMem>(
 ) -> Result<(), Errno> {
     check_user_range(va, data.len() as u64)?;
     // First pass: only look, so that a bad page fails before any write.
-    for_each_piece(pt, va, data.len(), need, &mut |_, _, _| {})?;
+    // It remembers the first piece: a range inside one page (most copies)
+    // is then written from there, without walking the tables again.
+    let mut first = (0, 0);
+    for_each_piece(pt, va, data.len(), need, &mut |pa, at, n| {
+        if at == 0 {
+            first = (pa, n);
+        }
+    })?;
+    if first.1 == data.len() && !data.is_empty() {
+        mem.write_bytes(first.0, data);
+        return Ok(());
+    }
     for_each_piece(pt, va, data.len(), need, &mut |pa, at, n| {
         mem.write_bytes(pa, &data[at..at + n]);
     })

@@ -39,6 +39,7 @@ fn i32_at(b: &[u8], at: usize) -> i32 {
 fn greg(i: usize) -> usize {
     sig::FRAME_UC + sig::UC_MCONTEXT + i * 8
 }
+const R_RDI: usize = 8;
 const R_RBX: usize = 11;
 const R_RAX: usize = 13;
 const R_RSP: usize = 15;
@@ -106,6 +107,24 @@ impl User {
         f.0
     }
 
+    /// Sets the simulated xmm0 to `low` bytes and ymm0's upper half to
+    /// `high` bytes.
+    fn set_fpu(&self, low: u8, high: u8) {
+        let mut fx = FpuImage::zeroed();
+        fx.0[160..176].copy_from_slice(&[low; 16]);
+        fx.0[576..592].copy_from_slice(&[high; 16]);
+        fx.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        fx.0[512] = 0b111;
+        assert!(self.sys.m.fpu_restore(&fx, Some(0b111)));
+    }
+
+    /// What `set_fpu` sets: xmm0's first byte, ymm0's upper half's.
+    fn fpu(&self) -> (u8, u8) {
+        let mut fx = FpuImage::zeroed();
+        self.sys.m.fpu_save(&mut fx);
+        (fx.0[160], fx.0[576])
+    }
+
     /// A page fault at `addr` from the instruction at `rip`, and the
     /// return to user mode after it.
     fn page_fault(&self, addr: u64, present: bool, rip: u64) -> UserRegs {
@@ -147,11 +166,9 @@ fn a_handler_gets_linux_frame_and_sigreturn_restores_everything() {
             u.call(nr::RT_SIGACTION, &[sig::SIGUSR1.into(), ACT, 0, 8]),
             0
         );
-        // A recognisable FPU state to be saved, and reset for the handler.
-        let mut fx = [0u8; 512];
-        fx[160..176].copy_from_slice(&[0xa5; 16]);
-        fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        u.sys.m.fpu_restore(&fx);
+        // A recognisable FPU state to be saved, and reset for the handler:
+        // xmm0, and ymm0's upper half.
+        u.set_fpu(0xa5, 0x5a);
 
         assert_eq!(u.raise(sig::SIGUSR1), 0);
         let (h, frame) = u.handler_frame();
@@ -180,18 +197,29 @@ fn a_handler_gets_linux_frame_and_sigreturn_restores_everything() {
         // uc_stack: no alternate stack.
         let st = sig::FRAME_UC + sig::UC_STACK;
         assert_eq!(i32_at(&frame, st + 8), sig::SS_DISABLE);
-        // fpstate: 64-aligned, above the frame, holding the saved state.
+        // fpstate: 64-aligned, above the frame, holding the saved state
+        // as an XSAVE image that its software bytes describe.
         let fp = u64_at(&frame, greg(R_FPSTATE));
         assert_eq!(fp % 64, 0);
         assert!(fp >= at + sig::FRAME_SIZE as u64);
-        let saved = u.peek(fp, 512);
+        assert!(fp + 836 <= caller_regs(0, [0; 6]).rsp - sig::REDZONE);
+        let saved = u.peek(fp, 836);
         assert_eq!(saved[160..176], [0xa5; 16]);
-        let mut now = [0u8; 512];
-        u.sys.m.fpu_save(&mut now);
+        assert_eq!(saved[576..592], [0x5a; 16]);
+        let sw = sig::FP_SW_BYTES;
+        assert_eq!(i32_at(&saved, sw) as u32, sig::FP_XSTATE_MAGIC1);
+        assert_eq!(i32_at(&saved, sw + 4), 836, "extended_size");
+        assert_eq!(u64_at(&saved, sw + 8), 0b111, "xfeatures");
+        assert_eq!(i32_at(&saved, sw + 16), 832, "xstate_size");
+        assert_eq!(i32_at(&saved, 832) as u32, sig::FP_XSTATE_MAGIC2);
         assert_eq!(
-            now[160..176],
-            [0; 16],
-            "the handler starts with a clean FPU"
+            u64_at(&frame, sig::FRAME_UC),
+            sig::UC_FP_XSTATE | sig::UC_SIGCONTEXT_SS | sig::UC_STRICT_RESTORE_SS
+        );
+        assert_eq!(
+            u.fpu(),
+            (0, 0),
+            "the handler starts with a clean FPU, AVX included"
         );
         // The handler runs with its signal and its sa_mask blocked.
         assert_eq!(u.mask(), bit(sig::SIGUSR1) | bit(sig::SIGUSR2));
@@ -207,9 +235,7 @@ fn a_handler_gets_linux_frame_and_sigreturn_restores_everything() {
         assert_eq!(back.rbx, 7);
         assert_eq!(back.rsp, caller_regs(0, [0; 6]).rsp);
         assert_eq!(u.mask(), 0);
-        let mut now = [0u8; 512];
-        u.sys.m.fpu_save(&mut now);
-        assert_eq!(now[160..176], [0xa5; 16], "sigreturn restores the FPU");
+        assert_eq!(u.fpu(), (0xa5, 0x5a), "sigreturn restores the FPU");
         0
     });
     assert_eq!(status, 0);
@@ -581,5 +607,161 @@ fn sa_resethand_and_sa_nodefer_act_once_and_unmasked() {
         panic!("the reset handler did not end the program")
     });
     assert_eq!(status, sig::SIGUSR1 as i64);
+    w.assert_quiet();
+}
+
+#[test]
+fn sigreturn_takes_the_fpu_image_as_linux_reads_it() {
+    let w = World::new();
+    let status = w.run_to_end(|u| {
+        u.handle(sig::SIGUSR1, 0);
+        u.handle(sig::SIGSEGV, 0);
+        let fpstate = |h: &UserRegs| {
+            let uc = h.rdx;
+            u64_at(&u.peek(uc + (sig::UC_MCONTEXT + 23 * 8) as u64, 8), 0)
+        };
+        // The handler's edit of the legacy region is taken, with the rest
+        // of the XSAVE image.
+        u.set_fpu(1, 2);
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        let fp = fpstate(&h);
+        u.poke(fp + 160, &[3; 16]);
+        u.sigreturn(&h);
+        assert_eq!(u.fpu(), (3, 2));
+        // Without the first magic word the image is FXSAVE's: the legacy
+        // region is restored, AVX gets its initial state.
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        let fp = fpstate(&h);
+        u.poke(fp + sig::FP_SW_BYTES as u64, &0u32.to_le_bytes());
+        u.sigreturn(&h);
+        assert_eq!(u.fpu(), (3, 0));
+        // Nor with a second magic word missing.
+        u.set_fpu(4, 5);
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        let fp = fpstate(&h);
+        u.poke(fp + 832, &0u32.to_le_bytes());
+        u.sigreturn(&h);
+        assert_eq!(u.fpu(), (4, 0));
+        // No fpstate at all: the initial state.
+        u.set_fpu(4, 5);
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        u.poke(
+            h.rdx + (sig::UC_MCONTEXT + 23 * 8) as u64,
+            &0u64.to_le_bytes(),
+        );
+        u.sigreturn(&h);
+        assert_eq!(u.fpu(), (0, 0));
+        // An image the CPU refuses (reserved MXCSR bits, a component the
+        // machine lacks): SIGSEGV, taken on the registers and mask already
+        // restored; the call's rax is 0.
+        for (at, bytes) in [
+            (24u64, vec![0xff; 4]),
+            (512, vec![0, 0, 0, 0, 0, 0, 0, 0x40]),
+        ] {
+            u.raise(sig::SIGUSR1);
+            let (h, _) = u.handler_frame();
+            let fp = fpstate(&h);
+            u.poke(fp + at, &bytes);
+            let back = u.sigreturn(&h);
+            assert_eq!(back.rip, HANDLER, "no SIGSEGV for a bad image at {at}");
+            assert_eq!(back.rdi, sig::SIGSEGV.into());
+            let frame = u.peek(back.rsp, sig::FRAME_SIZE);
+            assert_eq!(i32_at(&frame, sig::FRAME_INFO + 8), sig::SI_KERNEL);
+            assert_eq!(u64_at(&frame, greg(R_RIP)), TEXT + 2);
+            assert_eq!(u64_at(&frame, greg(R_RAX)), 0);
+            assert_eq!(u64_at(&frame, sig::FRAME_UC + sig::UC_SIGMASK), 0);
+            u.sigreturn(&back);
+            assert_eq!(u.mask(), 0);
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn sigreturn_ignores_an_alternate_stack_sigaltstack_would_refuse() {
+    let w = World::new();
+    let status = w.run_to_end(|u| {
+        u.handle(sig::SIGUSR1, 0);
+        let ss = DATA + 0x3300;
+        let mut b = Vec::new();
+        for word in [ALT, 0, ALT_SIZE] {
+            b.extend_from_slice(&word.to_le_bytes());
+        }
+        u.poke(ss, &b);
+        assert_eq!(u.call(nr::SIGALTSTACK, &[ss, 0]), 0);
+        let st = (sig::FRAME_UC + sig::UC_STACK) as u64;
+        // uc_stack holds the flags as set, not as sigaltstack reports them.
+        u.raise(sig::SIGUSR1);
+        let (h, frame) = u.handler_frame();
+        assert_eq!(i32_at(&frame, st as usize + 8), 0);
+        // Bad flags, then too small a size: refused, ignored, no SIGSEGV.
+        u.poke(h.rsp + st + 8, &0x55u32.to_le_bytes());
+        assert_eq!(u.sigreturn(&h).rip, TEXT + 2);
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        u.poke(h.rsp + st + 16, &100u64.to_le_bytes());
+        assert_eq!(u.sigreturn(&h).rip, TEXT + 2);
+        assert_eq!(u.call(nr::SIGALTSTACK, &[0, OLD]), 0);
+        assert_eq!(u64_at(&u.peek(OLD, 24), 16), ALT_SIZE);
+        // A smaller, valid one is taken.
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        u.poke(h.rsp + st + 16, &4096u64.to_le_bytes());
+        u.sigreturn(&h);
+        assert_eq!(u.call(nr::SIGALTSTACK, &[0, OLD]), 0);
+        assert_eq!(u64_at(&u.peek(OLD, 24), 16), 4096);
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
+fn a_non_canonical_rip_is_sigsegv_on_the_registers_that_hold_it() {
+    const BAD: u64 = 0x8000_0000_0000_0000;
+    let w = World::new();
+    let status = w.run_to_end(|u| {
+        u.handle(sig::SIGUSR1, 0);
+        u.handle(sig::SIGSEGV, 0);
+        // sigreturn to it: the registers are restored, then SIGSEGV as
+        // for a #GP there (Linux's return fails so).
+        u.raise(sig::SIGUSR1);
+        let (h, _) = u.handler_frame();
+        u.poke(
+            h.rdx + (sig::UC_MCONTEXT + R_RIP * 8) as u64,
+            &BAD.to_le_bytes(),
+        );
+        let back = u.sigreturn(&h);
+        assert_eq!((back.rip, back.rdi), (HANDLER, sig::SIGSEGV.into()));
+        let frame = u.peek(back.rsp, sig::FRAME_SIZE);
+        assert_eq!(i32_at(&frame, sig::FRAME_INFO + 8), sig::SI_KERNEL);
+        assert_eq!(u64_at(&frame, greg(R_RIP)), BAD);
+        assert_eq!(u64_at(&frame, greg(R_TRAPNO)), 13);
+        assert_eq!(u64_at(&frame, greg(R_ERR)), 0);
+        assert_eq!(u64_at(&frame, greg(R_RSP)), caller_regs(0, [0; 6]).rsp);
+        // The SIGSEGV handler sends it back to where it was.
+        u.poke(back.rsp + greg(R_RIP) as u64, &(TEXT + 2).to_le_bytes());
+        assert_eq!(u.sigreturn(&back).rip, TEXT + 2);
+        assert_eq!(u.mask(), 0);
+        // A handler there: its frame is built, SIGSEGV's on top of it.
+        assert_eq!(
+            u.sigaction(sig::SIGUSR2, BAD, sig::SA_SIGINFO | sig::SA_RESTORER, 0),
+            0
+        );
+        u.raise(sig::SIGUSR2);
+        let (h, frame) = u.handler_frame();
+        assert_eq!(h.rdi, sig::SIGSEGV.into());
+        assert_eq!(u64_at(&frame, greg(R_RIP)), BAD);
+        assert_eq!(u64_at(&frame, greg(R_RDI)), sig::SIGUSR2.into());
+        assert_eq!(u.mask(), bit(sig::SIGSEGV) | bit(sig::SIGUSR2));
+        0
+    });
+    assert_eq!(status, 0);
     w.assert_quiet();
 }
