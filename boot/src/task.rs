@@ -66,19 +66,12 @@ pub struct Ctx {
     on_cpu: OnCpu,
 }
 
-/// What a switch needs of a task: where things are, read under the
-/// scheduler's lock, and read through only once the task's on-CPU mark is
+/// What a switch needs of a task: its boxed Ctx, found under the
+/// scheduler's lock and read through only once the task's on-CPU mark is
 /// claimed (its last CPU may still be saving it when the switch is
-/// decided).
+/// decided). One pointer: the decision's section hands it on cheaply.
 #[derive(Clone, Copy)]
-pub struct SwitchPoint {
-    saved_rsp: *const AtomicU64,
-    stack_top: Option<u64>,
-    root: Option<Pfn>,
-    fpu: Option<NonNull<FpuArea>>,
-    fs_base: *const AtomicU64,
-    on_cpu: *const OnCpu,
-}
+pub struct SwitchPoint(NonNull<Ctx>);
 
 /// A task's kernel stack: a slot in the stack region, its top
 /// KSTACK_BYTES mapped to frames of its own; freed with the context.
@@ -247,14 +240,7 @@ impl Machine for BootMachine {
     }
 
     fn switch_point(ctx: &Self::Context) -> SwitchPoint {
-        SwitchPoint {
-            saved_rsp: &ctx.saved_rsp,
-            stack_top: ctx.stack.as_ref().map(KernelStack::top),
-            root: ctx.root,
-            fpu: ctx.fpu.as_ref().and_then(|c| NonNull::new(c.get())),
-            fs_base: &ctx.fs_base,
-            on_cpu: &ctx.on_cpu,
-        }
+        SwitchPoint(NonNull::from(&**ctx))
     }
 
     fn on_cpu(ctx: &Self::Context) -> &OnCpu {
@@ -293,25 +279,23 @@ impl Machine for BootMachine {
     #[inline(always)]
     fn switch(&self, from: SwitchPoint, to: SwitchPoint) {
         arch::percpu::count_switch();
-        // First: the CPU `to` last ran on may still be saving it. Nothing
-        // of `to` is read before this.
-        // SAFETY: `on_cpu` points into the incoming task's boxed Ctx, which
-        // is freed only when its record is dropped, and that waits for the
-        // mark this claims (and releases only after it ran again).
-        unsafe { (*to.on_cpu).claim() };
-        if let Some(top) = to.stack_top {
-            arch::syscall::set_kernel_stack(top);
+        // SAFETY: both are boxed Ctxs, freed only when their records are
+        // dropped, which waits for their on-CPU marks: `from`'s is this
+        // CPU's until the assembly clears it last, `to`'s is claimed first
+        // thing below, before anything else of it is read.
+        let (from, to) = unsafe { (from.0.as_ref(), to.0.as_ref()) };
+        // The CPU `to` last ran on may still be saving it.
+        to.on_cpu.claim();
+        if let Some(stack) = &to.stack {
+            arch::syscall::set_kernel_stack(stack.top());
         }
         // The FS base belongs to user tasks alone (the kernel never uses
         // FS), so kernel threads neither save nor load it.
         if from.root.is_some() {
-            // SAFETY: `fs_base` points into the outgoing task's boxed Ctx,
-            // which outlives its running (see below); it is an atomic.
-            unsafe { (*from.fs_base).store(arch::cpu::fs_base(), Ordering::Relaxed) };
+            from.fs_base.store(arch::cpu::fs_base(), Ordering::Relaxed);
         }
         if to.root.is_some() {
-            // SAFETY: as above, in the incoming task's Ctx.
-            arch::cpu::set_fs_base(unsafe { (*to.fs_base).load(Ordering::Relaxed) });
+            arch::cpu::set_fs_base(to.fs_base.load(Ordering::Relaxed));
         }
         let root = to.root.unwrap_or_else(memory::kernel_root);
         if root != arch::paging::current_root() {
@@ -322,28 +306,24 @@ impl Machine for BootMachine {
         }
         // Nothing since the outgoing thread left ring 3 has touched these
         // registers (the kernel is soft-float), so they are still its own.
-        if let Some(mut area) = from.fpu {
-            // SAFETY: the area lives in the outgoing task's boxed Ctx,
-            // which is freed only when its task is reaped, never while it
-            // runs; only the switch uses the area, on this CPU with
-            // interrupts off, so no other reference to it exists now.
-            unsafe { area.as_mut() }.save();
+        if let Some(area) = &from.fpu {
+            // SAFETY: only the switch uses the area, on the CPU holding the
+            // task's mark with interrupts off, so no other reference to it
+            // exists now.
+            unsafe { &mut *area.get() }.save();
         }
-        if let Some(area) = to.fpu {
-            // SAFETY: as above, in the incoming task's boxed Ctx, which is
-            // not reaped while it can still run, and which nothing but this
-            // switch touches while it is switched out.
-            unsafe { area.as_ref() }.restore();
+        if let Some(area) = &to.fpu {
+            // SAFETY: as above: this CPU holds `to`'s mark.
+            unsafe { &*area.get() }.restore();
         }
-        // SAFETY: `saved_rsp` is in the incoming task's boxed Ctx (alive, as
-        // above); its mark is claimed, so the switch that saved it is done.
-        let rsp = unsafe { (*to.saved_rsp).load(Ordering::Relaxed) };
-        // SAFETY: interrupts are off (the System's contract); `saved_rsp`
-        // and `on_cpu` of `from` point into a boxed Ctx that is freed only
-        // once its mark is clear, which the assembly does last; `rsp` was
-        // saved by a switch or built by init_stack on a stack that belongs
-        // to the incoming task, whose mark this CPU holds.
-        unsafe { arch::context::switch((*from.saved_rsp).as_ptr(), rsp, (*from.on_cpu).as_ptr()) };
+        // Its mark is claimed: the switch that saved it is done.
+        let rsp = to.saved_rsp.load(Ordering::Relaxed);
+        // SAFETY: interrupts are off (the System's contract); `from`'s
+        // saved stack pointer and mark are in a Ctx freed only once the
+        // mark is clear, which the assembly does last; `rsp` was saved by
+        // a switch or built by init_stack on a stack that belongs to the
+        // incoming task, whose mark this CPU holds.
+        unsafe { arch::context::switch(from.saved_rsp.as_ptr(), rsp, from.on_cpu.as_ptr()) };
     }
 
     fn fpu_format(&self) -> FpuFormat {
@@ -364,8 +344,8 @@ impl Machine for BootMachine {
     }
 }
 
-// SAFETY: a SwitchPoint's pointers are only used by the CPU that performs
-// the switch, with interrupts off; nothing shares it across threads.
+// SAFETY: a SwitchPoint is only used by the CPU that performs the switch,
+// with interrupts off; nothing shares it across threads.
 unsafe impl Send for SwitchPoint {}
 
 static SYSTEM: Once<System<BootMachine>> = Once::new();

@@ -225,11 +225,12 @@ pub trait Machine: Sync + Sized + 'static {
     /// Asks CPU `cpu` (another one) to look at the run queue: the
     /// reschedule interrupt, whose handler calls
     /// [`super::System::reschedule`] (and on its way back to user mode,
-    /// `return_to_user`, which takes kills and signals). Called after the
-    /// scheduler's lock is released, possibly with other locks held and
-    /// interrupts off: it sends and returns, taking no lock of the
-    /// process model. A kick that arrives when the CPU has looked already
-    /// is harmless.
+    /// `return_to_user`, which takes kills and signals). Called at the
+    /// end of a locked section on the scheduler, its lock still held (the
+    /// kicked CPU may wait a few instructions for it), other locks perhaps
+    /// held and interrupts off: it sends and returns, taking no lock of
+    /// the process model. A kick that arrives when the CPU has looked
+    /// already is harmless.
     fn kick(&self, cpu: usize);
 
     /// How this machine's FPU registers look in a signal frame.

@@ -49,7 +49,7 @@
 //! goes through [`System::sched`], which names the caller's CPU
 //! ([`Machine::cpu_index`]) right after taking the lock, and when the
 //! section ends sends the reschedule interrupts it asked for
-//! ([`Machine::kick`]), after the lock is released. The running task is
+//! ([`Machine::kick`]). The running task is
 //! kept per CPU (`current`, stored by the switch), so `gettid` and its
 //! kin stay lock-free. A decided switch takes what the machine needs of
 //! both tasks in the same section ([`SchedGuard::plan`]): once the lock
@@ -229,39 +229,35 @@ impl<M: Machine> Write for Console<'_, M> {
 }
 
 /// The scheduler's lock, held for the CPU that took it ([`System::sched`]).
-/// On release it sends the kicks the section asked for.
+/// When the section ends it sends the kicks the section asked for: just
+/// before the lock is released, so a kicked CPU may spin a few
+/// instructions on it (one more word in the guard, and a test, would
+/// have it sent after; the one-CPU paths pay for neither).
 pub(crate) struct SchedGuard<'a, M: Machine> {
-    guard: Option<IrqMutexGuard<'a, Scheduler<TaskExt<M>>>>,
+    guard: IrqMutexGuard<'a, Scheduler<TaskExt<M>>>,
     m: &'a M,
 }
 
 impl<M: Machine> Deref for SchedGuard<'_, M> {
     type Target = Scheduler<TaskExt<M>>;
+    #[inline]
     fn deref(&self) -> &Self::Target {
-        match &self.guard {
-            Some(g) => g,
-            None => unreachable!("scheduler guard used after drop"),
-        }
+        &self.guard
     }
 }
 
 impl<M: Machine> DerefMut for SchedGuard<'_, M> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Self::Target {
-        match &mut self.guard {
-            Some(g) => g,
-            None => unreachable!("scheduler guard used after drop"),
-        }
+        &mut self.guard
     }
 }
 
 impl<M: Machine> Drop for SchedGuard<'_, M> {
-    /// Unlocks, then kicks: the CPUs kicked must find the lock free.
+    /// The kicks; the lock goes with the guard's field right after.
+    #[inline]
     fn drop(&mut self) {
-        let Some(mut guard) = self.guard.take() else {
-            return;
-        };
-        let kicks = guard.take_kicks();
-        drop(guard);
+        let kicks = self.guard.take_kicks();
         for cpu in kicks.iter() {
             self.m.kick(cpu);
         }
@@ -337,6 +333,7 @@ impl<M: Machine> System<M> {
     /// Takes the scheduler's lock for the caller's CPU: the scheduler acts
     /// for it until the guard goes, which then sends the kicks asked for.
     /// Panics on a CPU that has not joined (a boot-order bug).
+    #[inline(always)]
     fn sched(&self) -> SchedGuard<'_, M> {
         match self.try_sched() {
             Some(s) => s,
@@ -348,13 +345,14 @@ impl<M: Machine> System<M> {
     }
 
     /// [`System::sched`], or None on a CPU that has not joined.
+    // Every section takes it: inlined, so the guard lives in registers.
+    #[inline(always)]
     fn try_sched(&self) -> Option<SchedGuard<'_, M>> {
         let mut guard = self.scheduler.lock();
         // Interrupts are off now: the caller stays on this CPU.
-        guard.set_cpu(self.m.cpu_index()).then_some(SchedGuard {
-            guard: Some(guard),
-            m: &self.m,
-        })
+        guard
+            .set_cpu(self.m.cpu_index())
+            .then_some(SchedGuard { guard, m: &self.m })
     }
 
     /// Runs `f` on the scheduler, with its lock held, acting for the

@@ -142,7 +142,7 @@
 //! Nothing here sends interrupts, so when a task becomes ready the
 //! scheduler picks a CPU that should look at the queue now and reports it
 //! as a kick ([`Scheduler::take_kicks`]; the caller sends a reschedule
-//! interrupt after releasing the lock): an idle CPU the task may run on
+//! interrupt at the end of its locked section): an idle CPU the task may run on
 //! (the acting CPU first: it reschedules by itself), else the CPU running
 //! the least important task below it. A CPU asked stays counted as asked
 //! ([`Scheduler::kicked`]) until it next picks a task, ticks or handles
@@ -795,6 +795,7 @@ impl RunQueue {
     }
 
     /// Appends `tid`, whose affinity is `affinity`.
+    #[inline]
     fn push_back<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority, affinity: CpuMask) {
         tasks.push_back(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue);
         self.len += 1;
@@ -802,6 +803,7 @@ impl RunQueue {
         self.mark(prio);
     }
 
+    #[inline]
     fn remove<X>(&mut self, tasks: &mut Table<X>, tid: Tid, prio: Priority, affinity: CpuMask) {
         if tasks.unlink(&mut self.lists[usize::from(prio.0)], tid, Chain::Queue) {
             self.len -= 1;
@@ -817,6 +819,10 @@ impl RunQueue {
     // few instructions (`./run.sh bench`); the walk is out of line.
     #[inline]
     fn best_for<X>(&self, tasks: &Table<X>, cpu: usize) -> Option<(Priority, Tid)> {
+        if self.len == 0 {
+            // Most ticks find nobody waiting: no bitmap to scan.
+            return None;
+        }
         if self.narrow == 0 {
             let (word, bits) = self.busy.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
             let p = word * 64 + 63 - bits.leading_zeros() as usize;
@@ -1409,14 +1415,18 @@ impl<X> Scheduler<X> {
         if current == cpu.idle {
             cpu.stats.idle_ticks = cpu.stats.idle_ticks.saturating_add(1);
         }
-        if let Some(t) = self.tasks.get_mut(current) {
+        // Charged, and kept for the judgement below: a running task is on
+        // no timer list, so the expiries cannot change it.
+        let acting = self.acting;
+        let cur = self.tasks.get_mut(current).and_then(|t| {
             t.info.cpu_ticks = t.info.cpu_ticks.saturating_add(1);
-        }
+            Self::runs_here(&t.info, acting)
+        });
         // The answer below is this CPU looking at the queue: a kick
         // waiting for it is answered too.
         let asked = self.cpus.len() > 1 && self.looked();
         self.expire_timers();
-        let (better, equal) = self.judge();
+        let (better, equal) = self.judge_of(cur);
         let preempt = better || (self.slice_over() && equal);
         if asked && !preempt {
             // Its caller schedules otherwise, and that passes it on.
@@ -1460,17 +1470,32 @@ impl<X> Scheduler<X> {
     /// Whether a ready task the acting CPU may run is more important than
     /// its current task (`should_preempt`), and whether one is at least as
     /// important (for the end of a slice): one look at each.
+    #[inline]
     fn judge(&self) -> (bool, bool) {
-        let cpu = &self.cpus[self.acting];
-        let Some(t) = self
+        let current = self.current();
+        let here = self
             .tasks
-            .get(cpu.current)
-            .filter(|t| t.info.state == State::Running && t.info.affinity.contains(self.acting))
-        else {
+            .get(current)
+            .and_then(|t| Self::runs_here(&t.info, self.acting));
+        self.judge_of(here)
+    }
+
+    /// The priority of a current task that goes on running on `cpu`; None
+    /// if it was killed or may no longer run there.
+    #[inline]
+    fn runs_here(t: &TaskInfo, cpu: usize) -> Option<Priority> {
+        (t.state == State::Running && t.affinity.contains(cpu)).then_some(t.priority)
+    }
+
+    /// `judge` with `runs_here` of the current task at hand.
+    #[inline]
+    fn judge_of(&self, here: Option<Priority>) -> (bool, bool) {
+        let cpu = &self.cpus[self.acting];
+        let Some(priority) = here else {
             return (true, true);
         };
         // Idle ranks below every task whatever their priority.
-        let current = (cpu.current != cpu.idle).then_some(t.info.priority);
+        let current = (cpu.current != cpu.idle).then_some(priority);
         match (self.best_here(), current) {
             (None, _) => (false, false),
             (Some(_), None) => (true, true),
