@@ -229,10 +229,10 @@ impl<M: Machine> Write for Console<'_, M> {
 }
 
 /// The scheduler's lock, held for the CPU that took it ([`System::sched`]).
-/// When the section ends it sends the kicks the section asked for: just
-/// before the lock is released, so a kicked CPU may spin a few
-/// instructions on it (one more word in the guard, and a test, would
-/// have it sent after; the one-CPU paths pay for neither).
+/// When the section ends it sends the kicks the section asked for, just
+/// before the lock is released: a kicked CPU may wait a few instructions
+/// for it, and in return the guard is the lock's own guard and a word,
+/// which keeps the one-CPU paths short (`./run.sh bench`).
 pub(crate) struct SchedGuard<'a, M: Machine> {
     guard: IrqMutexGuard<'a, Scheduler<TaskExt<M>>>,
     m: &'a M,
@@ -271,10 +271,10 @@ impl<M: Machine> SchedGuard<'_, M> {
     #[inline]
     fn plan(&self, sw: Option<Switch>) -> Option<Planned<M>> {
         let sw = sw?;
-        match (self.ext(sw.from), self.ext(sw.to)) {
-            (Some(from), Some(to)) => Some(Planned {
+        match (self.ext(sw.from), self.record(sw.to)) {
+            (Some(from), Some((info, to))) => Some(Planned {
                 sw,
-                group: self.task(sw.to).map_or(sw.to, |t| t.group),
+                group: info.group,
                 from: M::switch_point(&from.ctx),
                 to: M::switch_point(&to.ctx),
             }),

@@ -130,8 +130,10 @@
 //!
 //! There is one run queue, under the one lock, for all CPUs (the issue
 //! allows it where it does not limit the figures: the lock is held for a
-//! few hundred instructions per decision, and with one CPU nothing
-//! changed). A task is on it only while Ready, so a Running task is never
+//! few hundred instructions per decision, and on one CPU the switch and
+//! the tick cost a few percent more than before, `./run.sh bench`; with
+//! tasks on several CPUs it is the first thing to measure). A task is on
+//! it only while Ready, so a Running task is never
 //! picked by another CPU. Each task has an affinity ([`CpuMask`], all CPUs
 //! unless set; a new task inherits its creator's, as Linux's fork does),
 //! and a CPU picks the first task of the best priority that may run on it;
@@ -478,9 +480,6 @@ pub struct TaskInfo {
     pub detached: bool,
     /// The CPUs it may run on.
     pub affinity: CpuMask,
-    /// The CPU it is the current task of: Running there, or killed there
-    /// and not switched away from yet.
-    pub cpu: Option<usize>,
 }
 
 /// What a task blocked on a wait queue waits for, when the queue's waiters
@@ -1019,9 +1018,6 @@ impl<X> Scheduler<X> {
             stats: CpuStats::default(),
         });
         s.set_state(BOOT, State::Running);
-        if let Some(t) = s.tasks.get_mut(BOOT) {
-            t.info.cpu = Some(0);
-        }
         s
     }
 
@@ -1057,9 +1053,6 @@ impl<X> Scheduler<X> {
         let one = CpuMask::one(cpu);
         self.insert(tid, &name, IDLE, Priority::IDLE, false, one, idle);
         self.set_state(tid, State::Running);
-        if let Some(t) = self.tasks.get_mut(tid) {
-            t.info.cpu = Some(cpu);
-        }
         self.cpus.push(Cpu {
             current: tid,
             idle: tid,
@@ -1107,6 +1100,13 @@ impl<X> Scheduler<X> {
     /// The task `cpu` runs.
     pub fn current_on(&self, cpu: usize) -> Option<Tid> {
         self.cpus.get(cpu).map(|c| c.current)
+    }
+
+    /// The CPU `tid` is the current task of: it runs there, or was killed
+    /// there and is not switched away from yet. (Looked for, not kept: a
+    /// switch need not write the records of both tasks for it.)
+    pub fn cpu_of(&self, tid: Tid) -> Option<usize> {
+        self.cpus.iter().position(|c| c.current == tid)
     }
 
     /// `cpu`'s idle task.
@@ -1161,6 +1161,7 @@ impl<X> Scheduler<X> {
         if mask.and(self.online()).is_empty() {
             return Err(SchedError::NoCpu);
         }
+        let on = self.cpu_of(tid);
         let task = self.tasks.get_mut(tid).ok_or(SchedError::NoSuchTask)?;
         let before = core::mem::replace(&mut task.info.affinity, mask);
         if task.info.state == State::Ready {
@@ -1168,12 +1169,19 @@ impl<X> Scheduler<X> {
             self.run.narrow = self.run.narrow + usize::from(mask != CpuMask::ALL)
                 - usize::from(before != CpuMask::ALL);
         }
-        match (task.info.state, task.info.cpu) {
+        match (task.info.state, on) {
             (State::Ready, _) => self.kick_for(tid),
             (_, Some(cpu)) if !mask.contains(cpu) => self.kick_running(tid),
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether the acting CPU runs its idle task: no record to read.
+    #[inline]
+    fn current_is_idle(&self) -> bool {
+        let cpu = &self.cpus[self.acting];
+        cpu.current == cpu.idle
     }
 
     /// Whether `tid` is an idle task (of any CPU): group 0 holds exactly
@@ -1239,7 +1247,7 @@ impl<X> Scheduler<X> {
     /// acting CPU (whose caller sees to it): a kill, a signal or an
     /// affinity change must reach it now, not at its next tick.
     fn kick_running(&mut self, tid: Tid) {
-        let Some(cpu) = self.tasks.get(tid).and_then(|t| t.info.cpu) else {
+        let Some(cpu) = self.cpu_of(tid) else {
             return;
         };
         if cpu != self.acting {
@@ -1261,6 +1269,11 @@ impl<X> Scheduler<X> {
 
     pub fn task(&self, tid: Tid) -> Option<&TaskInfo> {
         self.tasks.get(tid).map(|t| &t.info)
+    }
+
+    /// What `task` and `ext` say of `tid`, in one lookup.
+    pub fn record(&self, tid: Tid) -> Option<(&TaskInfo, &X)> {
+        self.tasks.get(tid).map(|t| (&t.info, &t.ext))
     }
 
     /// The payload of `tid`'s record, zombies included.
@@ -1380,7 +1393,6 @@ impl<X> Scheduler<X> {
             signal_pending: false,
             detached: false,
             affinity,
-            cpu: None,
         };
         let task = Task {
             info,
@@ -1463,6 +1475,7 @@ impl<X> Scheduler<X> {
     /// its current one: then the caller should call `schedule()` (e.g.
     /// after a wake). Any such task beats idle, and anything beats a
     /// current task that was killed or may no longer run on this CPU.
+    #[inline]
     pub fn should_preempt(&self) -> bool {
         self.judge().0
     }
@@ -1470,7 +1483,7 @@ impl<X> Scheduler<X> {
     /// Whether a ready task the acting CPU may run is more important than
     /// its current task (`should_preempt`), and whether one is at least as
     /// important (for the end of a slice): one look at each.
-    #[inline]
+    #[inline(always)]
     fn judge(&self) -> (bool, bool) {
         let current = self.current();
         let here = self
@@ -1523,18 +1536,20 @@ impl<X> Scheduler<X> {
     /// if none). Some(Switch) when that is another task.
     pub fn schedule(&mut self) -> Option<Switch> {
         let current = self.current();
+        let mut requeued = false;
         if let Some(t) = self.tasks.get_mut(current)
             && t.info.state == State::Running
         {
             // No kick yet: it may well be picked again at once (dispatch
             // kicks for it if not).
             t.info.state = State::Ready;
-            if t.info.group != IDLE {
+            requeued = t.info.group != IDLE;
+            if requeued {
                 let (prio, affinity) = (t.info.priority, t.info.affinity);
                 self.run.push_back(&mut self.tasks, current, prio, affinity);
             }
         }
-        let switch = self.dispatch();
+        let switch = self.dispatch_after(requeued);
         (switch.from != switch.to).then_some(switch)
     }
 
@@ -1551,21 +1566,22 @@ impl<X> Scheduler<X> {
     /// simply picked again.
     #[inline]
     fn dispatch(&mut self) -> Switch {
+        self.dispatch_after(false)
+    }
+
+    /// `dispatch`, told whether the current task was just requeued
+    /// (schedule()): if it is not picked again it needs a CPU.
+    // Always inlined, as `dispatch` was before there were CPUs to think
+    // of: every block, exit and schedule runs it (`./run.sh bench`).
+    #[inline(always)]
+    fn dispatch_after(&mut self, requeued: bool) -> Switch {
         let cpu = self.acting;
         let (from, idle) = (self.cpus[cpu].current, self.cpus[cpu].idle);
         let to = self.run.pop_best_for(&mut self.tasks, cpu).unwrap_or(idle);
-        // Whether `from` was requeued by schedule() (and not picked again).
-        let requeued = match self.tasks.get_mut(from) {
-            Some(t) => {
-                t.info.cpu = None;
-                t.info.state == State::Ready && to != from
-            }
-            None => false,
-        };
         if let Some(t) = self.tasks.get_mut(to) {
             t.info.state = State::Running;
-            t.info.cpu = Some(cpu);
         }
+        let requeued = requeued && to != from;
         let c = &mut self.cpus[cpu];
         if to != from {
             c.slice_used = 0;
@@ -1668,7 +1684,7 @@ impl<X> Scheduler<X> {
     /// Idle never sleeps: None.
     pub fn sleep_current(&mut self, until_ns: u64) -> Option<Switch> {
         let me = self.current();
-        if self.is_idle(me) {
+        if self.current_is_idle() {
             return None;
         }
         if !self.current_running() {
@@ -1717,7 +1733,7 @@ impl<X> Scheduler<X> {
         tag: WaitTag,
     ) -> Result<Option<Switch>, SchedError> {
         let me = self.current();
-        if self.is_idle(me) {
+        if self.current_is_idle() {
             return Err(SchedError::IdleTask);
         }
         if self.queues.get(q).is_none() {
@@ -1934,7 +1950,7 @@ impl<X> Scheduler<X> {
     /// task, which the caller must carry out; the record stays until reaped.
     pub fn exit_current(&mut self, status: i64) -> Result<Switch, SchedError> {
         let me = self.current();
-        if self.is_idle(me) {
+        if self.current_is_idle() {
             return Err(SchedError::IdleTask);
         }
         // Killed already: it keeps the status the killer gave.
@@ -2048,7 +2064,7 @@ impl<X> Scheduler<X> {
     /// calls `wait_for` again to collect.
     pub fn wait_for(&mut self, target: Tid) -> Result<WaitResult<X>, SchedError> {
         let me = self.current();
-        if self.is_idle(me) {
+        if self.current_is_idle() {
             return Err(SchedError::IdleTask);
         }
         if !self.current_running() {
@@ -2111,7 +2127,7 @@ impl<X> Scheduler<X> {
         let State::Exited(status) = state else {
             return Err(SchedError::NotExited);
         };
-        if self.tasks.get(tid).is_some_and(|t| t.info.cpu.is_some()) {
+        if self.cpu_of(tid).is_some() {
             return Err(SchedError::NotExited);
         }
         if self.tasks.get(tid).is_some_and(|t| t.info.detached) {
@@ -2147,7 +2163,7 @@ impl<X> Scheduler<X> {
     pub fn reap_detached(&mut self) -> Option<(Tid, i64, X)> {
         let mut at = self.zombies.head;
         while let Some(tid) = at {
-            if self.tasks.get(tid).is_some_and(|t| t.info.cpu.is_none()) {
+            if self.cpu_of(tid).is_none() {
                 let (status, ext) = self.reap(tid).ok()?;
                 return Some((tid, status, ext));
             }
@@ -2303,8 +2319,11 @@ impl<X> Scheduler<X> {
                 .get(cpu.current)
                 .ok_or(format!("CPU {c}'s current {} has no record", cpu.current))?;
             let killed = matches!(cur.info.state, State::Exited(_)) && cur.info.group != IDLE;
-            if cur.info.cpu != Some(c) || !(cur.info.state == State::Running || killed) {
+            if !(cur.info.state == State::Running || killed) {
                 return Err(format!("CPU {c}'s current is {:?}", cur.info));
+            }
+            if self.cpus[..c].iter().any(|o| o.current == cpu.current) {
+                return Err(format!("two CPUs run {}", cpu.current));
             }
             if cur.info.group == IDLE && cpu.current != cpu.idle {
                 return Err(format!("CPU {c} runs another CPU's idle task"));
@@ -2319,14 +2338,8 @@ impl<X> Scheduler<X> {
         }
         for t in self.tasks.iter() {
             let tid = t.info.tid;
-            match t.info.cpu {
-                Some(c) if self.cpus.get(c).is_none_or(|cpu| cpu.current != tid) => {
-                    return Err(format!("{tid} says CPU {c}, which runs something else"));
-                }
-                None if t.info.state == State::Running => {
-                    return Err(format!("{tid} is Running on no CPU"));
-                }
-                _ => {}
+            if t.info.state == State::Running && self.cpu_of(tid).is_none() {
+                return Err(format!("{tid} is Running on no CPU"));
             }
             if t.info.group == IDLE && !self.cpus.iter().any(|c| c.idle == tid) {
                 return Err(format!("{tid} is in group 0 but no CPU's idle task"));

@@ -60,7 +60,13 @@ fn cpus_join_running_their_idle_tasks() {
     assert_eq!(s.current_on(0), Some(BOOT));
     let t = s.task(idle1).unwrap();
     assert_eq!(
-        (t.name.as_str(), t.group, t.state, t.cpu, t.affinity),
+        (
+            t.name.as_str(),
+            t.group,
+            t.state,
+            s.cpu_of(idle1),
+            t.affinity
+        ),
         ("idle/1", IDLE, State::Running, Some(1), mask(&[1]))
     );
     assert_eq!(s.task(IDLE).unwrap().affinity, mask(&[0]));
@@ -123,14 +129,14 @@ fn each_cpu_runs_its_own_task_and_never_anothers() {
     // CPU 1 is idle: it takes a; CPU 0 yields main for b, not a.
     let idle1 = s.idle_task(1).unwrap();
     assert_eq!(on(&mut s, 1).schedule(), sw(idle1, a));
-    assert_eq!(s.task(a).unwrap().cpu, Some(1));
+    assert_eq!(s.cpu_of(a), Some(1));
     assert_eq!(on(&mut s, 0).yield_now(), sw(BOOT, b));
     ok(&s);
     // Round robin spans the CPUs: a yields to main, at the head of the
     // queue, which moves to CPU 1; b yields to a on CPU 0.
     assert_eq!(on(&mut s, 1).yield_now(), sw(a, BOOT));
     assert_eq!(on(&mut s, 0).yield_now(), sw(b, a));
-    assert_eq!(s.task(BOOT).unwrap().cpu, Some(1));
+    assert_eq!(s.cpu_of(BOOT), Some(1));
     assert_eq!(s.run_tids(N), [b]);
     // a blocks on CPU 0, which then takes b; CPU 1 sleeps main and goes
     // idle.
@@ -366,7 +372,7 @@ fn kills_and_signals_reach_a_task_running_elsewhere() {
     // switches away: no reaping before.
     s.kill(b, 7).unwrap();
     assert_eq!(s.take_kicks(), mask(&[2]));
-    assert_eq!(s.task(b).unwrap().cpu, Some(2));
+    assert_eq!(s.cpu_of(b), Some(2));
     ok(&s);
     assert_eq!(s.reap(b), Err(SchedError::NotExited));
     assert!(on(&mut s, 2).should_preempt());
@@ -421,14 +427,10 @@ fn check_detects_broken_cpus() {
         ("a CPU on another's idle task", |s| {
             s.cpus[2].current = IDLE;
         }),
-        ("running on no CPU", |s| {
-            s.tasks.get_mut(4).unwrap().info.cpu = None
-        }),
-        ("the wrong CPU", |s| {
-            s.tasks.get_mut(4).unwrap().info.cpu = Some(2)
-        }),
-        ("ready on a CPU", |s| {
-            s.tasks.get_mut(5).unwrap().info.cpu = Some(2)
+        ("running on no CPU", |s| s.set_state(5, State::Running)),
+        ("a CPU on a ready task", |s| s.cpus[2].current = 5),
+        ("a CPU on a blocked task", |s| {
+            s.set_state(4, State::Blocked(Blocked::Sleep));
         }),
         ("idle mask", |s| s.idle_cpus = CpuMask::NONE),
         ("kick of no CPU", |s| s.kicked = mask(&[5])),
@@ -858,8 +860,7 @@ impl Multi {
                 let status = self.rng.below(100) as i64;
                 let elsewhere = self
                     .s
-                    .task(tid)
-                    .and_then(|t| t.cpu)
+                    .cpu_of(tid)
                     .filter(|&d| d != c && !self.s.is_idle(tid));
                 let live = self
                     .s
