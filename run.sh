@@ -994,6 +994,9 @@ program_tests() {
     # bench, not test: were the check broken, test would run itself again.
     run_sh_test cli_program_with_bench 2 "'bench' takes no --script or --program" \
         ./run.sh bench --program "$dir/hello_c"
+    # The fuzz command reaches fuzz() with its options (it once stopped at
+    # the argument loop); --calls 0 is refused there, before any boot.
+    run_sh_test cli_fuzz_options 2 "usage: ./run.sh fuzz" ./run.sh fuzz --calls 0
     # Programs built with a C library, musl, and run unchanged.
     if build_musl_programs "$dir"; then
         for name in $(musl_programs); do
@@ -1225,6 +1228,7 @@ FL
 COMMAND=""
 SCRIPT=""
 PROGRAMS=()
+FUZZ_ARGS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --script)
@@ -1246,6 +1250,14 @@ while [ $# -gt 0 ]; do
             fi
             CPUS=$2
             shift 2
+            ;;
+        fuzz)
+            # Its own options follow it (fuzz() reads them).
+            [ -z "$COMMAND" ] || { say "run.sh: '$COMMAND' and '$1' do not go together"; exit 2; }
+            COMMAND=fuzz
+            shift
+            FUZZ_ARGS=("$@")
+            break
             ;;
         test | debug | bench | -h | --help | help)
             [ -z "$COMMAND" ] || { say "run.sh: '$COMMAND' and '$1' do not go together"; exit 2; }
@@ -1298,8 +1310,7 @@ case $COMMAND in
     fuzz)
         ensure_tools
         build_kernel
-        shift
-        fuzz "$@"
+        fuzz "${FUZZ_ARGS[@]}"
         ;;
     -h | --help | help)
         sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
