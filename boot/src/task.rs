@@ -362,17 +362,10 @@ pub fn system() -> &'static System<BootMachine> {
 /// Makes the running boot code task 1 ("main"), creates the idle task,
 /// and hooks the timer, the `syscall` entry and user faults to the System.
 pub fn init() {
-    let boot = Ctx {
-        saved_rsp: AtomicU64::new(0),
-        stack: None,
-        fpu: None,
-        root: None,
-        start: Start::None,
-        fs_base: AtomicU64::new(0),
-        // It is running: this very code.
-        on_cpu: OnCpu::new(true),
-    };
-    let (Ok(boot), Ok(idle)) = (try_box(boot), BootMachine.new_context(Start::None, None)) else {
+    let (Ok(boot), Ok(idle)) = (
+        running_context(),
+        BootMachine.new_context(Start::None, None),
+    ) else {
         panic!("no memory for the idle task's stack");
     };
     SYSTEM.call_once(|| System::new(BootMachine, idle, boot));
@@ -381,6 +374,25 @@ pub fn init() {
     arch::syscall::init(syscall_entry);
     arch::trap::set_user_fault_hook(user_fault);
     arch::trap::set_return_to_user_hook(return_to_user);
+}
+
+/// The context of the code calling, which is running on a stack of its
+/// own that it keeps for good (the boot thread's is in the kernel image,
+/// an application processor's is `cpu_stack`'s): no stack to free, the
+/// kernel's address space, its on-CPU mark set. The boot thread becomes
+/// task 1 on it; an AP joins the scheduler on it as its idle task
+/// (`System::join_cpu`).
+pub fn running_context() -> Result<alloc::boxed::Box<Ctx>, Errno> {
+    try_box(Ctx {
+        saved_rsp: AtomicU64::new(0),
+        stack: None,
+        fpu: None,
+        root: None,
+        start: Start::None,
+        fs_base: AtomicU64::new(0),
+        // It is running: the caller.
+        on_cpu: OnCpu::new(true),
+    })
 }
 
 extern "C" fn idle_entry(_: u64) -> ! {
