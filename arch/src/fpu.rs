@@ -192,57 +192,17 @@ impl FpuArea {
 
     /// Stores the registers into the area.
     pub fn save(&mut self) {
-        let f = self.features;
-        let ptr = self.blocks.as_mut_ptr();
-        if f.xsave {
-            // SAFETY: the area is 64-byte aligned and at least `size`
-            // bytes long, which CPUID reported for exactly the components
-            // in `xcr0` (the mask in EDX:EAX), so XSAVE writes inside it;
-            // CR4.OSXSAVE is set. The 64-bit form keeps 64-bit x87
-            // instruction and operand pointers.
-            unsafe {
-                asm!(
-                    "xsave64 [{}]",
-                    in(reg) ptr,
-                    in("eax") f.xcr0 as u32,
-                    in("edx") (f.xcr0 >> 32) as u32,
-                    options(nostack, preserves_flags)
-                )
-            }
-        } else {
-            // SAFETY: 512 bytes, 16-byte aligned (64 here), CR4.OSFXSR set.
-            unsafe { asm!("fxsave64 [{}]", in(reg) ptr, options(nostack, preserves_flags)) }
-        }
+        // SAFETY: the area is 64-byte aligned and at least `size` bytes
+        // long, which CPUID reported for exactly the components in `xcr0`.
+        unsafe { save_at(self.blocks.as_mut_ptr().cast(), self.features) }
     }
 
     /// Loads the registers from the area.
     pub fn restore(&self) {
-        let f = self.features;
-        let ptr = self.blocks.as_ptr();
-        if f.xsave {
-            // SAFETY: aligned and sized as in `save`; the image was made by
-            // `new` (header zero, MXCSR valid) or by XSAVE with the same
-            // mask, and nothing else can write it, so XRSTOR accepts it.
-            unsafe {
-                asm!(
-                    "xrstor64 [{}]",
-                    in(reg) ptr,
-                    in("eax") f.xcr0 as u32,
-                    in("edx") (f.xcr0 >> 32) as u32,
-                    options(nostack, preserves_flags, readonly)
-                )
-            }
-        } else {
-            // SAFETY: as above, for FXSAVE's image; MXCSR's reserved bits
-            // are clear in every image `new` or FXSAVE wrote.
-            unsafe {
-                asm!(
-                    "fxrstor64 [{}]",
-                    in(reg) ptr,
-                    options(nostack, preserves_flags, readonly)
-                )
-            }
-        }
+        // SAFETY: aligned and sized as in `save`; the image was made by
+        // `new` (header zero, MXCSR valid) or by the CPU's own save with
+        // the same mask, and nothing else can write it.
+        unsafe { restore_at(self.blocks.as_ptr().cast(), self.features) }
     }
 }
 
@@ -327,24 +287,10 @@ pub fn save_signal_image(out: &mut FpuImage) {
         "an FPU image does not fit FpuImage"
     );
     out.0.fill(0);
-    let ptr = out.0.as_mut_ptr();
-    if f.xsave {
-        // SAFETY: FpuImage is 64-byte aligned and holds `f.size` bytes,
-        // the area CPUID gave for exactly the components in `xcr0`; the
-        // header was zeroed above, as XSAVE's standard form expects.
-        unsafe {
-            asm!(
-                "xsave64 [{}]",
-                in(reg) ptr,
-                in("eax") f.xcr0 as u32,
-                in("edx") (f.xcr0 >> 32) as u32,
-                options(nostack, preserves_flags)
-            )
-        }
-    } else {
-        // SAFETY: 512 bytes and more, 16-byte aligned (64 here), CR4.OSFXSR set.
-        unsafe { asm!("fxsave64 [{}]", in(reg) ptr, options(nostack, preserves_flags)) }
-    }
+    // SAFETY: FpuImage is 64-byte aligned and holds `f.size` bytes (see
+    // the assertion), and its header was zeroed above, as XSAVE's
+    // standard form expects.
+    unsafe { save_at(out.0.as_mut_ptr(), f) }
 }
 
 /// Loads an image a program may have written (Linux's sigreturn):
@@ -370,16 +316,9 @@ pub fn restore_signal_image(image: &FpuImage, components: Option<u64>) -> bool {
         return false;
     }
     if !f.xsave {
-        // SAFETY: aligned as FXRSTOR requires, CR4.OSFXSR set, and MXCSR
-        // has no bit the CPU refuses; every other field is accepted as it
-        // is.
-        unsafe {
-            asm!(
-                "fxrstor64 [{}]",
-                in(reg) b.as_ptr(),
-                options(nostack, preserves_flags, readonly)
-            )
-        };
+        // SAFETY: aligned as FXRSTOR requires, and MXCSR has no bit the
+        // CPU refuses; every other legacy field is accepted as it is.
+        unsafe { restore_at(b.as_ptr(), f) };
         return true;
     }
     let present = match components {
@@ -395,20 +334,11 @@ pub fn restore_signal_image(image: &FpuImage, components: Option<u64>) -> bool {
     let mut area = *image;
     area.0[XSTATE_BV..XSTATE_BV + XHEADER_SIZE].fill(0);
     area.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&present.to_le_bytes());
-    // SAFETY: 64-byte aligned and `f.size` bytes long, as XRSTOR with the
-    // mask `xcr0` reads; the header is the standard form's with only
-    // XCR0's components marked present (the others of XCR0 are put in
-    // their initial state), and MXCSR was checked above; CR4.OSXSAVE is
-    // set.
-    unsafe {
-        asm!(
-            "xrstor64 [{}]",
-            in(reg) area.0.as_ptr(),
-            in("eax") f.xcr0 as u32,
-            in("edx") (f.xcr0 >> 32) as u32,
-            options(nostack, preserves_flags, readonly)
-        )
-    };
+    // SAFETY: 64-byte aligned and `f.size` bytes long; the header is the
+    // standard form's with only XCR0's components marked present (the
+    // others of XCR0 are put in their initial state), and MXCSR was
+    // checked above.
+    unsafe { restore_at(area.0.as_ptr(), f) };
     true
 }
 
@@ -418,11 +348,47 @@ pub fn reset() {
     let Some(f) = features() else {
         return;
     };
-    let ptr = CLEAN.0.as_ptr();
+    // SAFETY: 64-byte aligned; a clean image with a valid MXCSR whose
+    // XSAVE header is zero, so XRSTOR reads no component area, only the
+    // legacy region's MXCSR and the header.
+    unsafe { restore_at(CLEAN.0.as_ptr(), f) }
+}
+
+/// Stores the registers at `ptr` in `f`'s format: XSAVE for the
+/// components in XCR0, or FXSAVE. The 64-bit forms keep 64-bit x87
+/// instruction and operand pointers.
+///
+/// # Safety
+/// `ptr` is 64-byte aligned and writable for `f.size` bytes, and `f` is
+/// what `init` enabled on this CPU (CR4.OSXSAVE or OSFXSR set).
+unsafe fn save_at(ptr: *mut u8, f: &Features) {
     if f.xsave {
-        // SAFETY: 64-byte aligned; the header is zero, so XRSTOR reads no
-        // component area, only the legacy region's MXCSR (valid) and the
-        // header; CR4.OSXSAVE is set.
+        // SAFETY: the caller's contract: aligned, `f.size` bytes, which
+        // CPUID reported for exactly the components in `xcr0` (EDX:EAX).
+        unsafe {
+            asm!(
+                "xsave64 [{}]",
+                in(reg) ptr,
+                in("eax") f.xcr0 as u32,
+                in("edx") (f.xcr0 >> 32) as u32,
+                options(nostack, preserves_flags)
+            )
+        }
+    } else {
+        // SAFETY: the caller's contract: 512 bytes, aligned.
+        unsafe { asm!("fxsave64 [{}]", in(reg) ptr, options(nostack, preserves_flags)) }
+    }
+}
+
+/// Loads the registers from the image at `ptr`, in `f`'s format.
+///
+/// # Safety
+/// As for [`save_at`] (readable rather than writable), and the image is
+/// one the CPU accepts: MXCSR within its mask and, for XSAVE, a standard
+/// header naming only components of XCR0.
+unsafe fn restore_at(ptr: *const u8, f: &Features) {
+    if f.xsave {
+        // SAFETY: the caller's contract.
         unsafe {
             asm!(
                 "xrstor64 [{}]",
@@ -433,7 +399,7 @@ pub fn reset() {
             )
         }
     } else {
-        // SAFETY: 512 bytes, aligned, a clean image with a valid MXCSR.
+        // SAFETY: the caller's contract.
         unsafe { asm!("fxrstor64 [{}]", in(reg) ptr, options(nostack, preserves_flags, readonly)) }
     }
 }
