@@ -3,8 +3,8 @@
 //! The PIT ticks from `init` until the local APIC timers take over
 //! (`switch_to_apic`, from SMP bring-up): then each CPU's own APIC timer
 //! ticks at [`HZ`], calibrated against the PIT's channel 2 (`apic.rs`),
-//! the PIC is masked, and only the bootstrap CPU's ticks drive the clock
-//! and the scheduler; the others count theirs.
+//! the PIC is masked, each CPU's ticks drive its scheduler, and the
+//! bootstrap CPU's also drive the clock.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::sync::IrqMutex;
@@ -134,8 +134,9 @@ pub fn switch_to_apic() {
 }
 
 /// A local APIC timer tick, on any CPU: counted in the CPU's area (idle
-/// when it woke a halted CPU); on the bootstrap CPU it also advances the
-/// clock and runs the tick hook, as the PIT's tick did.
+/// when it woke a halted CPU) and passed to the tick hook (the scheduler
+/// of that CPU); on the bootstrap CPU it also advances the clock, as the
+/// PIT's tick did.
 fn on_apic_tick(frame: &mut TrapFrame) {
     let cpu = crate::percpu::this_cpu();
     cpu.stats.ticks.fetch_add(1, Ordering::Relaxed);
@@ -147,9 +148,9 @@ fn on_apic_tick(frame: &mut TrapFrame) {
     crate::apic::eoi();
     if cpu.index() == 0 {
         TICKS.fetch_add(1, Ordering::Relaxed);
-        if let Some(hook) = TICK_HOOK.get() {
-            hook(frame);
-        }
+    }
+    if let Some(hook) = TICK_HOOK.get() {
+        hook(frame);
     }
 }
 

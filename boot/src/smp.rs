@@ -1,9 +1,9 @@
 //! Several CPUs: the bootstrap CPU's local APIC and timer, then every
 //! application processor the MADT lists, started one after the other.
 //!
-//! Phase one of SMP: the APs come online, take their own timer ticks and
-//! IPIs, and halt; the scheduler stays on the bootstrap CPU (the tick hook
-//! runs only there), so no task runs on an AP yet.
+//! Each AP, once set up, joins the scheduler on the stack it was started
+//! on (that context becomes its idle task) and idles: its own timer ticks
+//! and the kicks of other CPUs make it pick tasks from the run queue.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -164,15 +164,31 @@ fn start_one(index: usize, apic_id: u32, root: u64) {
     }
 }
 
-/// Where every AP ends up once its set-up is done: it reports in and
-/// halts between interrupts (its ticks and IPIs) for good.
+/// Where every AP ends up once its set-up is done, interrupts still off:
+/// it joins the scheduler, reports in, and goes on as its idle task,
+/// halting between interrupts (its ticks and kicks switch it to tasks).
 fn ap_main(cpu: &'static PerCpu) -> ! {
+    // Joined before it reports in: the starter waits for that before it
+    // starts the next AP, so CPUs join in index order, as `join_cpu` wants.
+    match crate::task::running_context() {
+        Ok(ctx) => {
+            if let Err(e) = crate::task::system().join_cpu(ctx) {
+                panic!("cpu {} could not join the scheduler: {e:?}", cpu.index());
+            }
+        }
+        Err(e) => panic!(
+            "cpu {}: no memory for its idle task: {}",
+            cpu.index(),
+            e.name()
+        ),
+    }
     log::info!(
         "cpu {} online: apic_id={}",
         cpu.index(),
         cpu.reported_apic_id()
     );
     arch::smp::report_online(cpu);
+    kernel::sync::start_of_task();
     loop {
         arch::cpu::wait_for_interrupt();
     }
