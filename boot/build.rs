@@ -24,6 +24,9 @@ fn main() {
     let user = dir.join("../user");
     let target_dir = dir.join("../target/user");
     println!("cargo:rerun-if-changed={}", user.display());
+    // The programs are built against the ABI crate too (its call list is
+    // the fuzzer's): a change there must rebuild them.
+    println!("cargo:rerun-if-changed={}", dir.join("../abi").display());
     build_user_programs(&user, &target_dir);
     write_program_table(&target_dir.join("x86_64-unknown-none/release"));
 }

@@ -69,6 +69,10 @@ pub mod nr {
     pub const CLOCK_NANOSLEEP: u64 = 230;
     /// `exit_group(status) -> !`: ends every thread of the process.
     pub const EXIT_GROUP: u64 = 231;
+    /// `getcpu(cpu: *mut u32, node: *mut u32, cache) -> 0`: the CPU the
+    /// caller runs on (node 0: one NUMA node); `cache` is unused, as on
+    /// Linux since 2.6.24.
+    pub const GETCPU: u64 = 309;
     /// `dup3(fd, new, flags) -> new`: `dup2` with `O_CLOEXEC`.
     pub const DUP3: u64 = 292;
     /// `pipe2(fds: *mut [i32; 2], flags) -> 0`: `O_NONBLOCK`, `O_CLOEXEC`.
@@ -93,7 +97,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 38] = [
+    pub const ALL: [u64; 39] = [
         READ,
         WRITE,
         CLOSE,
@@ -116,6 +120,7 @@ pub mod nr {
         FUTEX,
         SCHED_SETAFFINITY,
         SCHED_GETAFFINITY,
+        GETCPU,
         SET_TID_ADDRESS,
         CLOCK_GETTIME,
         CLOCK_NANOSLEEP,

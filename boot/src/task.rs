@@ -104,6 +104,9 @@ impl KernelStack {
                 // Dropping `stack` frees what was mapped and the slot.
                 return Err(Errno::ENOMEM);
             }
+            // As in `switch`: a stale translation of this slot's last
+            // stack would take the writes below.
+            arch::paging::flush_page(va);
         }
         Ok(stack)
     }
@@ -287,6 +290,9 @@ impl Machine for BootMachine {
         // The CPU `to` last ran on may still be saving it.
         to.on_cpu.claim();
         if let Some(stack) = &to.stack {
+            for va in stack.pages() {
+                arch::paging::flush_page(va);
+            } // DIAG
             arch::syscall::set_kernel_stack(stack.top());
         }
         // The FS base belongs to user tasks alone (the kernel never uses

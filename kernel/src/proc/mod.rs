@@ -1043,7 +1043,12 @@ impl<M: Machine> System<M> {
     /// One line per task for `ps`.
     pub fn describe_tasks(&self, mut line: impl FnMut(core::fmt::Arguments)) {
         let s = self.sched();
+        let (mut all, mut idle) = (0, 0);
         for t in s.tasks() {
+            all += 1;
+            if t.group == crate::task::sched::IDLE {
+                idle += 1;
+            }
             line(format_args!(
                 "tid={} group={} state={:?} prio={} cpu_ticks={} kind={} name={}",
                 t.tid,
@@ -1055,5 +1060,11 @@ impl<M: Machine> System<M> {
                 t.name
             ));
         }
+        // The summary scripts judge: one idle task per CPU, so "nothing
+        // left but the console" is `non_idle == 1` whatever the CPU count.
+        line(format_args!(
+            "tasks={all} idle_tasks={idle} non_idle={}",
+            all - idle
+        ));
     }
 }

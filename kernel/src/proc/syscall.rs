@@ -139,6 +139,7 @@ impl<M: Machine> System<M> {
             nr::FUTEX => self.sys_futex(a[0], int(a[1]), a[2] as u32, a[3], a[4], a[5] as u32),
             nr::SCHED_SETAFFINITY => self.sys_sched_setaffinity(int(a[0]), uint(a[1]), a[2]),
             nr::SCHED_GETAFFINITY => self.sys_sched_getaffinity(int(a[0]), uint(a[1]), a[2]),
+            nr::GETCPU => self.sys_getcpu(a[0], a[1]),
             nr::SET_TID_ADDRESS => Ok(self.sys_set_tid_address(a[0])),
             nr::READ => self.sys_read(fd(a[0]), a[1], a[2]),
             nr::WRITE => self.sys_write(fd(a[0]), a[1], a[2]),
@@ -592,6 +593,24 @@ impl<M: Machine> System<M> {
         let n = usize::try_from(len).map_or(CpuMask::BYTES, |l| l.min(CpuMask::BYTES));
         self.copy_to_user(mask_ptr, &mask.0.to_le_bytes()[..n])?;
         Ok(n as u64)
+    }
+
+    /// `getcpu(cpu, node, cache)`: the CPU the caller was on when asked
+    /// (it may be elsewhere by the time it reads it, as on Linux) and node
+    /// 0. Linux stores through each pointer that is not NULL, both even
+    /// when the first fails, and says EFAULT if either did.
+    fn sys_getcpu(&self, cpu_ptr: u64, node_ptr: u64) -> SysResult {
+        let cpu = {
+            let _off = IrqOff::new();
+            self.m.cpu_index() as u32
+        };
+        let mut result = Ok(0);
+        for (ptr, value) in [(cpu_ptr, cpu), (node_ptr, 0)] {
+            if ptr != 0 && self.copy_to_user(ptr, &value.to_le_bytes()).is_err() {
+                result = Err(Errno::EFAULT);
+            }
+        }
+        result
     }
 
     /// `wait4`: no program has a child process (nothing makes one before
