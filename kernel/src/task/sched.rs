@@ -1088,6 +1088,13 @@ impl<X> Scheduler<X> {
     }
 
     /// How many CPUs have joined: their indices are 0 to this - 1.
+    /// Heap bytes the per-tid table holds. It grows with every new tid
+    /// until tids go round (they are handed out cyclically up to the
+    /// bound), which leak checks must tell apart from a leak.
+    pub fn tid_table_bytes(&self) -> usize {
+        self.tasks.tids.capacity() * core::mem::size_of::<TidEntry>()
+    }
+
     pub fn cpu_count(&self) -> usize {
         self.cpus.len()
     }
