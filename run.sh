@@ -493,6 +493,19 @@ EXCEPTION: page fault in kernel mode
 cr2=0xdeadbeef000'
 )
 
+# Kernels built to panic, judged the same way with the panic report in place
+# of the fault's: the lock-order checks of kernel::sync (docs/locking.md) on
+# the booted kernel's own locks.
+declare -A EXPECT_PANIC=(
+    [lock_order]='KERNEL PANIC on cpu=0 apic_id=0 others_stopped=1
+panicked at boot/src/heap.rs:
+lock order: took heap (5) while holding serial (8)'
+    [lock_in_interrupt]='KERNEL PANIC on cpu=1 apic_id=1 others_stopped=1
+lock order: took procs (1) in interrupt context'
+    [lock_env]="KERNEL PANIC on cpu=0
+lock order: took the console's ENV with interrupts off"
+)
+
 # Test kernels that boot with another CPU count than the default: one on
 # a single CPU (the uniprocessor path stays tested), smp with four (every
 # CPU reports in, pings reach each of them).
@@ -505,18 +518,22 @@ kernel_name() {
     basename "$1" | sed 's/-[0-9a-f]*$//'
 }
 
-# run_fault_kernel NAME ELF
+# run_fault_kernel NAME ELF: NAME is in EXPECT_FAULT or EXPECT_PANIC.
 run_fault_kernel() {
     local name=$1 elf=$2 out status=0 needle missing=""
+    local report='EXCEPTION:' what=fault expected=${EXPECT_FAULT[$name]:-}
+    if [ -n "${EXPECT_PANIC[$name]:-}" ]; then
+        report='KERNEL PANIC' what=panic expected=${EXPECT_PANIC[$name]}
+    fi
     out=$(mktemp)
     boot_qemu "$elf" "$TEST_TIMEOUT" </dev/null >"$out" 2>&1 || status=$?
     sed 's/^/    /' "$out"
-    grep -q 'EXCEPTION:' "$out" || missing+=" 'EXCEPTION:'"
+    grep -q "$report" "$out" || missing+=" '$report'"
     while IFS= read -r needle; do
         grep -qF -- "$needle" "$out" || missing+=" '$needle'"
-    done <<<"${EXPECT_FAULT[$name]}"
+    done <<<"$expected"
     if [ "$status" = "$QEMU_FAILURE" ] && [ -z "$missing" ]; then
-        pass "$name (fault reported, run counted as failed)"
+        pass "$name ($what reported, run counted as failed)"
     elif [ "$status" != "$QEMU_FAILURE" ]; then
         fail "$name" "status $status, wanted $QEMU_FAILURE${missing:+; report lacks$missing}"
     else
@@ -690,7 +707,7 @@ check_kernels_built() {
         name=$(basename "$f" .rs)
         grep -qx "$name" <<<"$built" || fail "kernel:$name" "tests/kernels/$name.rs was not built (no [[test]] entry in tests/Cargo.toml?)"
     done
-    for name in harness_selftest page_fault "${!EXPECT_FAULT[@]}"; do
+    for name in harness_selftest page_fault "${!EXPECT_FAULT[@]}" "${!EXPECT_PANIC[@]}"; do
         [ ! -f "tests/kernels/$name.rs" ] || continue
         grep -qx "$name" <<<"$built" || fail "kernel:$name" "the runner needs this test kernel and it has no file in tests/kernels/"
     done
@@ -1116,7 +1133,7 @@ run_tests() {
     done
     for elf in $kernels; do
         name=$(kernel_name "$elf")
-        if [ -n "${EXPECT_FAULT[$name]:-}" ]; then
+        if [ -n "${EXPECT_FAULT[$name]:-}${EXPECT_PANIC[$name]:-}" ]; then
             run_fault_kernel "$name" "$elf"
         elif [ "$name" != harness_selftest ]; then
             run_test_kernel "$name" "$elf" "$TEST_TIMEOUT"

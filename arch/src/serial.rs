@@ -7,7 +7,8 @@ use uart_16550::{Config, Uart16550, backend::PioBackend};
 
 const COM1: u16 = 0x3f8;
 
-static PORT: IrqMutex<Option<Uart16550<PioBackend>>> = IrqMutex::new(None);
+static PORT: IrqMutex<Option<Uart16550<PioBackend>>> =
+    IrqMutex::ranked(kernel::sync::rank::SERIAL, None);
 
 /// Programs COM1 (115200 8N1, FIFOs on). Output before this call is dropped.
 pub fn init() {

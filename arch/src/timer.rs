@@ -25,10 +25,12 @@ const PIT_HZ: u64 = 1_193_182;
 const PIT_CHANNEL0: u16 = 0x40;
 const PIT_COMMAND: u16 = 0x43;
 
-// SAFETY: the offsets put IRQs 0-15 on vectors 32-47, clear of the CPU
-// exception vectors.
-static PICS: IrqMutex<ChainedPics> =
-    IrqMutex::new(unsafe { ChainedPics::new(PIC_BASE, PIC_BASE + 8) });
+static PICS: IrqMutex<ChainedPics> = IrqMutex::ranked(
+    kernel::sync::rank::PIC,
+    // SAFETY: the offsets put IRQs 0-15 on vectors 32-47, clear of the CPU
+    // exception vectors.
+    unsafe { ChainedPics::new(PIC_BASE, PIC_BASE + 8) },
+);
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_HOOK: spin::Once<fn(&mut TrapFrame)> = spin::Once::new();

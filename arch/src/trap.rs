@@ -173,7 +173,8 @@ fn stub_address(vector: u8) -> VirtAddr {
 /// A handler for an interrupt vector (32..=255).
 pub type Handler = fn(&mut TrapFrame);
 
-static HANDLERS: IrqMutex<[Option<Handler>; 256]> = IrqMutex::new([None; 256]);
+static HANDLERS: IrqMutex<[Option<Handler>; 256]> =
+    IrqMutex::ranked(kernel::sync::rank::HANDLERS, [None; 256]);
 
 /// Called for exceptions in ring 3; it must not return to the faulting
 /// code (it ends the task and switches away).
@@ -301,7 +302,14 @@ fn handle(frame: &mut TrapFrame) {
         v @ 32..=255 => {
             let handler = HANDLERS.lock()[v as usize];
             match handler {
-                Some(h) => h(frame),
+                Some(h) => {
+                    // Not around the system calls and user-mode exceptions
+                    // above, nor the return-to-user hook after: they act for
+                    // the task. A tick that switches away carries the count
+                    // with the task it leaves (`kernel::sync::IrqState`).
+                    let _irq = kernel::sync::InterruptContext::enter();
+                    h(frame)
+                }
                 None => log::warn!("unexpected interrupt vector {v}"),
             }
         }

@@ -142,10 +142,22 @@ fn programs(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
 /// The environment programs started from the console get (`env`).
 static ENV: spin::Mutex<Vec<alloc::string::String>> = spin::Mutex::new(Vec::new());
 
+/// `ENV`, a plain spin lock: its holder runs with interrupts on and may be
+/// preempted, so a taker with interrupts off (an interrupt handler, or
+/// code under an `IrqMutex`) could spin for ever on the CPU the holder
+/// needs. Outside the lock order (docs/locking.md), so checked here.
+fn env_vars() -> spin::MutexGuard<'static, Vec<alloc::string::String>> {
+    debug_assert!(
+        arch::cpu::interrupts_enabled(),
+        "lock order: took the console's ENV with interrupts off"
+    );
+    ENV.lock()
+}
+
 /// `env` prints the environment programs get; `env NAME=VALUE...` adds to
 /// it (replacing a NAME already there); `env -` empties it.
 fn env(out: &mut Output<'_>, args: &[&str]) -> CmdResult {
-    let mut vars = ENV.lock();
+    let mut vars = env_vars();
     for &arg in args {
         if arg == "-" {
             vars.clear();
@@ -173,7 +185,7 @@ fn start_program(args: &[&str]) -> Result<u32, CmdError> {
     };
     let program = crate::programs::lookup(name)
         .ok_or_else(|| CmdError::Failed(alloc::format!("no program '{name}' (try programs)")))?;
-    let vars = ENV.lock().clone();
+    let vars = env_vars().clone();
     let envp: Vec<&str> = vars.iter().map(|v| v.as_str()).collect();
     crate::task::system()
         .spawn_program_argv(name, program.image, args, &envp)

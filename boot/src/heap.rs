@@ -29,7 +29,7 @@ struct GrowingHeap {
 
 #[global_allocator]
 static ALLOCATOR: GrowingHeap = GrowingHeap {
-    heap: IrqMutex::new(Heap::empty()),
+    heap: IrqMutex::ranked(kernel::sync::rank::HEAP, Heap::empty()),
 };
 
 static GROWTHS: AtomicU64 = AtomicU64::new(0);

@@ -20,7 +20,7 @@ use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
 use kernel::mm::pte::LeafFlags;
 use kernel::mm::{PAGE_SIZE, Pfn};
-use kernel::sync::IrqMutex;
+use kernel::sync::{IrqMutex, rank};
 use spin::Once;
 
 /// Why memory setup failed; boot reports it and powers off.
@@ -97,7 +97,7 @@ fn image_phys_end() -> u64 {
 static FRAMES: Once<FrameAllocator<'static>> = Once::new();
 static KERNEL_ROOT: Once<Pfn> = Once::new();
 /// Serialises edits of the kernel's page tables (heap growth, later MMIO).
-static KERNEL_PT_LOCK: IrqMutex<()> = IrqMutex::new(());
+static KERNEL_PT_LOCK: IrqMutex<()> = IrqMutex::ranked(rank::KERNEL_PAGE_TABLES, ());
 /// Frames the boot map calls usable, before anything was reserved.
 static BOOT_MAP_FRAMES: Once<u64> = Once::new();
 

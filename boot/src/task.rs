@@ -80,8 +80,10 @@ struct KernelStack {
 }
 
 /// Which stack slots are taken: a bitmap, so taking one never allocates.
-static SLOTS: IrqMutex<[u64; (KSTACK_SLOTS / 64) as usize]> =
-    IrqMutex::new([0; (KSTACK_SLOTS / 64) as usize]);
+static SLOTS: IrqMutex<[u64; (KSTACK_SLOTS / 64) as usize]> = IrqMutex::ranked(
+    kernel::sync::rank::STACK_SLOTS,
+    [0; (KSTACK_SLOTS / 64) as usize],
+);
 
 impl KernelStack {
     fn top(&self) -> u64 {

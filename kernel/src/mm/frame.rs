@@ -345,11 +345,14 @@ impl<'a> FrameAllocator<'a> {
         let descs = descs.get(..NONE as usize).unwrap_or(descs);
         let alloc = FrameAllocator {
             descs,
-            state: IrqMutex::new(State {
-                heads: [NONE; NR_ORDERS],
-                lens: [0; NR_ORDERS],
-                stats: FrameStats::default(),
-            }),
+            state: IrqMutex::ranked(
+                crate::sync::rank::FRAMES,
+                State {
+                    heads: [NONE; NR_ORDERS],
+                    lens: [0; NR_ORDERS],
+                    stats: FrameStats::default(),
+                },
+            ),
         };
         for d in descs {
             d.reset(FrameFlags::RESERVED | FrameFlags::HOLE);

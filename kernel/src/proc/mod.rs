@@ -63,8 +63,9 @@
 //! # Locks
 //!
 //! All are [`IrqMutex`]es (interrupts off while held), taken in this
-//! order: `procs`, then `pipes`, then `sched`. No lock is held across a
-//! context switch. See docs/locking.md.
+//! order: `procs`, then `pipes`, then `sched` (ranks 1 to 3 of
+//! [`crate::sync::rank`], checked in debug builds). No lock is held across
+//! a context switch. See docs/locking.md.
 
 mod clone;
 mod entry;
@@ -86,7 +87,10 @@ use abi::Errno;
 
 use crate::mm::fault::{Fault, Outcome};
 use crate::mm::pte::LeafFlags;
-use crate::sync::{IrqMutex, IrqMutexGuard, IrqOff, MAX_CPUS, restore_irq_state, save_irq_state};
+use crate::sync::{
+    IrqMutex, IrqMutexGuard, IrqOff, MAX_CPUS, assert_no_locks_held, rank, restore_irq_state,
+    save_irq_state,
+};
 use crate::task::aspace::UserSpace;
 use crate::task::elf;
 use crate::task::sched::{CpuStats, Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
@@ -313,9 +317,9 @@ impl<M: Machine> System<M> {
         current_group[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
         System {
             m,
-            procs: IrqMutex::new(Vec::new()),
-            pipes: IrqMutex::new(PipeTable::new()),
-            scheduler: IrqMutex::new(sched),
+            procs: IrqMutex::ranked(rank::PROCS, Vec::new()),
+            pipes: IrqMutex::ranked(rank::PIPES, PipeTable::new()),
+            scheduler: IrqMutex::ranked(rank::SCHED, sched),
             futexes,
             kills_in_flight: AtomicUsize::new(0),
             signal_work: AtomicUsize::new(0),
@@ -481,6 +485,7 @@ impl<M: Machine> System<M> {
     /// that decided it. No lock may be held, and interrupts have been off
     /// since the decision.
     fn switch(&self, p: Planned<M>) {
+        assert_no_locks_held("a context switch");
         let _off = IrqOff::new();
         let cpu = self.m.cpu_index().min(MAX_CPUS - 1);
         self.current[cpu].store(p.sw.to, Ordering::Relaxed);
