@@ -253,17 +253,15 @@ impl Machine for BootMachine {
     }
 
     fn cpu_index(&self) -> usize {
-        // The per-CPU area's index, as the locks' hook has it. Only CPU 0
-        // has joined the scheduler until the APs call `System::join_cpu`
-        // (SMP phase 3): an AP's tick or kick finds nothing to do there,
-        // and any other call from it is refused loudly.
+        // The per-CPU area's index, as the locks' hook has it. An AP joins
+        // the scheduler at the end of its bring-up (`System::join_cpu`); a
+        // tick or kick before that finds nothing to do.
         arch::percpu::index()
     }
 
     fn kick(&self, cpu: usize) {
         // The reschedule IPI; its handler calls `System::reschedule` (the
-        // hook `init` sets). With CPU 0 alone in the scheduler no kick is
-        // asked for yet.
+        // hook `init` sets).
         arch::smp::kick(cpu);
     }
 
