@@ -193,12 +193,12 @@ oracle_initramfs() {
 }
 
 # oracle_boot INITRD LOG LIMIT [QEMU ARGS...]: Linux with that initramfs in
-# Faultline's QEMU (machine, CPU, memory), serial output without \r into
+# Faultline's QEMU (machine, CPU model and count, memory), serial output without \r into
 # LOG. Returns QEMU's status (0 after /init powered off), 124 on timeout.
 oracle_boot() {
     local initrd=$1 log=$2 limit=$3 status
     shift 3
-    timeout "$limit" "$QEMU" -machine q35 -accel tcg -cpu max -m "$MEMORY" \
+    timeout "$limit" "$QEMU" -machine q35 -accel tcg -cpu max -m "$MEMORY" -smp "${CPUS:-2}" \
         -kernel "$ORACLE_VMLINUZ" -initrd "$initrd" -append "$ORACLE_APPEND" \
         -display none -serial stdio -monitor none -no-reboot "$@" </dev/null 2>&1 |
         tr -d '\r' >"$log"
