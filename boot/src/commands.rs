@@ -296,28 +296,35 @@ fn bench_switch(out: &mut Output<'_>) -> CmdResult {
 /// a loaded host a virtual CPU may wait long for a core.
 const PING_TIMEOUT_US: u64 = 5_000_000;
 
-/// Each CPU's figures, one line each, then how many are online.
+/// Each CPU's figures, one line each, then how many are online and how
+/// often the one scheduler lock was found taken by another CPU.
 fn cpu(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    let system = crate::task::system();
     let mut online = 0;
+    let mut sections = 0;
     for c in arch::percpu::all() {
         let f = c.figures();
         online += usize::from(f.online);
+        let s = system.cpu_stats(f.index).unwrap_or_default();
+        sections += s.sections;
         writeln!(
             out,
-            "cpu={} apic_id={} ticks={} switches={} idle_ticks={} ipis={}{}",
+            "cpu={} apic_id={} ticks={} switches={} idle_ticks={} ipis={} sched_sections={}{}",
             f.index,
             f.apic_id,
             f.ticks,
             f.switches,
             f.idle_ticks,
             f.ipis,
+            s.sections,
             if f.online { "" } else { " offline" }
         )?;
     }
     Ok(writeln!(
         out,
-        "cpus_online={online} timer_count={}",
-        arch::apic::tick_count()
+        "cpus_online={online} timer_count={} sched_sections={sections} sched_lock_contended={}",
+        arch::apic::tick_count(),
+        system.sched_lock_contended()
     )?)
 }
 

@@ -211,6 +211,10 @@ pub struct System<M: Machine> {
     /// one, no task moves between CPUs and `current` needs no interrupts
     /// off.
     cpus_joined: AtomicUsize,
+    /// Times a CPU found the scheduler's lock held by another: with the
+    /// sections each CPU took (`CpuStats::sections`), whether one lock for
+    /// all CPUs limits them (docs/locking.md).
+    sched_contended: AtomicU64,
     /// The state of the generator behind `AT_RANDOM`.
     random: AtomicU64,
     /// Kill requests whose task has not exited yet. Every return to user
@@ -326,6 +330,7 @@ impl<M: Machine> System<M> {
             current,
             current_group,
             cpus_joined: AtomicUsize::new(1),
+            sched_contended: AtomicU64::new(0),
             random: AtomicU64::new(0x5eed_fa17_11e5_0001),
         }
     }
@@ -352,7 +357,7 @@ impl<M: Machine> System<M> {
     // Every section takes it: inlined, so the guard lives in registers.
     #[inline(always)]
     fn try_sched(&self) -> Option<SchedGuard<'_, M>> {
-        let mut guard = self.scheduler.lock();
+        let mut guard = self.scheduler.lock_counting(&self.sched_contended);
         // Interrupts are off now: the caller stays on this CPU.
         guard
             .set_cpu(self.m.cpu_index())
@@ -423,9 +428,14 @@ impl<M: Machine> System<M> {
         self.scheduler.lock().cpu_count()
     }
 
-    /// CPU `cpu`'s figures: ticks, idle ticks, switches.
+    /// CPU `cpu`'s figures: ticks, idle ticks, switches, sections.
     pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
         self.scheduler.lock().cpu_stats(cpu)
+    }
+
+    /// Times the scheduler's lock was found held by another CPU.
+    pub fn sched_lock_contended(&self) -> u64 {
+        self.sched_contended.load(Ordering::Relaxed)
     }
 
     // ---- The running task ----

@@ -274,6 +274,8 @@ pub struct CpuStats {
     pub idle_ticks: u64,
     /// Switches it was told to make (to a task other than the one it ran).
     pub switches: u64,
+    /// Sections it held the scheduler in (each lock taken for it).
+    pub sections: u64,
 }
 
 /// What the scheduler keeps per CPU.
@@ -1076,6 +1078,7 @@ impl<X> Scheduler<X> {
         let known = cpu < self.cpus.len();
         if known {
             self.acting = cpu;
+            self.cpus[cpu].stats.sections += 1;
             // A kick of oneself is no interrupt to send.
             self.outbox.remove(cpu);
         }
