@@ -1,9 +1,12 @@
 //! Several CPUs (run.sh boots this kernel with four): every CPU reports in
 //! with its APIC id, takes its own timer ticks, answers pings and runs
-//! calls through IPIs, with its own per-CPU area; the PIC is masked.
+//! calls through IPIs, with its own per-CPU area; the PIC is masked; every
+//! CPU runs tasks, and a thread pinned to each runs there.
 //! `cpus=N` on the command line is QEMU's -smp, which the MADT must match.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -27,6 +30,7 @@ fn main(booted: &'static Booted) -> ! {
             the_pic_is_masked_and_the_bsp_index_is_zero,
             ring3_leaves_gs_as_the_kernel_had_it,
             a_kick_reaches_the_cpu_asked,
+            threads_pinned_to_each_cpu_run_there_at_once,
         ],
     )
 }
@@ -227,4 +231,54 @@ fn ring3_leaves_gs_as_the_kernel_had_it(_: &'static Booted) {
     let here = percpu::this_cpu() as *const PerCpu as u64;
     assert_eq!(GsBase::read().as_u64(), here);
     assert_eq!(KernelGsBase::read().as_u64(), 0);
+}
+
+static PINNED_GO: AtomicUsize = AtomicUsize::new(0);
+static PINNED_HERE: AtomicUsize = AtomicUsize::new(0);
+static PINNED_SEEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(usize::MAX) }; MAX_CPUS];
+
+/// Waits for the start (its affinity is set by then), records the CPU it
+/// runs on, then spins until every pinned thread has: all of them run at
+/// the same time, one per CPU, which one CPU alone could never do (a
+/// spinning kernel thread is preempted, but its CPU is the only one its
+/// mask allows).
+fn pinned(target: u64) -> i64 {
+    while PINNED_GO.load(Ordering::Acquire) == 0 {
+        boot::task::yield_now();
+    }
+    // A kernel thread runs with interrupts on: read the index with them
+    // off, so no move comes between the read and its use.
+    let here = kernel::sync::without_interrupts(percpu::index);
+    PINNED_SEEN[target as usize].store(here, Ordering::Relaxed);
+    PINNED_HERE.fetch_add(1, Ordering::AcqRel);
+    let n = PINNED_GO.load(Ordering::Acquire);
+    let all = ktest::spin_until(TSC_BUDGET, || PINNED_HERE.load(Ordering::Acquire) >= n);
+    if all { 0 } else { 1 }
+}
+
+/// A kernel thread pinned to each CPU (the scheduler's affinity, as
+/// `sched_setaffinity` sets it) runs there, and all of them at once.
+fn threads_pinned_to_each_cpu_run_there_at_once(booted: &'static Booted) {
+    let n = expected_cpus(booted);
+    let system = boot::task::system();
+    let tids: alloc::vec::Vec<_> = (0..n)
+        .map(|cpu| {
+            let tid = boot::task::spawn_kernel("pinned", pinned, cpu as u64).expect("spawn");
+            system
+                .with_sched(|s| s.set_affinity(tid, kernel::task::sched::CpuMask::one(cpu)))
+                .expect("affinity");
+            tid
+        })
+        .collect();
+    PINNED_GO.store(n, Ordering::Release);
+    for tid in tids {
+        assert_eq!(boot::task::join(tid), Ok(0), "a pinned thread waited alone");
+    }
+    for cpu in 0..n {
+        assert_eq!(
+            PINNED_SEEN[cpu].load(Ordering::Relaxed),
+            cpu,
+            "the thread pinned to {cpu}"
+        );
+    }
 }
