@@ -18,7 +18,7 @@ use arch::pte::X86Pte;
 use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
-use kernel::mm::pte::LeafFlags;
+use kernel::mm::pte::{LeafFlags, Pte};
 use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::sync::IrqMutex;
 use spin::Once;
@@ -157,6 +157,7 @@ impl TableAlloc for FrameTables {
 pub fn init(info: &BootInfo) -> Result<(), SetupError> {
     init_frames(info)?;
     let root = build_kernel_tables(info)?;
+    arch::tlb::set_kernel_root(root);
     // SAFETY: the new tables map the kernel image (text, rodata, data, bss,
     // stack) at the addresses it runs at and all RAM at the direct-map base,
     // which is everything touched from here on.
@@ -371,9 +372,33 @@ pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
         let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
         pt.unmap(va).map(|(pfn, _, _, flush)| (pfn, flush))?
     };
-    // Kernel pages live in every address space; the TLB knows that.
-    flush.flush(&arch::paging::Tlb);
+    // Kernel pages live in every address space: every CPU drops it before
+    // the caller may reuse the frame (a task's stack, freed under the
+    // scheduler's lock, among others).
+    flush.flush(&arch::tlb::SHOOTDOWN);
     Ok(pfn)
+}
+
+/// Points the mapped 4 KiB kernel page at `va` to `pfn` with `flags`, in
+/// one store, and shoots the old translation down; returns the old frame,
+/// which no CPU reaches through `va` any more and the caller owns again.
+pub fn remap_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<Pfn, MapError> {
+    let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
+    let (old, flush) = {
+        let _guard = KERNEL_PT_LOCK.lock();
+        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+        // Only over a leaf: a store into a hole would build tables.
+        if !matches!(pt.entry(va, 0), Some(Pte::Leaf { .. })) {
+            return Err(MapError::NotMapped);
+        }
+        pt.set_entry(va, 0, Pte::Leaf { pfn, flags }, &KernelTables)?
+    };
+    flush.flush(&arch::tlb::SHOOTDOWN);
+    match old {
+        Pte::Leaf { pfn, .. } => Ok(pfn),
+        // Not after the check above, under the lock.
+        _ => Err(MapError::NotMapped),
+    }
 }
 
 /// A boot module's bytes through the direct map, if it lies in RAM.

@@ -177,7 +177,8 @@ impl Machine for BootMachine {
     }
 
     fn tlb(&self) -> &'static dyn kernel::mm::tlb::TlbFlush {
-        &arch::paging::Tlb
+        // Every CPU that may cache the space, not only this one.
+        &arch::tlb::SHOOTDOWN
     }
 
     fn kernel_root(&self) -> Pfn {
