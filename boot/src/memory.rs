@@ -19,6 +19,7 @@ use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
 use kernel::mm::pte::{LeafFlags, Pte};
+use kernel::mm::tlb::FlushBatch;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::sync::IrqMutex;
 use spin::Once;
@@ -377,6 +378,30 @@ pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
     // scheduler's lock, among others).
     flush.flush(&arch::tlb::SHOOTDOWN);
     Ok(pfn)
+}
+
+/// Unmaps the 4 KiB kernel pages of `[start, start + pages * 4 KiB)`
+/// that are mapped (the others are skipped), handing each one's frame to
+/// `unmapped` and its old translation to `batch`: the caller shoots them
+/// down in one go (through [`arch::tlb::SHOOTDOWN`]), for a whole range or
+/// several, instead of once per page.
+pub fn unmap_kernel_pages(
+    start: u64,
+    pages: u64,
+    batch: &mut FlushBatch,
+    mut unmapped: impl FnMut(Pfn),
+) {
+    let Some(&root) = KERNEL_ROOT.get() else {
+        return;
+    };
+    let _guard = KERNEL_PT_LOCK.lock();
+    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+    for i in 0..pages {
+        if let Ok((pfn, _, _, flush)) = pt.unmap(start + i * PAGE_SIZE) {
+            batch.add(flush);
+            unmapped(pfn);
+        }
+    }
 }
 
 /// Points the mapped 4 KiB kernel page at `va` to `pfn` with `flags`, in

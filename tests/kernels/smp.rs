@@ -31,6 +31,7 @@ fn main(booted: &'static Booted) -> ! {
             a_kick_reaches_the_cpu_asked,
             a_kernel_page_shot_down_is_never_read_stale,
             a_user_page_is_shot_down_on_the_cpu_running_its_space_only,
+            a_freed_stack_slot_is_reused_only_after_a_shootdown,
         ],
     )
 }
@@ -637,4 +638,52 @@ fn a_user_page_is_shot_down_on_the_cpu_running_its_space_only(_: &'static Booted
     );
     space.destroy(frames_alloc, tables);
     free_frames(frames);
+}
+
+/// Its own stack's address, for the test below.
+fn stack_address(_: u64) -> i64 {
+    let here = 0u8;
+    core::hint::black_box(&here) as *const u8 as i64
+}
+
+/// A freed task stack's pages are unmapped at once but its slot (its
+/// addresses) comes back only after a shootdown of them: one for many
+/// stacks (`boot/src/task.rs`, `Slots`). Threads are made and reaped one
+/// after the other; whenever one gets the slot of an earlier one, a
+/// shootdown must have been sent since that one was freed.
+fn a_freed_stack_slot_is_reused_only_after_a_shootdown(_: &'static Booted) {
+    use arch::layout::{KSTACK_BASE, KSTACK_SLOT, KSTACK_SLOTS};
+    const SLOTS_SEEN: usize = 256;
+    let sent = || {
+        percpu::all()
+            .map(|c| c.figures().shootdowns_sent)
+            .sum::<u64>()
+    };
+    // For each slot seen: the shootdowns sent before its stack was freed.
+    let mut freed_after: [Option<u64>; SLOTS_SEEN] = [None; SLOTS_SEEN];
+    let (mut reused, first) = (0, sent());
+    for _ in 0..96 {
+        let before_spawn = sent();
+        let tid = boot::task::spawn_kernel("stack", stack_address, 0).expect("spawn");
+        let before_free = sent();
+        let addr = boot::task::join(tid).expect("join") as u64;
+        let slot = ((addr - KSTACK_BASE) / KSTACK_SLOT) as usize;
+        assert!(slot < KSTACK_SLOTS as usize, "{addr:#x} is no task stack");
+        let Some(seen) = freed_after.get_mut(slot) else {
+            continue;
+        };
+        if let Some(at) = *seen {
+            assert!(
+                before_spawn > at,
+                "slot {slot} reused with no shootdown since its stack was freed"
+            );
+            reused += 1;
+        }
+        *seen = Some(before_free);
+    }
+    arch::println!(
+        "    slots_reused={reused} shootdown_nmis={}",
+        sent() - first
+    );
+    assert!(reused > 0, "no slot came back: the check proved nothing");
 }
