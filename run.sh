@@ -1226,8 +1226,9 @@ let unowned $frames_free + $heap_pages
 expect unowned >= $unowned_floor
 expect unowned <= $unowned_before
 expect heap_used <= $heap_used_limit
+cpu
 ps
-expect tid == 1
+expect tid == $cpus_online
 FL
     echo "run.sh: fuzzing with seeds $seed..$((seed + 3)), $calls calls each${switches:+, switches:$switches}"
     local begin=$SECONDS ms

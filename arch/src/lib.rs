@@ -46,4 +46,6 @@ pub mod syscall;
 #[cfg(target_os = "none")]
 pub mod timer;
 #[cfg(target_os = "none")]
+pub mod tlb;
+#[cfg(target_os = "none")]
 pub mod trap;

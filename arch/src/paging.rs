@@ -15,12 +15,15 @@ pub fn current_root() -> Pfn {
 }
 
 /// Switches to the page tables rooted at `root`, which flushes every
-/// non-global TLB entry.
+/// non-global TLB entry. The root is recorded first, for shootdowns
+/// (`crate::tlb`): a CPU is sent a space's flushes from the moment it may
+/// cache its translations.
 ///
 /// # Safety
 /// `root` must be a complete top-level table that maps the running code,
 /// its stack, and everything the caller touches afterwards.
 pub unsafe fn load_root(root: Pfn) {
+    crate::tlb::note_loaded(root);
     let frame = PhysFrame::containing_address(PhysAddr::new(root.addr()));
     // SAFETY: the caller guarantees the new tables map what runs next.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
@@ -49,9 +52,9 @@ pub fn flush_all() {
     }
 }
 
-/// This CPU's TLB as the [`TlbFlush`] that flush tokens are flushed
-/// through. One CPU for now: an SMP shootdown will implement the same
-/// trait by interrupting the others too.
+/// This CPU's TLB alone, as a [`TlbFlush`]: what each CPU does for its
+/// part of a shootdown. The kernel flushes through
+/// [`crate::tlb::Shootdown`], which reaches the other CPUs too.
 ///
 /// Without PCIDs the TLB holds translations of the loaded root only (a CR3
 /// write drops the rest) plus the kernel half, whose tables every root

@@ -79,6 +79,10 @@ pub struct CpuStats {
     pub switches: AtomicU64,
     pub idle_ticks: AtomicU64,
     pub ipis: AtomicU64,
+    /// Shootdown NMIs this CPU sent (one per target).
+    pub shootdowns_sent: AtomicU64,
+    /// Shootdown requests of other CPUs this CPU carried out.
+    pub shootdowns_taken: AtomicU64,
 }
 
 /// The counters' values at one moment.
@@ -91,6 +95,8 @@ pub struct CpuFigures {
     pub switches: u64,
     pub idle_ticks: u64,
     pub ipis: u64,
+    pub shootdowns_sent: u64,
+    pub shootdowns_taken: u64,
 }
 
 /// Offsets the assembly uses.
@@ -114,6 +120,8 @@ impl PerCpu {
                 switches: AtomicU64::new(0),
                 idle_ticks: AtomicU64::new(0),
                 ipis: AtomicU64::new(0),
+                shootdowns_sent: AtomicU64::new(0),
+                shootdowns_taken: AtomicU64::new(0),
             },
             pings: AtomicU64::new(0),
             answers: AtomicU64::new(0),
@@ -174,9 +182,13 @@ impl PerCpu {
         self.online.load(Ordering::Acquire)
     }
 
-    /// Called by the CPU itself when its set-up is complete.
+    /// Called by the CPU itself when its set-up is complete. Sequentially
+    /// consistent: a shootdown that read it as offline skipped this CPU,
+    /// and one ordered after it reaches it; the CPU then flushes its whole
+    /// TLB (`crate::tlb::came_online`).
     pub fn set_online(&self) {
-        self.online.store(true, Ordering::Release);
+        self.online.store(true, Ordering::SeqCst);
+        crate::tlb::came_online();
     }
 
     pub fn figures(&self) -> CpuFigures {
@@ -188,6 +200,8 @@ impl PerCpu {
             switches: self.stats.switches.load(Ordering::Relaxed),
             idle_ticks: self.stats.idle_ticks.load(Ordering::Relaxed),
             ipis: self.stats.ipis.load(Ordering::Relaxed),
+            shootdowns_sent: self.stats.shootdowns_sent.load(Ordering::Relaxed),
+            shootdowns_taken: self.stats.shootdowns_taken.load(Ordering::Relaxed),
         }
     }
 

@@ -32,14 +32,16 @@
 //! handler sends an IPI back to each asker after setting its own bit in
 //! the asker's `answers`; the asker's handler moves those bits to
 //! `received`, which the asker waits on (halting between interrupts).
-//! [`call_on`] is a ping that has the target run a function first: the
-//! shape a TLB shootdown will take.
+//! [`call_on`] is a ping that has the target run a function first.
 //!
-//! # Stopping
+//! # NMIs: stopping and TLB shootdowns
 //!
 //! A CPU that panics or faults in the kernel calls [`stop_others`]: the
 //! first to do so sends every other online CPU an NMI, whose handler halts
-//! for good ([`stopped`]), and reports; any later one just halts.
+//! for good ([`stopped`]), and reports; any later one just halts. TLB
+//! shootdowns come by NMI too (`crate::tlb` says why): the handler
+//! ([`on_nmi`]) stops the CPU if a stop was asked, else carries out the
+//! shootdown request pending for it, if any, and returns.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -298,6 +300,8 @@ fn spin_for_us(us: u64, mut cond: impl FnMut() -> bool) -> bool {
 /// interrupts off, GS not yet set.
 extern "C" fn ap_rust_entry(cpu: &'static PerCpu) -> ! {
     percpu::install(cpu);
+    // The trampoline loaded the kernel's root itself, with GS not set yet.
+    crate::tlb::note_loaded(crate::paging::current_root());
     crate::gdt::init();
     crate::trap::init();
     crate::syscall::init_cpu();
@@ -509,6 +513,18 @@ pub fn stop_others() -> Option<&'static PerCpu> {
 /// How many CPUs have taken the stop NMI so far.
 pub fn stopped_count() -> usize {
     STOPPED.load(Ordering::Acquire)
+}
+
+/// The NMI handler, on the NMI's own stack with GS this CPU's. A stop
+/// comes first: a CPU reporting a failure wants the others still. An NMI
+/// that finds neither a stop nor a request is a shootdown's whose work an
+/// earlier pass did (NMIs coalesce, and the handler works off
+/// generations), or no one's: it returns either way.
+pub(crate) fn on_nmi() {
+    if stop_requested() {
+        stopped();
+    }
+    crate::tlb::on_nmi();
 }
 
 /// Where a stopped CPU ends: NMIs stay blocked (no iretq ever comes), and

@@ -66,8 +66,15 @@ impl TrapFrame {
 // few kernel instructions that run with the user's GS (between the exit's
 // swapgs and iretq, or before the syscall entry's swapgs), so their stubs
 // go through `faultline_trap_paranoid`, which asks the GS_BASE MSR
-// instead of the saved CS. They never return (`handle` stops or reports
-// and powers off), so their exit needs no such care.
+// instead of the saved CS: a kernel area's address has bit 63 set, a
+// user's GS base never has (it is 0: no arch_prctl(ARCH_SET_GS), no
+// CR4.FSGSBASE, and a selector load gives a 32-bit base). It swaps only
+// when GS_BASE was the user's and says so in RBX, which the handler
+// preserves (callee-saved), so the way out swaps back exactly then: an
+// NMI that returns (a TLB shootdown's) leaves GS as it found it, even in
+// those few instructions. Double fault and machine check never return
+// (they report and power off), and no return-to-user work runs after any
+// of the three: they are the machine's, not the interrupted task's.
 core::arch::global_asm!(
     r#"
     .section .text.trap_stubs, "ax"
@@ -94,17 +101,50 @@ faultline_trap_stubs:
 
 faultline_trap_paranoid:
     pushq %rax
+    pushq %rbx
     pushq %rcx
     pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    cld
+    xorl %ebx, %ebx                 /* rbx: 1 once swapped on the way in */
     movl $0xc0000101, %ecx          /* IA32_GS_BASE */
     rdmsr
     testl %edx, %edx                /* the kernel half has bit 63 set */
     js 1f
     swapgs
-1:  popq %rdx
+    movl $1, %ebx
+1:  movq %rsp, %rdi
+    call {paranoid}
+    testl %ebx, %ebx
+    jz 2f
+    swapgs
+2:  popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
     popq %rcx
+    popq %rbx
     popq %rax
-    jmp faultline_trap_save
+    addq $16, %rsp
+    iretq
 
 faultline_trap_common:
     testb $3, 24(%rsp)              /* CS, above vector, error and RIP */
@@ -156,6 +196,7 @@ faultline_trap_return:
 2:  iretq
     "#,
     dispatch = sym trap_dispatch,
+    paranoid = sym paranoid_dispatch,
     options(att_syntax)
 );
 
@@ -281,6 +322,15 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     }
 }
 
+/// NMI, double fault and machine check, from `faultline_trap_paranoid`
+/// with GS the kernel's. Only an NMI returns.
+extern "C" fn paranoid_dispatch(frame: *mut TrapFrame) {
+    // SAFETY: as in trap_dispatch: the paranoid stub's frame, on the IST
+    // stack, referred to by nothing else until the stub pops it.
+    let frame = unsafe { &mut *frame };
+    handle(frame);
+}
+
 fn handle(frame: &mut TrapFrame) {
     // NMI (2) and machine check (18) are the machine's, not the program's,
     // even when they arrive in ring 3.
@@ -297,8 +347,8 @@ fn handle(frame: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at rip={:#x}", frame.rip);
         }
-        // The stop request of a CPU that is reporting a failure.
-        2 if crate::smp::stop_requested() => crate::smp::stopped(),
+        // A stop (a CPU is reporting a failure) or a TLB shootdown.
+        2 => crate::smp::on_nmi(),
         v @ 32..=255 => {
             let handler = HANDLERS.lock()[v as usize];
             match handler {

@@ -11,8 +11,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch::layout::{HEAP_BASE, HEAP_MAX};
-use kernel::mm::PAGE_SIZE;
 use kernel::mm::pte::LeafFlags;
+use kernel::mm::tlb::{BATCH_PAGES, FlushBatch};
+use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::sync::IrqMutex;
 use linked_list_allocator::Heap;
 
@@ -87,14 +88,28 @@ fn map_pages(va: u64, bytes: u64) -> Result<(), kernel::mm::paging::MapError> {
     Ok(())
 }
 
-/// Undoes `map_pages` for its first `bytes`.
+/// Undoes `map_pages` for its first `bytes`: one shootdown per batch of
+/// pages, then their frames go back. Without the heap (it is the heap's
+/// own failure path), so in batches of a fixed size.
 fn unmap_pages(va: u64, bytes: u64) {
-    for offset in (0..bytes).step_by(PAGE_SIZE as usize) {
-        if let Ok(pfn) = memory::unmap_kernel_page(va + offset)
-            && let Err(e) = memory::frames().free(pfn, 0)
-        {
-            log::error!("heap: freeing a frame of a failed growth: {e}");
+    let pages = bytes / PAGE_SIZE;
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(BATCH_PAGES as u64);
+        let mut batch = FlushBatch::new();
+        let mut gone = [Pfn(0); BATCH_PAGES];
+        let mut k = 0;
+        memory::unmap_kernel_pages(va + done * PAGE_SIZE, n, &mut batch, |pfn| {
+            gone[k] = pfn;
+            k += 1;
+        });
+        batch.flush(&arch::tlb::SHOOTDOWN);
+        for &pfn in &gone[..k] {
+            if let Err(e) = memory::frames().free(pfn, 0) {
+                log::error!("heap: freeing a frame of a failed growth: {e}");
+            }
         }
+        done += n;
     }
 }
 

@@ -18,7 +18,8 @@ use arch::pte::X86Pte;
 use kernel::bootinfo::{BootInfo, MAX_MODULES, MAX_REGIONS};
 use kernel::mm::frame::{FrameAllocator, FrameDesc, FrameError};
 use kernel::mm::paging::{MapError, PageSize, PageTable, RangeError, TableAlloc};
-use kernel::mm::pte::LeafFlags;
+use kernel::mm::pte::{LeafFlags, Pte};
+use kernel::mm::tlb::FlushBatch;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::sync::{IrqMutex, rank};
 use spin::Once;
@@ -157,6 +158,7 @@ impl TableAlloc for FrameTables {
 pub fn init(info: &BootInfo) -> Result<(), SetupError> {
     init_frames(info)?;
     let root = build_kernel_tables(info)?;
+    arch::tlb::set_kernel_root(root);
     // SAFETY: the new tables map the kernel image (text, rodata, data, bss,
     // stack) at the addresses it runs at and all RAM at the direct-map base,
     // which is everything touched from here on.
@@ -371,9 +373,57 @@ pub fn unmap_kernel_page(va: u64) -> Result<Pfn, MapError> {
         let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
         pt.unmap(va).map(|(pfn, _, _, flush)| (pfn, flush))?
     };
-    // Kernel pages live in every address space; the TLB knows that.
-    flush.flush(&arch::paging::Tlb);
+    // Kernel pages live in every address space: every CPU drops it before
+    // the caller may reuse the frame (a task's stack, freed under the
+    // scheduler's lock, among others).
+    flush.flush(&arch::tlb::SHOOTDOWN);
     Ok(pfn)
+}
+
+/// Unmaps the 4 KiB kernel pages of `[start, start + pages * 4 KiB)`
+/// that are mapped (the others are skipped), handing each one's frame to
+/// `unmapped` and its old translation to `batch`: the caller shoots them
+/// down in one go (through [`arch::tlb::SHOOTDOWN`]), for a whole range or
+/// several, instead of once per page.
+pub fn unmap_kernel_pages(
+    start: u64,
+    pages: u64,
+    batch: &mut FlushBatch,
+    mut unmapped: impl FnMut(Pfn),
+) {
+    let Some(&root) = KERNEL_ROOT.get() else {
+        return;
+    };
+    let _guard = KERNEL_PT_LOCK.lock();
+    let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+    for i in 0..pages {
+        if let Ok((pfn, _, _, flush)) = pt.unmap(start + i * PAGE_SIZE) {
+            batch.add(flush);
+            unmapped(pfn);
+        }
+    }
+}
+
+/// Points the mapped 4 KiB kernel page at `va` to `pfn` with `flags`, in
+/// one store, and shoots the old translation down; returns the old frame,
+/// which no CPU reaches through `va` any more and the caller owns again.
+pub fn remap_kernel_page(va: u64, pfn: Pfn, flags: LeafFlags) -> Result<Pfn, MapError> {
+    let root = *KERNEL_ROOT.get().ok_or(MapError::NotMapped)?;
+    let (old, flush) = {
+        let _guard = KERNEL_PT_LOCK.lock();
+        let mut pt = PageTable::<X86Pte, DirectMap>::from_root(&DIRECT_MAP, root);
+        // Only over a leaf: a store into a hole would build tables.
+        if !matches!(pt.entry(va, 0), Some(Pte::Leaf { .. })) {
+            return Err(MapError::NotMapped);
+        }
+        pt.set_entry(va, 0, Pte::Leaf { pfn, flags }, &KernelTables)?
+    };
+    flush.flush(&arch::tlb::SHOOTDOWN);
+    match old {
+        Pte::Leaf { pfn, .. } => Ok(pfn),
+        // Not after the check above, under the lock.
+        _ => Err(MapError::NotMapped),
+    }
 }
 
 /// A boot module's bytes through the direct map, if it lies in RAM.

@@ -22,6 +22,7 @@ use arch::trap::TrapFrame;
 use kernel::mm::frame::FrameAllocator;
 use kernel::mm::paging::TableAlloc;
 use kernel::mm::pte::LeafFlags;
+use kernel::mm::tlb::FlushBatch;
 use kernel::mm::{PAGE_SIZE, Pfn};
 use kernel::proc::{FpuFormat, FpuImage, Machine, OnCpu, Start, System, UserFrame, UserRegs};
 use kernel::sync::IrqMutex;
@@ -79,10 +80,87 @@ struct KernelStack {
     slot: u64,
 }
 
-/// Which stack slots are taken: a bitmap, so taking one never allocates.
-static SLOTS: IrqMutex<[u64; (KSTACK_SLOTS / 64) as usize]> = IrqMutex::ranked(
+/// Pages of a stack.
+const KSTACK_PAGES: u64 = KSTACK_BYTES / PAGE_SIZE;
+/// Freed stacks whose slots wait for one shootdown together.
+const STALE_STACKS: usize = 32;
+
+/// Which stack slots are taken (a bitmap, so taking one never allocates),
+/// and the stacks freed since their last shootdown.
+///
+/// A freed stack's pages are unmapped, but some CPU may still cache their
+/// translations (global: any CPU that ran the task, whatever root it has
+/// loaded) until a shootdown. Nobody uses them: once the task's on-CPU mark
+/// is clear (its drop waits for it) no code touches the stack, and stores
+/// never go through a translation speculatively. So the frames go back at
+/// once; it is the address that must wait: a stack mapped there anew would
+/// be reached, on a CPU with the stale translation, on the old frame. The
+/// slot therefore stays taken until one shootdown has flushed
+/// [`STALE_STACKS`] of them (or until a new stack finds no other slot),
+/// instead of one shootdown, a round of NMIs waited for, per thread exit:
+/// Linux purges freed vmalloc areas (vmap stacks among them) lazily in the
+/// same way.
+struct Slots {
+    taken: [u64; (KSTACK_SLOTS / 64) as usize],
+    stale: [u64; STALE_STACKS],
+    stale_len: usize,
+    /// The stale stacks' old translations, owed until their slots go.
+    flush: FlushBatch,
+}
+
+/// What a purge of the stale stacks takes out of [`Slots`].
+struct Stale {
+    slots: [u64; STALE_STACKS],
+    len: usize,
+    flush: FlushBatch,
+}
+
+impl Slots {
+    fn take_free(&mut self) -> Option<u64> {
+        let (word, bits) = self
+            .taken
+            .iter_mut()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)?;
+        let bit = bits.trailing_ones() as u64;
+        *bits |= 1 << bit;
+        Some(word as u64 * 64 + bit)
+    }
+
+    fn release(&mut self, slot: u64) {
+        self.taken[(slot / 64) as usize] &= !(1 << (slot % 64));
+    }
+
+    fn take_stale(&mut self) -> Stale {
+        let len = core::mem::take(&mut self.stale_len);
+        Stale {
+            slots: self.stale,
+            len,
+            flush: core::mem::take(&mut self.flush),
+        }
+    }
+}
+
+impl Stale {
+    /// Shoots the stale stacks' translations down (one round of NMIs for
+    /// them all), then frees their slots.
+    fn purge(self) {
+        self.flush.flush(&arch::tlb::SHOOTDOWN);
+        let mut slots = SLOTS.lock();
+        for &slot in &self.slots[..self.len] {
+            slots.release(slot);
+        }
+    }
+}
+
+static SLOTS: IrqMutex<Slots> = IrqMutex::ranked(
     kernel::sync::rank::STACK_SLOTS,
-    [0; (KSTACK_SLOTS / 64) as usize],
+    Slots {
+        taken: [0; (KSTACK_SLOTS / 64) as usize],
+        stale: [0; STALE_STACKS],
+        stale_len: 0,
+        flush: FlushBatch::new(),
+    },
 );
 
 impl KernelStack {
@@ -93,6 +171,10 @@ impl KernelStack {
     fn pages(&self) -> impl Iterator<Item = u64> {
         let top = self.top();
         (top - KSTACK_BYTES..top).step_by(PAGE_SIZE as usize)
+    }
+
+    fn bottom(&self) -> u64 {
+        self.top() - KSTACK_BYTES
     }
 
     fn new() -> Result<KernelStack, Errno> {
@@ -106,36 +188,56 @@ impl KernelStack {
                 // Dropping `stack` frees what was mapped and the slot.
                 return Err(Errno::ENOMEM);
             }
-            // As in `switch`: a stale translation of this slot's last
-            // stack would take the writes below.
-            arch::paging::flush_page(va);
         }
         Ok(stack)
     }
 }
 
+/// A free slot; when every slot is taken, the stale ones are purged
+/// first.
 fn take_slot() -> Option<u64> {
-    let mut slots = SLOTS.lock();
-    let (word, bits) = slots
-        .iter_mut()
-        .enumerate()
-        .find(|(_, w)| **w != u64::MAX)?;
-    let bit = bits.trailing_ones() as u64;
-    *bits |= 1 << bit;
-    Some(word as u64 * 64 + bit)
+    loop {
+        let stale = {
+            let mut slots = SLOTS.lock();
+            if let Some(slot) = slots.take_free() {
+                return Some(slot);
+            }
+            if slots.stale_len == 0 {
+                return None;
+            }
+            slots.take_stale()
+        };
+        stale.purge();
+    }
 }
 
 impl Drop for KernelStack {
-    /// Unmaps and frees whatever of the stack is mapped, and the slot.
+    /// Unmaps whatever of the stack is mapped and frees the frames; the
+    /// slot waits for the shootdown of its translations (see [`Slots`]).
     fn drop(&mut self) {
-        for va in self.pages() {
-            if let Ok(pfn) = memory::unmap_kernel_page(va)
-                && let Err(e) = memory::frames().free(pfn, 0)
-            {
+        let mut flush = FlushBatch::new();
+        let mut frames = [Pfn(0); KSTACK_PAGES as usize];
+        let mut n = 0;
+        memory::unmap_kernel_pages(self.bottom(), KSTACK_PAGES, &mut flush, |pfn| {
+            frames[n] = pfn;
+            n += 1;
+        });
+        for &pfn in &frames[..n] {
+            if let Err(e) = memory::frames().free(pfn, 0) {
                 log::error!("freeing a kernel stack frame: {e}");
             }
         }
-        SLOTS.lock()[(self.slot / 64) as usize] &= !(1 << (self.slot % 64));
+        let full = {
+            let mut slots = SLOTS.lock();
+            slots.flush.append(flush);
+            let len = slots.stale_len;
+            slots.stale[len] = self.slot;
+            slots.stale_len = len + 1;
+            (slots.stale_len == STALE_STACKS).then(|| slots.take_stale())
+        };
+        if let Some(stale) = full {
+            stale.purge();
+        }
     }
 }
 
@@ -182,7 +284,8 @@ impl Machine for BootMachine {
     }
 
     fn tlb(&self) -> &'static dyn kernel::mm::tlb::TlbFlush {
-        &arch::paging::Tlb
+        // Every CPU that may cache the space, not only this one.
+        &arch::tlb::SHOOTDOWN
     }
 
     fn kernel_root(&self) -> Pfn {
@@ -290,9 +393,6 @@ impl Machine for BootMachine {
         // The CPU `to` last ran on may still be saving it.
         to.on_cpu.claim();
         if let Some(stack) = &to.stack {
-            for va in stack.pages() {
-                arch::paging::flush_page(va);
-            } // DIAG
             arch::syscall::set_kernel_stack(stack.top());
         }
         // The FS base belongs to user tasks alone (the kernel never uses

@@ -1,5 +1,6 @@
 //! Memory management: physical frames, page-table entries, page tables,
-//! TLB flushes, and the simulated MMU the host tests run accesses through.
+//! TLB flushes and shootdowns, and the simulated MMU the host tests run
+//! accesses through.
 
 pub mod fault;
 pub mod frame;
@@ -7,6 +8,7 @@ pub mod mmu;
 pub mod paging;
 pub mod phys;
 pub mod pte;
+pub mod shootdown;
 pub mod tlb;
 
 /// log2 of the base page size.

@@ -16,8 +16,9 @@
 //!
 //! # Why a batch
 //!
-//! With several CPUs a flush becomes a shootdown: an interrupt to every CPU
-//! that may cache the space, and a wait for all of them. That costs the same
+//! With several CPUs a flush becomes a shootdown ([`super::shootdown`]): an
+//! interrupt to every CPU that may cache the space, and a wait for all of
+//! them. That costs the same
 //! for one page as for thirty, so callers that change many entries collect
 //! their tokens in a [`FlushBatch`] and flush once. [`TlbFlush::flush_pages`]
 //! takes a slice for the same reason. A batch that outgrows
@@ -44,8 +45,9 @@ pub struct FlushPage {
     pub size: PageSize,
 }
 
-/// Something that can drop cached translations: this CPU's TLB (`arch`),
-/// later a shootdown across CPUs, or the simulated MMU of the host tests.
+/// Something that can drop cached translations: this CPU's TLB
+/// (`arch::paging::Tlb`), every CPU's by a shootdown (`arch::tlb`, over
+/// [`super::shootdown`]), or the simulated MMU of the host tests.
 ///
 /// Translations belong to the address space whose root table they were
 /// walked from, except global ones (`LeafFlags::GLOBAL`), which serve every
