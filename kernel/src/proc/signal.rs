@@ -1082,15 +1082,24 @@ impl<M: Machine> System<M> {
         }
     }
 
-    /// `kill(pid, signo)`: `pid` > 0 a process; 0 and -pid the caller's
-    /// own process or process `pid` (every process leads its own group);
-    /// -1 every process but the caller's.
+    /// `kill(pid, signo)`: `pid` > 0 a process, or the process of the
+    /// thread with that tid (Linux looks the task up by pid, then signals
+    /// its thread group); 0 and -pid the caller's own process or process
+    /// `pid` (every process leads its own group; a thread's tid names no
+    /// group); -1 every process but the caller's.
     pub(super) fn sys_kill(&self, pid: i32, signo: i32) -> SysResult {
         let me = self.current_pid();
         let info = Info::sent_by(me, sig::SI_USER);
         let target = match pid {
             0 => me,
             -1 => return self.kill_all(signo, info),
+            p if p > 0 && !self.is_process(p.unsigned_abs()) => self
+                .with_sched(|s| {
+                    s.task(p.unsigned_abs())
+                        .filter(|t| t.user && !matches!(t.state, State::Exited(_)))
+                        .map(|t| t.group)
+                })
+                .ok_or(Errno::ESRCH)?,
             p => p.unsigned_abs(),
         };
         if !self.is_process(target) {

@@ -262,6 +262,8 @@ fn run(s: &mut Slot) -> i64 {
         s.origin.switches,
     );
     let spawn = spawner();
+    let index = (s as *const Slot as usize - SLOT_MEM.0.get() as usize) / size_of::<Slot>();
+    t.sig_own = crate::signals::owned_signal(index + 1);
     let tid_word = (&raw mut s.report.tid_word) as u64;
     t.tid_word = Some(tid_word);
     let outcome = (|| {

@@ -58,11 +58,14 @@
 #![no_std]
 #![no_main]
 
+mod buffers;
 mod check;
+mod cpus;
 mod helper;
 mod linux_threads;
 mod model;
 mod rng;
+mod signals;
 mod space;
 mod thread;
 
@@ -266,6 +269,11 @@ impl Fuzz {
         // SAFETY: as above.
         let ppid = unsafe { self.t.call(nr::GETPPID, &[], Expect::AtLeast(0))? };
         thread::set_ids(pid, ppid);
+        // What every thread starts from and puts back: the main thread's
+        // signal mask and affinity as the program began.
+        self.t.sig_own = signals::owned_signal(0);
+        self.t.learn_signals()?;
+        self.t.learn_cpus()?;
         let start = self.t.time()?;
         self.paint_slack();
         let mut phase = 0;
@@ -1883,7 +1891,7 @@ impl Fuzz {
              eagain={} einval={} ebusy={} eperm={} enotty={} dups={} fcntls={} resizes={} \
              fstats={} ioctls={} writevs={} partial={} waits_atomic={} waits_large={} \
              epipe_jobs={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
-             ms={}",
+             signal_calls={} cpu_calls={} ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -1917,6 +1925,8 @@ impl Fuzz {
             s.cross_waits,
             s.left,
             self.t.linux_calls,
+            self.t.signal_calls,
+            self.t.cpu_calls,
             ns / 1_000_000
         );
     }
