@@ -51,7 +51,15 @@
 //!   later cannot change it: EOF and EPIPE come first);
 //! - while a helper may or may not have reaped another, the thread count
 //!   is uncertain, and a valid spawn_thread that could hit the limit of
-//!   64 is skipped (EAGAIN is predicted only when sure).
+//!   64 is skipped (EAGAIN is predicted only when sure);
+//! - a thread changes only its own mask, alternate stack, affinity and
+//!   the action of the one signal it owns, and puts each back before its
+//!   step ends; it signals only itself or its own process, with signals
+//!   that are dropped as they are sent or that it blocks first (the
+//!   sharing out of the signals is at the top of signals.rs); it names
+//!   no other thread but by a tid that cannot be one;
+//! - which CPU a thread is on is the scheduler's choice: getcpu is
+//!   predicted as one the thread may use (that one, when pinned to one).
 //!
 //! Switches turn on checks that fail on the current kernel, so that the
 //! suite stays green while the bug is open (see README.md, "Fuzzer").
@@ -188,6 +196,10 @@ struct Stats {
     cross_waits: u64,
     /// Helpers left running at the end, for the kernel to kill.
     left: u64,
+    /// Rounds of signals.rs and cpus.rs made by the helpers reaped (the
+    /// main thread's are added at the end).
+    signal_calls: u64,
+    cpu_calls: u64,
 }
 
 struct Fuzz {
@@ -1680,6 +1692,8 @@ impl Fuzz {
         // SAFETY: reaped, so the slot is ours again.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
+        self.stats.signal_calls += report.signal_calls;
+        self.stats.cpu_calls += report.cpu_calls;
         if report.failure.is_some() {
             return Err(self
                 .t
@@ -1717,6 +1731,8 @@ impl Fuzz {
         // SAFETY: reaped by its waiter, which has exited: the slot is ours.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
+        self.stats.signal_calls += report.signal_calls;
+        self.stats.cpu_calls += report.cpu_calls;
         if report.failure.is_some() {
             return Err(self.t.fail(Why::Note(
                 "a helper reaped by another failed (its report is above)",
@@ -1925,8 +1941,8 @@ impl Fuzz {
             s.cross_waits,
             s.left,
             self.t.linux_calls,
-            self.t.signal_calls,
-            self.t.cpu_calls,
+            s.signal_calls + self.t.signal_calls,
+            s.cpu_calls + self.t.cpu_calls,
             ns / 1_000_000
         );
     }
