@@ -4,7 +4,9 @@
  * FUTEX_WAKE it when the thread exits, and the joiner FUTEX_WAITs on it.
  * Also: the thread shares memory and descriptors, has its own id but the
  * process's pid, a read blocked in one thread is ended by a write in
- * another, and clone refuses flag combinations clone(2) calls invalid.
+ * another, kill(2) of the thread's own id reaches its process (Linux finds
+ * the task, then signals its thread group) while -tid names no process
+ * group, and clone refuses flag combinations clone(2) calls invalid.
  */
 #include "sys.h"
 
@@ -12,7 +14,7 @@
 
 static unsigned char stack[STACK] __attribute__((aligned(16)));
 static volatile int tid_word;
-static volatile long seen_tid, seen_pid, read_result;
+static volatile long seen_tid, seen_pid, read_result, kill_tid, kill_minus_tid;
 static volatile int ran;
 static int shared_pipe[2];
 static volatile int made_pipe;
@@ -22,6 +24,8 @@ static int body(void *arg)
 {
     seen_tid = sys_gettid();
     seen_pid = sys_getpid();
+    kill_tid = sys_kill(seen_tid, 0);
+    kill_minus_tid = sys_kill(-seen_tid, 0);
     ran = (int)(long)arg;
     return 7; /* the exit code of one thread is nobody's status */
 }
@@ -64,6 +68,8 @@ int main(int argc, char **argv, char **envp)
     expect_int("thread_tid_is_clone_result", seen_tid == t, 1);
     expect_int("thread_tid_differs_from_main", seen_tid != tid, 1);
     expect_int("thread_pid_is_process_pid", seen_pid == pid, 1);
+    expect_ret("kill_thread_tid", kill_tid, 0);
+    expect_ret("kill_minus_thread_tid", kill_minus_tid, -ESRCH);
 
     /* Descriptors are shared (CLONE_FILES): a pipe the thread made is ours. */
     spawn(make_pipe, 0);

@@ -1295,6 +1295,13 @@ impl<X> Scheduler<X> {
         self.tasks.get_mut(tid).map(|t| &mut t.ext)
     }
 
+    /// One past the highest tid a record may have: every record's tid is
+    /// below it, for loops that look tids up one by one (`task`, `ext_mut`)
+    /// while they change records.
+    pub fn tid_end(&self) -> Tid {
+        self.tasks.tid_end()
+    }
+
     /// All records in tid order, zombies included.
     pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> {
         self.tasks.iter().map(|t| &t.info)

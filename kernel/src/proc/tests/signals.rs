@@ -379,6 +379,37 @@ fn signal_calls_check_their_arguments_as_linux_does() {
 }
 
 #[test]
+fn kill_names_a_process_by_the_tid_of_any_of_its_threads() {
+    let w = World::new();
+    let thread = w.thread(|u| {
+        let tid = u.call(nr::GETTID, &[]) as u64;
+        assert_ne!(tid, u.call(nr::GETPID, &[]) as u64);
+        // Linux's kill finds the task by pid and signals its group.
+        assert_eq!(u.call(nr::KILL, &[tid, 0]), 0);
+        assert_eq!(
+            u.call(nr::KILL, &[tid, 65]),
+            EINVAL,
+            "the target found first"
+        );
+        assert_eq!(u.call(nr::KILL, &[tid, sig::SIGCHLD.into()]), 0);
+        assert_eq!(
+            u.call(nr::KILL, &[tid.wrapping_neg(), 0]),
+            ESRCH,
+            "a tid is no group"
+        );
+        3
+    });
+    let status = w.run_to_end(move |u| {
+        let t = u.spawn_thread(thread, 0);
+        assert_eq!(u.join_thread(t), 3);
+        assert_eq!(u.call(nr::KILL, &[t as u64, 0]), ESRCH, "reaped");
+        0
+    });
+    assert_eq!(status, 0);
+    w.assert_quiet();
+}
+
+#[test]
 fn a_blocked_read_is_interrupted_and_restarted_as_sa_restart_says() {
     for restart in [false, true] {
         let w = World::new();

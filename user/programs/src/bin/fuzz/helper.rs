@@ -86,6 +86,9 @@ pub struct Report {
     /// What the thread's own gettid said.
     pub tid: u64,
     pub calls: u64,
+    /// Rounds of signals.rs and cpus.rs, for the summary.
+    pub signal_calls: u64,
+    pub cpu_calls: u64,
     pub failure: Option<Failure>,
     /// TID_MARK until the kernel clears it at the thread's exit, which it
     /// must do exactly when `tid_armed` (the thread's last set_tid_address
@@ -189,6 +192,8 @@ pub fn prepare(i: usize, job: Job, seed: u64, arg: u64, origin: Origin) {
         (&raw mut (*s).report).write(Report {
             tid: 0,
             calls: 0,
+            signal_calls: 0,
+            cpu_calls: 0,
             failure: None,
             tid_word: TID_MARK,
             tid_armed: false,
@@ -262,6 +267,8 @@ fn run(s: &mut Slot) -> i64 {
         s.origin.switches,
     );
     let spawn = spawner();
+    let index = (s as *const Slot as usize - SLOT_MEM.0.get() as usize) / size_of::<Slot>();
+    t.sig_own = crate::signals::owned_signal(index + 1);
     let tid_word = (&raw mut s.report.tid_word) as u64;
     t.tid_word = Some(tid_word);
     let outcome = (|| {
@@ -385,6 +392,8 @@ fn run(s: &mut Slot) -> i64 {
     })();
     s.report.tid = t.tid;
     s.report.calls = t.calls;
+    s.report.signal_calls = t.signal_calls;
+    s.report.cpu_calls = t.cpu_calls;
     s.report.tid_armed = t.tid_addr == tid_word;
     match outcome {
         Ok(status) => status,

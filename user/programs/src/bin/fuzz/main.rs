@@ -51,18 +51,29 @@
 //!   later cannot change it: EOF and EPIPE come first);
 //! - while a helper may or may not have reaped another, the thread count
 //!   is uncertain, and a valid spawn_thread that could hit the limit of
-//!   64 is skipped (EAGAIN is predicted only when sure).
+//!   64 is skipped (EAGAIN is predicted only when sure);
+//! - a thread changes only its own mask, alternate stack, affinity and
+//!   the action of the one signal it owns, and puts each back before its
+//!   step ends; it signals only itself or its own process, with signals
+//!   that are dropped as they are sent or that it blocks first (the
+//!   sharing out of the signals is at the top of signals.rs); it names
+//!   no other thread but by a tid that cannot be one;
+//! - which CPU a thread is on is the scheduler's choice: getcpu is
+//!   predicted as one the thread may use (that one, when pinned to one).
 //!
 //! Switches turn on checks that fail on the current kernel, so that the
 //! suite stays green while the bug is open (see README.md, "Fuzzer").
 #![no_std]
 #![no_main]
 
+mod buffers;
 mod check;
+mod cpus;
 mod helper;
 mod linux_threads;
 mod model;
 mod rng;
+mod signals;
 mod space;
 mod thread;
 
@@ -185,6 +196,10 @@ struct Stats {
     cross_waits: u64,
     /// Helpers left running at the end, for the kernel to kill.
     left: u64,
+    /// Rounds of signals.rs and cpus.rs made by the helpers reaped (the
+    /// main thread's are added at the end).
+    signal_calls: u64,
+    cpu_calls: u64,
 }
 
 struct Fuzz {
@@ -266,6 +281,11 @@ impl Fuzz {
         // SAFETY: as above.
         let ppid = unsafe { self.t.call(nr::GETPPID, &[], Expect::AtLeast(0))? };
         thread::set_ids(pid, ppid);
+        // What every thread starts from and puts back: the main thread's
+        // signal mask and affinity as the program began.
+        self.t.sig_own = signals::owned_signal(0);
+        self.t.learn_signals()?;
+        self.t.learn_cpus()?;
         let start = self.t.time()?;
         self.paint_slack();
         let mut phase = 0;
@@ -633,7 +653,10 @@ impl Fuzz {
     /// else the entries are read in order (Linux's order too), so EFAULT
     /// at the first that cannot be read, or EINVAL at an earlier one with
     /// a negative length. None when an entry it reads lies in memory whose
-    /// bytes may change under us (the stack), which is not asked.
+    /// bytes may change under us (the stack), or in memory the fuzzer does
+    /// not know (an array straddling the slack's end may start back in
+    /// the model's statics: readable, their bytes anything), which is not
+    /// asked.
     fn bad_array_errno(&self, array: u64, count: u64) -> Option<Errno> {
         let user = array
             .checked_add(16 * count)
@@ -644,8 +667,10 @@ impl Fuzz {
         let stable = [self.t.space.slack, self.t.space.ro];
         for i in 0..count {
             let entry = array + 16 * i;
-            if !self.t.predict(entry, 16, Dir::KernelReads) {
-                return Some(Errno::EFAULT);
+            match self.t.space.predict(entry, 16, Dir::KernelReads) {
+                Some(false) => return Some(Errno::EFAULT),
+                Some(true) => {}
+                None => return None,
             }
             if !stable
                 .iter()
@@ -1672,6 +1697,8 @@ impl Fuzz {
         // SAFETY: reaped, so the slot is ours again.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
+        self.stats.signal_calls += report.signal_calls;
+        self.stats.cpu_calls += report.cpu_calls;
         if report.failure.is_some() {
             return Err(self
                 .t
@@ -1709,6 +1736,8 @@ impl Fuzz {
         // SAFETY: reaped by its waiter, which has exited: the slot is ours.
         let report = unsafe { (*helper::slot(slot)).report };
         self.stats.helper_calls += report.calls;
+        self.stats.signal_calls += report.signal_calls;
+        self.stats.cpu_calls += report.cpu_calls;
         if report.failure.is_some() {
             return Err(self.t.fail(Why::Note(
                 "a helper reaped by another failed (its report is above)",
@@ -1883,7 +1912,7 @@ impl Fuzz {
              eagain={} einval={} ebusy={} eperm={} enotty={} dups={} fcntls={} resizes={} \
              fstats={} ioctls={} writevs={} partial={} waits_atomic={} waits_large={} \
              epipe_jobs={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
-             ms={}",
+             signal_calls={} cpu_calls={} ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -1917,6 +1946,8 @@ impl Fuzz {
             s.cross_waits,
             s.left,
             self.t.linux_calls,
+            s.signal_calls + self.t.signal_calls,
+            s.cpu_calls + self.t.cpu_calls,
             ns / 1_000_000
         );
     }

@@ -22,7 +22,7 @@ pub const PIPE_BUF: u64 = rt::abi::pipe::PIPE_BUF as u64;
 pub const MAX_FDS: u64 = 64;
 /// Tids stay below the scheduler's MAX_TASKS (kernel/src/task/sched.rs,
 /// 4096); anything from here up never names a thread.
-const NO_SUCH_TID: u64 = 1 << 24;
+pub const NO_SUCH_TID: u64 = 1 << 24;
 /// The idle task and the boot thread (which runs the console): they exist
 /// from boot to power-off and belong to no program.
 pub const KERNEL_TIDS: [u64; 2] = [0, 1];
@@ -126,6 +126,16 @@ impl fmt::Display for Rec {
             nr::DUP3 => ("dup3", &["fd", "new", "flags"]),
             nr::FCNTL => ("fcntl", &["fd", "cmd", "arg"]),
             nr::PIPE2 => ("pipe2", &["fds", "flags"]),
+            nr::RT_SIGACTION => ("rt_sigaction", &["sig", "act", "oact", "sigsetsize"]),
+            nr::RT_SIGPROCMASK => ("rt_sigprocmask", &["how", "set", "oset", "sigsetsize"]),
+            nr::RT_SIGPENDING => ("rt_sigpending", &["set", "sigsetsize"]),
+            nr::SIGALTSTACK => ("sigaltstack", &["ss", "old_ss"]),
+            nr::KILL => ("kill", &["pid", "sig"]),
+            nr::TKILL => ("tkill", &["tid", "sig"]),
+            nr::TGKILL => ("tgkill", &["tgid", "tid", "sig"]),
+            nr::SCHED_SETAFFINITY => ("sched_setaffinity", &["pid", "len", "mask"]),
+            nr::SCHED_GETAFFINITY => ("sched_getaffinity", &["pid", "len", "mask"]),
+            nr::GETCPU => ("getcpu", &["cpu", "node", "cache"]),
             _ => ("unknown", &["a0", "a1", "a2", "a3", "a4", "a5"]),
         };
         write!(f, "call={} nr={:#x} {name}(", self.index, self.nr)?;
@@ -218,6 +228,17 @@ pub struct Thread {
     pub tid_word: Option<u64>,
     /// Calls made by linux_threads.rs, for the summary.
     pub linux_calls: u64,
+    /// The signal whose action only this thread changes (signals.rs), if
+    /// it has one.
+    pub sig_own: Option<u32>,
+    /// The signals this thread blocks between its steps: the main
+    /// thread's as the program started (it learns them); none for a
+    /// helper (spawn_thread's threads start with none blocked, unlike
+    /// clone's, which take their creator's mask).
+    pub base_mask: u64,
+    /// Rounds of signals.rs and cpus.rs, for the summary.
+    pub signal_calls: u64,
+    pub cpu_calls: u64,
     /// Whether a new pipe would find two free descriptors, when this
     /// thread knows (the main thread, which alone makes descriptors, says
     /// so before its stateless calls); None for helpers. pipe judges it
@@ -241,6 +262,10 @@ impl Thread {
             tid_addr: 0,
             tid_word: None,
             linux_calls: 0,
+            sig_own: None,
+            base_mask: 0,
+            signal_calls: 0,
+            cpu_calls: 0,
             pipe_room: None,
         }
     }
@@ -403,7 +428,11 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(26) {
+        match self.rng.below(35) {
+            // Signals and CPUs (signals.rs, cpus.rs): what they change is
+            // this thread's own, and put back.
+            26..=31 => self.signal_call(),
+            32..=34 => self.cpu_call(),
             // Linux's thread calls (linux_threads.rs).
             16..=23 => {
                 self.linux_calls += 1;
@@ -929,7 +958,7 @@ pub fn set_ids(pid: u64, ppid: u64) {
     IDS[1].store(ppid, core::sync::atomic::Ordering::Relaxed);
 }
 
-fn ids() -> (u64, u64) {
+pub fn ids() -> (u64, u64) {
     (
         IDS[0].load(core::sync::atomic::Ordering::Relaxed),
         IDS[1].load(core::sync::atomic::Ordering::Relaxed),
