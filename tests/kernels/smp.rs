@@ -279,9 +279,9 @@ fn threads_pinned_to_each_cpu_run_there_at_once(booted: &'static Booted) {
     for tid in tids {
         assert_eq!(boot::task::join(tid), Ok(0), "a pinned thread waited alone");
     }
-    for cpu in 0..n {
+    for (cpu, seen) in PINNED_SEEN.iter().enumerate().take(n) {
         assert_eq!(
-            PINNED_SEEN[cpu].load(Ordering::Relaxed),
+            seen.load(Ordering::Relaxed),
             cpu,
             "the thread pinned to {cpu}"
         );
