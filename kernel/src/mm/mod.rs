@@ -7,6 +7,7 @@ pub mod mmu;
 pub mod paging;
 pub mod phys;
 pub mod pte;
+pub mod region;
 pub mod tlb;
 
 /// log2 of the base page size.
