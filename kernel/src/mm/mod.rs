@@ -9,6 +9,7 @@ pub mod phys;
 pub mod pte;
 pub mod region;
 pub mod tlb;
+pub mod vm;
 
 /// log2 of the base page size.
 pub const PAGE_SHIFT: u32 = 12;

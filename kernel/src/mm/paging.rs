@@ -457,6 +457,39 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         Ok((Self::leaf_of(old, leaf.level)?.1, flush))
     }
 
+    /// Sets the accessed bit of the leaf mapping `va`, and the dirty bit
+    /// too for a write, as the MMU does on an access: only when not set
+    /// yet, by a compare-exchange of the whole entry (the MMU may set them
+    /// at the same time; a lost race reads again). Adding them needs no
+    /// flush: a TLB holding the entry without them walks again to set
+    /// them itself. `NotMapped` when no leaf maps `va`.
+    pub fn touch(&self, va: u64, write: bool) -> Result<(), MapError> {
+        let mut want = LeafFlags::ACCESSED;
+        want.set(LeafFlags::DIRTY, write);
+        loop {
+            let Stop { level, pa, .. } = self.find(va)?;
+            // The raw entry itself, to compare against: re-encoding the
+            // decoded one could differ in bits the format ignores.
+            let old = self.mem.read_u64(pa);
+            let Pte::Leaf { pfn, flags } = F::decode(old, level)? else {
+                return Err(MapError::NotMapped);
+            };
+            if flags.contains(want) {
+                return Ok(());
+            }
+            let new = F::encode(
+                &Pte::Leaf {
+                    pfn,
+                    flags: flags | want,
+                },
+                level,
+            )?;
+            if self.mem.compare_exchange_u64(pa, old, new).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Calls `f(va, pfn, size, flags)` for every leaf overlapping
     /// `[start, end)`, in address order, with the leaf's first address.
     /// `end == 0` stands for 2^64, so the top page can be included.

@@ -7,7 +7,7 @@
 //! known to be unmapped or outside the user half. `predict` returns None
 //! for anything else, which the generators never produce.
 
-use rt::abi::{TASK_SIZE_MAX, USER_END, USER_STACK_SIZE, USER_STACK_TOP};
+use rt::abi::{TASK_SIZE_MAX, USER_END, USER_STACK_MAX, USER_STACK_SIZE, USER_STACK_TOP};
 
 use crate::rng::Rng;
 
@@ -81,6 +81,10 @@ impl Space {
     pub fn new(ro: Region, owned: [Region; 2], bss_end: u64) -> Space {
         let data_end = bss_end.next_multiple_of(PAGE);
         let stack = Region::new(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP);
+        // Below its first pages the stack region goes on (the argument
+        // pages), and grows down to USER_STACK_MAX on any access there:
+        // only what lies below that is certainly unmapped.
+        let growth = USER_STACK_TOP - USER_STACK_MAX;
         Space {
             text: (ro.start >= LOAD_BASE + PAGE)
                 .then_some(Region::new(LOAD_BASE, LOAD_BASE + PAGE)),
@@ -91,11 +95,11 @@ impl Space {
             slack: Region::new(bss_end, data_end),
             unmapped: [
                 Region::new(0, LOAD_BASE),
-                // Nothing is mapped between the last segment and the
-                // stack (the guard included), or above the stack. (The
-                // gap is split in two, so both halves keep a region.)
-                Region::new(data_end, data_end + (stack.start - data_end) / 2),
-                Region::new(data_end + (stack.start - data_end) / 2, stack.start),
+                // Nothing is mapped between the last segment and where
+                // the stack may grow to, or above the stack. (The gap is
+                // split in two, so both halves keep a region.)
+                Region::new(data_end, data_end + (growth - data_end) / 2),
+                Region::new(data_end + (growth - data_end) / 2, growth),
                 Region::new(USER_STACK_TOP, USER_END),
             ],
         }
@@ -202,7 +206,7 @@ impl Space {
             _ => {
                 let edges = [
                     LOAD_BASE,
-                    self.stack.start,
+                    USER_STACK_TOP - USER_STACK_MAX,
                     USER_STACK_TOP,
                     USER_END,
                     0,
