@@ -329,8 +329,13 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
         let mut va = start;
         while va < end {
             let index = self.regions.index_from(va);
-            if !self.regions.get(index).is_some_and(|r| r.contains(va)) {
+            let Some(r) = self.regions.get(index).filter(|r| r.contains(va)) else {
                 return Ok(());
+            };
+            // Linux's populate skips memory without rights.
+            if !r.flags.accessible() {
+                va = r.end;
+                continue;
             }
             let present = self.user_present(va);
             let needed = match present {

@@ -403,7 +403,9 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(26) {
+        match self.rng.below(29) {
+            // The memory calls' argument errors (mem.rs).
+            26..=28 => self.mem_hostile(),
             // Linux's thread calls (linux_threads.rs).
             16..=23 => {
                 self.linux_calls += 1;
