@@ -498,7 +498,7 @@ impl Regions {
                 self.list[index].flags = flags;
                 Some(self.merge_around(index))
             }
-            (true, false) => {
+            (true, _) => {
                 // The piece is the lower part: the region below grows
                 // over it.
                 self.list[index - 1].end = end;
@@ -520,7 +520,6 @@ impl Regions {
                 n.anon = join(n.anon, r.anon);
                 Some(index + 1)
             }
-            (true, true) => unreachable!("covered above"),
         }
     }
 
