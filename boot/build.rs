@@ -7,7 +7,7 @@ use std::process::Command;
 /// The programs user/programs builds, embedded under these names.
 const PROGRAMS: &[&str] = &[
     "hello", "badptr", "bad", "spin", "sysbench", "blocker", "exhaust", "spawner", "fuzz", "sse",
-    "threads",
+    "threads", "hog",
 ];
 
 fn main() {

@@ -85,6 +85,18 @@ pub mod nr {
     pub const TKILL: u64 = 200;
     pub const RT_SIGPENDING: u64 = 127;
     pub const TGKILL: u64 = 234;
+    /// `mmap(addr, len, prot, flags, fd, offset) -> address` ([`crate::mman`]).
+    pub const MMAP: u64 = 9;
+    /// `mprotect(addr, len, prot) -> 0`.
+    pub const MPROTECT: u64 = 10;
+    /// `munmap(addr, len) -> 0`.
+    pub const MUNMAP: u64 = 11;
+    /// `brk(addr) -> the break`: the new one, or the old one on failure.
+    pub const BRK: u64 = 12;
+    /// `mremap(addr, old_len, new_len, flags, new_addr) -> address`.
+    pub const MREMAP: u64 = 25;
+    /// `madvise(addr, len, advice) -> 0`.
+    pub const MADVISE: u64 = 28;
 
     /// The first number of the calls Linux lacks.
     pub const FAULTLINE_BASE: u64 = 1000;
@@ -97,7 +109,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 39] = [
+    pub const ALL: [u64; 45] = [
         READ,
         WRITE,
         CLOSE,
@@ -135,6 +147,12 @@ pub mod nr {
         SIGALTSTACK,
         TKILL,
         TGKILL,
+        MMAP,
+        MPROTECT,
+        MUNMAP,
+        BRK,
+        MREMAP,
+        MADVISE,
         SPAWN_THREAD,
         WAIT_THREAD,
     ];
@@ -229,6 +247,71 @@ pub mod arch_prctl {
     pub const SET_FS: i32 = 0x1002;
     pub const GET_FS: i32 = 0x1003;
     pub const GET_GS: i32 = 0x1004;
+}
+
+/// The memory calls' constants (Linux's x86_64 values): `mmap`'s
+/// protections and flags, `mremap`'s flags, `madvise`'s advice.
+pub mod mman {
+    pub const PROT_NONE: u64 = 0;
+    pub const PROT_READ: u64 = 0x1;
+    pub const PROT_WRITE: u64 = 0x2;
+    pub const PROT_EXEC: u64 = 0x4;
+    /// Accepted and meaningless on x86 (atomic operations work anyway).
+    pub const PROT_SEM: u64 = 0x8;
+    /// `mprotect`: from the start of the stack region the range reaches.
+    pub const PROT_GROWSDOWN: u64 = 0x0100_0000;
+    pub const PROT_GROWSUP: u64 = 0x0200_0000;
+
+    pub const MAP_SHARED: u64 = 0x01;
+    pub const MAP_PRIVATE: u64 = 0x02;
+    pub const MAP_SHARED_VALIDATE: u64 = 0x03;
+    /// The bits that say which of the above.
+    pub const MAP_TYPE: u64 = 0x0f;
+    pub const MAP_FIXED: u64 = 0x10;
+    pub const MAP_ANONYMOUS: u64 = 0x20;
+    pub const MAP_32BIT: u64 = 0x40;
+    pub const MAP_GROWSDOWN: u64 = 0x0100;
+    pub const MAP_DENYWRITE: u64 = 0x0800;
+    pub const MAP_EXECUTABLE: u64 = 0x1000;
+    pub const MAP_LOCKED: u64 = 0x2000;
+    pub const MAP_NORESERVE: u64 = 0x4000;
+    pub const MAP_POPULATE: u64 = 0x8000;
+    pub const MAP_NONBLOCK: u64 = 0x1_0000;
+    pub const MAP_STACK: u64 = 0x2_0000;
+    pub const MAP_HUGETLB: u64 = 0x4_0000;
+    pub const MAP_SYNC: u64 = 0x8_0000;
+    pub const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+    pub const MAP_UNINITIALIZED: u64 = 0x400_0000;
+
+    pub const MREMAP_MAYMOVE: u64 = 1;
+    pub const MREMAP_FIXED: u64 = 2;
+    pub const MREMAP_DONTUNMAP: u64 = 4;
+
+    pub const MADV_NORMAL: i32 = 0;
+    pub const MADV_RANDOM: i32 = 1;
+    pub const MADV_SEQUENTIAL: i32 = 2;
+    pub const MADV_WILLNEED: i32 = 3;
+    pub const MADV_DONTNEED: i32 = 4;
+    pub const MADV_FREE: i32 = 8;
+    pub const MADV_REMOVE: i32 = 9;
+    pub const MADV_DONTFORK: i32 = 10;
+    pub const MADV_DOFORK: i32 = 11;
+    pub const MADV_MERGEABLE: i32 = 12;
+    pub const MADV_UNMERGEABLE: i32 = 13;
+    pub const MADV_HUGEPAGE: i32 = 14;
+    pub const MADV_NOHUGEPAGE: i32 = 15;
+    pub const MADV_DONTDUMP: i32 = 16;
+    pub const MADV_DODUMP: i32 = 17;
+    pub const MADV_WIPEONFORK: i32 = 18;
+    pub const MADV_KEEPONFORK: i32 = 19;
+    pub const MADV_COLD: i32 = 20;
+    pub const MADV_PAGEOUT: i32 = 21;
+    pub const MADV_POPULATE_READ: i32 = 22;
+    pub const MADV_POPULATE_WRITE: i32 = 23;
+    pub const MADV_DONTNEED_LOCKED: i32 = 24;
+    pub const MADV_COLLAPSE: i32 = 25;
+    pub const MADV_HWPOISON: i32 = 100;
+    pub const MADV_SOFT_OFFLINE: i32 = 101;
 }
 
 /// Linux's `TASK_SIZE_MAX` on x86_64: one page below [`USER_END`]. An FS
@@ -495,14 +578,17 @@ pub enum Errno {
     ECHILD = 10,
     EAGAIN = 11,
     ENOMEM = 12,
+    EACCES = 13,
     EFAULT = 14,
     EBUSY = 16,
     EEXIST = 17,
+    ENODEV = 19,
     EINVAL = 22,
     EMFILE = 24,
     ENOTTY = 25,
     EPIPE = 32,
     ENOSYS = 38,
+    EOVERFLOW = 75,
     EOPNOTSUPP = 95,
     ETIMEDOUT = 110,
     // Linux's kernel-internal codes for a call a signal interrupted. They
@@ -521,7 +607,7 @@ pub enum Errno {
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 23] = [
+    pub const ALL: [Errno; 26] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -531,14 +617,17 @@ impl Errno {
         Errno::ECHILD,
         Errno::EAGAIN,
         Errno::ENOMEM,
+        Errno::EACCES,
         Errno::EFAULT,
         Errno::EBUSY,
         Errno::EEXIST,
+        Errno::ENODEV,
         Errno::EINVAL,
         Errno::EMFILE,
         Errno::ENOTTY,
         Errno::EPIPE,
         Errno::ENOSYS,
+        Errno::EOVERFLOW,
         Errno::EOPNOTSUPP,
         Errno::ETIMEDOUT,
         Errno::ERESTARTSYS,
@@ -559,14 +648,17 @@ impl Errno {
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
+            Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
+            Errno::ENODEV => "ENODEV",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
             Errno::ENOTTY => "ENOTTY",
             Errno::EPIPE => "EPIPE",
             Errno::ENOSYS => "ENOSYS",
+            Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::ETIMEDOUT => "ETIMEDOUT",
             Errno::ERESTARTSYS => "ERESTARTSYS",
@@ -607,9 +699,28 @@ pub const STDERR: u32 = 2;
 
 /// Where user programs live: everything below this is user space.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
-/// The main thread's stack: `USER_STACK_SIZE` bytes ending at this address.
+/// The main thread's stack ends at this address. Its region starts
+/// `USER_STACK_SIZE` bytes below, plus the pages the arguments take (as
+/// Linux's: the argument pages and 128 KiB), and grows down on faults
+/// to [`USER_STACK_MAX`] (docs/mm.md, "The stack").
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
-pub const USER_STACK_SIZE: u64 = 64 * 1024;
+pub const USER_STACK_SIZE: u64 = 128 * 1024;
+/// How far the stack may grow: Linux's default `RLIMIT_STACK`, 8 MiB.
+pub const USER_STACK_MAX: u64 = 8 << 20;
+/// What a growing stack keeps clear below it, and what a mapping the
+/// kernel places keeps clear below a stack: Linux's `stack_guard_gap`,
+/// 256 pages.
+pub const STACK_GUARD_GAP: u64 = 256 * 4096;
+/// The lowest address a program may map: Linux's `mmap_min_addr` as
+/// Debian sets it.
+pub const MMAP_MIN_ADDR: u64 = 0x10000;
+/// Where the kernel's choice of addresses for `mmap` starts, going
+/// down: Linux's `mmap_base` without randomization, the top of the user
+/// half less the smallest stack gap (128 MiB).
+pub const MMAP_BASE: u64 = TASK_SIZE_MAX - (128 << 20);
+/// Where the search goes when nothing fits below `MMAP_BASE`, going
+/// up: Linux's `TASK_UNMAPPED_BASE`, a third of the user half.
+pub const TASK_UNMAPPED_BASE: u64 = (TASK_SIZE_MAX / 3 + 4095) & !4095;
 
 /// The status of a thread or process that called `exit(code)`: Linux's
 /// wait status in the low 16 bits (the code's low byte shifted left by 8,
@@ -921,6 +1032,20 @@ mod tests {
             assert!(!nr::ALL[i + 1..].contains(a));
         }
         assert_eq!((nr::EXIT, nr::EXIT_GROUP, nr::GETTID), (60, 231, 186));
+        assert_eq!(
+            [
+                nr::MMAP,
+                nr::MPROTECT,
+                nr::MUNMAP,
+                nr::BRK,
+                nr::MREMAP,
+                nr::MADVISE
+            ],
+            [9, 10, 11, 12, 25, 28]
+        );
+        // Linux's mmap_base without randomization, as gdb shows it.
+        assert_eq!(MMAP_BASE, 0x7fff_f7ff_f000);
+        assert_eq!(TASK_UNMAPPED_BASE, 0x2aaa_aaaa_b000);
         assert_eq!(
             (nr::CLONE, nr::ARCH_PRCTL, nr::FUTEX, nr::SET_TID_ADDRESS),
             (56, 158, 202, 218)

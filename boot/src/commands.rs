@@ -36,6 +36,11 @@ fn mem(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     )?)
 }
 
+/// The memory manager's counters, Linux's `/proc/vmstat` names.
+fn vmstat(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
+    Ok(writeln!(out, "{}", crate::task::system().vm_stats())?)
+}
+
 fn uptime(out: &mut Output<'_>, _args: &[&str]) -> CmdResult {
     let ns = arch::timer::uptime_ns();
     Ok(writeln!(
@@ -421,6 +426,14 @@ pub fn register(shell: &mut Shell) {
             min_args: 0,
             max_args: 0,
             run: mem,
+        },
+        Command {
+            name: "vmstat",
+            usage: "",
+            help: "page faults, anonymous pages, zero-page maps, out-of-memory kills",
+            min_args: 0,
+            max_args: 0,
+            run: vmstat,
         },
         Command {
             name: "uptime",

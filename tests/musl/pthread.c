@@ -3,9 +3,8 @@
  * `musl-gcc -static` and run on Faultline and on Linux (docs/oracle.md).
  *
  * Each thread runs on a stack this program gives it
- * (pthread_attr_setstack on a static buffer): musl maps a stack with mmap
- * otherwise, and Faultline has no mmap until the memory manager lands.
- * musl then keeps the thread's descriptor and TLS at the top of the
+ * (pthread_attr_setstack on a static buffer), from before Faultline had
+ * mmap (tests/musl/malloc.c lets musl map them). musl then keeps the thread's descriptor and TLS at the top of the
  * buffer (they fit in an eighth of it), so no memory is allocated at all;
  * nor does anything here call malloc (no brk either).
  *

@@ -8,8 +8,10 @@ pub mod mmu;
 pub mod paging;
 pub mod phys;
 pub mod pte;
+pub mod region;
 pub mod shootdown;
 pub mod tlb;
+pub mod vm;
 
 /// log2 of the base page size.
 pub const PAGE_SHIFT: u32 = 12;

@@ -457,6 +457,39 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         Ok((Self::leaf_of(old, leaf.level)?.1, flush))
     }
 
+    /// Sets the accessed bit of the leaf mapping `va`, and the dirty bit
+    /// too for a write, as the MMU does on an access: only when not set
+    /// yet, by a compare-exchange of the whole entry (the MMU may set them
+    /// at the same time; a lost race reads again). Adding them needs no
+    /// flush: a TLB holding the entry without them walks again to set
+    /// them itself. `NotMapped` when no leaf maps `va`.
+    pub fn touch(&self, va: u64, write: bool) -> Result<(), MapError> {
+        let mut want = LeafFlags::ACCESSED;
+        want.set(LeafFlags::DIRTY, write);
+        loop {
+            let Stop { level, pa, .. } = self.find(va)?;
+            // The raw entry itself, to compare against: re-encoding the
+            // decoded one could differ in bits the format ignores.
+            let old = self.mem.read_u64(pa);
+            let Pte::Leaf { pfn, flags } = F::decode(old, level)? else {
+                return Err(MapError::NotMapped);
+            };
+            if flags.contains(want) {
+                return Ok(());
+            }
+            let new = F::encode(
+                &Pte::Leaf {
+                    pfn,
+                    flags: flags | want,
+                },
+                level,
+            )?;
+            if self.mem.compare_exchange_u64(pa, old, new).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Calls `f(va, pfn, size, flags)` for every leaf overlapping
     /// `[start, end)`, in address order, with the leaf's first address.
     /// `end == 0` stands for 2^64, so the top page can be included.
@@ -689,7 +722,24 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         base + index * level_size(level)
     }
 
+    /// The indices of the entries of a level-`level` table starting at
+    /// `base` that overlap the inclusive `range`. Entries' first addresses
+    /// rise with the index (sign extension keeps the order), so the
+    /// overlapping ones are one run, found by two binary searches rather
+    /// than a test of all 512: a walk over a small range costs a few
+    /// entries per level (the memory calls make many such walks).
+    fn overlapping(base: u64, level: usize, range: (u64, u64)) -> core::ops::Range<u64> {
+        let (start, last) = range;
+        let size = level_size(level);
+        let first = |i: u64| Self::sign_extend(Self::entry_base(base, i, level));
+        let lo = partition(512, |i| first(i) + (size - 1) < start);
+        let hi = partition(512, |i| first(i) <= last);
+        lo..hi.max(lo)
+    }
+
     /// Does the entry starting at `base` overlap the inclusive `range`?
+    /// (What `overlapping` finds, entry by entry: its tests' oracle.)
+    #[cfg(test)]
     fn overlaps(base: u64, level: usize, (start, last): (u64, u64)) -> bool {
         let first = Self::sign_extend(base);
         first <= last && first + (level_size(level) - 1) >= start
@@ -703,11 +753,8 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         range: (u64, u64),
         f: &mut dyn FnMut(u64, Pfn, PageSize, LeafFlags),
     ) {
-        for index in 0..512 {
+        for index in Self::overlapping(base, level, range) {
             let at = Self::entry_base(base, index, level);
-            if !Self::overlaps(at, level, range) {
-                continue;
-            }
             match self.read(table.addr() + index * 8, level) {
                 Ok(Pte::Table(next)) if level > 0 => self.visit(next, level - 1, at, range, f),
                 Ok(Pte::Leaf { pfn, flags }) => {
@@ -731,12 +778,9 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         if level == 0 {
             return;
         }
-        for index in 0..512 {
+        for index in Self::overlapping(base, level, range) {
             let at = Self::entry_base(base, index, level);
             let pa = table.addr() + index * 8;
-            if !Self::overlaps(at, level, range) {
-                continue;
-            }
             let Ok(Pte::Table(child)) = self.read(pa, level) else {
                 continue;
             };
@@ -765,6 +809,21 @@ impl<'m, F: PteFormat, M: PhysMem> PageTable<'m, F, M> {
         }
         alloc.free_table(table);
     }
+}
+
+/// The first `i` in `0..n` for which `pred` is false, `pred` being true
+/// for a prefix of `0..n` and false after it.
+fn partition(n: u64, pred: impl Fn(u64) -> bool) -> u64 {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// A [`TableAlloc`] for tests: hands out consecutive frames and never

@@ -13,7 +13,7 @@ use abi::{Errno, TASK_SIZE_MAX, arch_prctl, clone, futex};
 use super::{MAX_THREADS_PER_PROCESS, Machine, Start, System, TaskExt, UserRegs, signal};
 use crate::sync::IrqOff;
 use crate::task::sched::{Priority, SchedError, Tid};
-use crate::task::uaccess;
+use crate::task::uaccess::{self, Faulting};
 
 /// Linux's rule: `CLONE_THREAD` needs these, and `SIGHAND` needs `VM`.
 const THREAD: u32 = clone::VM | clone::SIGHAND | clone::THREAD;
@@ -76,10 +76,13 @@ impl<M: Machine> System<M> {
         // Before the locks: the signal state is allocated.
         let mut sig = signal::SigState::new().ok_or(Errno::ENOMEM)?;
         self.reap_detached();
-        let mem = self.m.mem();
+        let alloc = self.alloc();
         let _off = IrqOff::new();
-        let procs = self.procs.lock();
-        let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
+        let mut procs = self.procs.lock();
+        let p = procs
+            .iter_mut()
+            .find(|p| p.pid == pid)
+            .ok_or(Errno::ESRCH)?;
         let mut s = self.sched();
         let me = s.current();
         let name = s.task(me).ok_or(Errno::ESRCH)?.name;
@@ -118,8 +121,14 @@ impl<M: Machine> System<M> {
             // Before the child can run (this section holds the scheduler),
             // so its exit cannot clear the word first. Linux ignores a
             // failed store, and so does this.
+            // (A fault that finds no memory is caught at the process's
+            // next copy: the scheduler's lock is held here.)
             let bytes = tid.to_le_bytes();
-            let _ = uaccess::copy_to_user(p.space.page_table(), mem, parent_tid, &bytes);
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc,
+            };
+            let _ = uaccess::copy_to_user(&mut user, parent_tid, &bytes);
         }
         Ok(tid.into())
     }
@@ -151,10 +160,7 @@ impl<M: Machine> System<M> {
                 let base = self
                     .with_current_context(|c| c.map(|c| self.m.fs_base(c)))
                     .ok_or(Errno::ESRCH)?;
-                let mem = self.m.mem();
-                self.with_current_process(|p| {
-                    uaccess::copy_to_user(p.space.page_table(), mem, addr, &base.to_le_bytes())
-                })?;
+                self.with_user(|u| uaccess::copy_to_user(u, addr, &base.to_le_bytes()))?;
                 Ok(0)
             }
             _ => Err(Errno::EINVAL),
@@ -174,10 +180,7 @@ impl<M: Machine> System<M> {
         if addr == 0 {
             return;
         }
-        let mem = self.m.mem();
-        let _ = self.with_current_process(|p| {
-            uaccess::copy_to_user(p.space.page_table(), mem, addr, &0u32.to_le_bytes())
-        });
+        let _ = self.with_user(|u| uaccess::copy_to_user(u, addr, &0u32.to_le_bytes()));
         let _ = self.futex_wake(addr, false, 1, futex::BITSET_MATCH_ANY);
     }
 

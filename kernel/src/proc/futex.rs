@@ -29,7 +29,7 @@ use abi::{Errno, futex};
 use super::{Machine, Process, System};
 use crate::sync::IrqOff;
 use crate::task::sched::{QueueId, Scheduler, WaitTag, WakeReason};
-use crate::task::uaccess;
+use crate::task::uaccess::{self, Faulting, Use, UserMem};
 
 /// Hash buckets: each a wait queue. Collisions only cost a wake a longer
 /// walk.
@@ -136,10 +136,7 @@ impl<M: Machine> System<M> {
 
     fn read_timeout(&self, va: u64) -> Result<u64, Errno> {
         let mut bytes = [0u8; abi::Timespec::SIZE];
-        let mem = self.m.mem();
-        self.with_current_process(|p| {
-            uaccess::copy_from_user(p.space.page_table(), mem, va, &mut bytes)
-        })?;
+        self.with_user(|u| uaccess::copy_from_user(u, va, &mut bytes))?;
         abi::Timespec::from_bytes(bytes)
             .to_ns()
             .ok_or(Errno::EINVAL)
@@ -149,7 +146,7 @@ impl<M: Machine> System<M> {
     /// `get_futex_key` finds it: EINVAL if it is not 4-byte aligned,
     /// EFAULT if it is not a user address or, for a shared one, not
     /// mapped. A private key needs no mapping (a wake touches nothing).
-    fn futex_key(&self, p: &Process<M>, uaddr: u64, private: bool) -> Result<Key, Errno> {
+    fn futex_key(&self, p: &mut Process<M>, uaddr: u64, private: bool) -> Result<Key, Errno> {
         if !uaddr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
@@ -160,10 +157,18 @@ impl<M: Machine> System<M> {
                 addr: uaddr,
             });
         }
-        let pt = p.space.page_table();
-        uaccess::check_mapped(pt, uaddr, 4, false)?;
+        let mut user = Faulting {
+            space: &mut p.space,
+            alloc: self.alloc(),
+        };
+        uaccess::check_mapped(&user, uaddr, 4, false)?;
+        // Faulted in for a write where it may be written, as Linux's
+        // get_futex_key tries first: a frame of its own, not the zero
+        // page that every untouched word would share.
+        let writable = uaccess::check_mapped(&user, uaddr, 4, true).is_ok();
+        let use_ = if writable { Use::Write } else { Use::Read };
         // An aligned word never straddles a page: one translation names it.
-        let (pa, _, _) = pt.translate(uaddr).ok_or(Errno::EFAULT)?;
+        let (pa, _) = user.locate(uaddr, use_)?;
         Ok(Key {
             space: SHARED,
             addr: pa,
@@ -184,18 +189,28 @@ impl<M: Machine> System<M> {
             return Err(Errno::EINVAL);
         }
         let pid = self.current_pid();
-        let mem = self.m.mem();
+        let alloc = self.alloc();
         // Off until the switch is done: from the block on, the scheduler
         // counts another task as current, and a tick in between would
         // switch away from that one on this stack.
         let _off = IrqOff::new();
         let blocked = {
-            let procs = self.procs.lock();
-            let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
+            let mut procs = self.procs.lock();
+            let p = procs
+                .iter_mut()
+                .find(|p| p.pid == pid)
+                .ok_or(Errno::ESRCH)?;
             let key = self.futex_key(p, uaddr, private)?;
+            // The word is faulted in before the scheduler's lock: the
+            // read under it then finds the page present.
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc,
+            };
+            uaccess::read_user_u32(&mut user, uaddr)?;
             // The read and the enqueue under the lock every wake takes.
             let mut s = self.sched();
-            let word = uaccess::read_user_u32(p.space.page_table(), mem, uaddr)?;
+            let word = uaccess::read_user_u32(&mut user, uaddr)?;
             if word != val {
                 return Err(Errno::EAGAIN);
             }
@@ -236,8 +251,11 @@ impl<M: Machine> System<M> {
         let pid = self.current_pid();
         let _off = IrqOff::new();
         let sw = {
-            let procs = self.procs.lock();
-            let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
+            let mut procs = self.procs.lock();
+            let p = procs
+                .iter_mut()
+                .find(|p| p.pid == pid)
+                .ok_or(Errno::ESRCH)?;
             let key = self.futex_key(p, uaddr, private)?;
             let mut s = self.sched();
             let woken = s.wake_tagged(self.futexes.bucket(key), key.words(), bits, max);
@@ -268,16 +286,26 @@ impl<M: Machine> System<M> {
             return Err(Errno::EINVAL);
         };
         let pid = self.current_pid();
-        let mem = self.m.mem();
+        let alloc = self.alloc();
         let _off = IrqOff::new();
         let sw = {
-            let procs = self.procs.lock();
-            let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
+            let mut procs = self.procs.lock();
+            let p = procs
+                .iter_mut()
+                .find(|p| p.pid == pid)
+                .ok_or(Errno::ESRCH)?;
             let from = self.futex_key(p, uaddr, private)?;
             let to = self.futex_key(p, uaddr2, private)?;
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc,
+            };
+            if cmp.is_some() {
+                uaccess::read_user_u32(&mut user, uaddr)?;
+            }
             let mut s = self.sched();
             if let Some(expected) = cmp {
-                let word = uaccess::read_user_u32(p.space.page_table(), mem, uaddr)?;
+                let word = uaccess::read_user_u32(&mut user, uaddr)?;
                 if word != expected {
                     return Err(Errno::EAGAIN);
                 }

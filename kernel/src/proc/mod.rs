@@ -72,6 +72,7 @@ mod entry;
 mod fd;
 mod futex;
 mod machine;
+mod mm;
 mod pipes;
 mod signal;
 mod syscall;
@@ -85,15 +86,18 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use abi::Errno;
 
+use crate::mm::PAGE_SIZE;
 use crate::mm::fault::{Fault, Outcome};
-use crate::mm::pte::LeafFlags;
+use crate::mm::region::{Region, VmFlags};
+use crate::mm::vm::{Shared, VmSnapshot, VmStats};
 use crate::sync::{
     IrqMutex, IrqMutexGuard, IrqOff, MAX_CPUS, assert_no_locks_held, rank, restore_irq_state,
     save_irq_state,
 };
-use crate::task::aspace::UserSpace;
+use crate::task::aspace::{Alloc, UserSpace};
 use crate::task::elf;
 use crate::task::sched::{CpuStats, Pid, Priority, SchedError, Scheduler, State, Switch, Tid};
+use crate::task::uaccess::Faulting;
 
 pub use fd::{FdTable, File, MAX_FDS};
 pub use machine::{FpuFormat, FpuImage, Machine, OnCpu, Start, UserFrame, UserRegs};
@@ -191,6 +195,9 @@ impl<M: Machine> Drop for TaskExt<M> {
 /// The portable kernel: every task, process and pipe.
 pub struct System<M: Machine> {
     m: M,
+    /// The zero page and the memory manager's counters, which every
+    /// address space shares.
+    vm: &'static Shared,
     procs: IrqMutex<Vec<Process<M>>>,
     pipes: IrqMutex<PipeTable>,
     /// The scheduler; taken through [`System::sched`], which names the
@@ -319,7 +326,11 @@ impl<M: Machine> System<M> {
         current[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
         let current_group = [const { AtomicU32::new(0) }; MAX_CPUS];
         current_group[0].store(crate::task::sched::BOOT, Ordering::Relaxed);
+        let Some(vm) = Shared::new(m.frames(), m.mem()) else {
+            panic!("no frame for the zero page at boot");
+        };
         System {
+            vm: alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
             m,
             procs: IrqMutex::ranked(rank::PROCS, Vec::new()),
             pipes: IrqMutex::ranked(rank::PIPES, PipeTable::new()),
@@ -337,6 +348,19 @@ impl<M: Machine> System<M> {
 
     pub fn machine(&self) -> &M {
         &self.m
+    }
+
+    /// The memory manager's counters (a later `/proc/vmstat`).
+    pub fn vm_stats(&self) -> VmSnapshot {
+        self.vm.stats.snapshot()
+    }
+
+    /// Where address spaces take frames and tables from.
+    fn alloc(&self) -> Alloc<'_> {
+        Alloc {
+            frames: self.m.frames(),
+            tables: self.m.tables(),
+        }
     }
 
     /// Takes the scheduler's lock for the caller's CPU: the scheduler acts
@@ -476,17 +500,53 @@ impl<M: Machine> System<M> {
     }
 
     /// Runs `f` on the running task's process; `ESRCH` for a kernel thread.
+    /// A fault on the user's behalf that found no memory (a copy `f`
+    /// made) ends the process once the lock is released.
     fn with_current_process<R>(
         &self,
         f: impl FnOnce(&mut Process<M>) -> Result<R, Errno>,
     ) -> Result<R, Errno> {
         let pid = self.current_pid();
-        let mut procs = self.procs.lock();
-        let p = procs
-            .iter_mut()
-            .find(|p| p.pid == pid)
-            .ok_or(Errno::ESRCH)?;
-        f(p)
+        let (result, oom) = {
+            let mut procs = self.procs.lock();
+            let p = procs
+                .iter_mut()
+                .find(|p| p.pid == pid)
+                .ok_or(Errno::ESRCH)?;
+            let result = f(p);
+            (result, p.space.take_oom().then(|| p.space.rss()))
+        };
+        if let Some(rss) = oom {
+            self.oom_kill(pid, rss);
+        }
+        result
+    }
+
+    /// Runs `f` on the running task's user memory, faulting pages in
+    /// (`uaccess`).
+    fn with_user<R>(
+        &self,
+        f: impl FnOnce(&mut Faulting<'_, 'static, M::Pte, M::Mem>) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
+        let alloc = self.alloc();
+        self.with_current_process(|p| {
+            f(&mut Faulting {
+                space: &mut p.space,
+                alloc,
+            })
+        })
+    }
+
+    /// Ends process `pid` for want of memory, with a one-line report, as
+    /// Linux's OOM killer ends one (SIGKILL): at each thread's next way
+    /// back to user mode.
+    fn oom_kill(&self, pid: Pid, rss: u64) {
+        VmStats::add(&self.vm.stats.oom_kill, 1);
+        let _ = core::fmt::Write::write_fmt(
+            &mut Console(&self.m),
+            format_args!("oom: killed pid={pid} rss_pages={rss}\n"),
+        );
+        self.kill_others(pid, Tid::MAX, abi::signaled_status(abi::sig::SIGKILL));
     }
 
     // ---- Switching ----
@@ -748,7 +808,7 @@ impl<M: Machine> System<M> {
     ) -> Result<Pid, SpawnError> {
         let program = elf::parse(image).map_err(SpawnError::Elf)?;
         let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
-        let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb())
+        let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb(), self.vm)
             .map_err(SpawnError::Load)?;
         let started = self
             .prepare(&program, image, argv, envp, &mut space)
@@ -781,7 +841,9 @@ impl<M: Machine> System<M> {
     /// Creates the main thread and the process record in one section, so
     /// a pid is in the table exactly while its group has records. On
     /// failure the space comes back for the caller to destroy.
-    #[allow(clippy::type_complexity)]
+    // The space comes back once, on a failure path: boxing it for that
+    // would cost every spawn an allocation.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     fn insert_process(
         &self,
         name: &str,
@@ -817,9 +879,9 @@ impl<M: Machine> System<M> {
         Ok(pid)
     }
 
-    /// Maps the program and its stack, and lays out the stack as the SysV
-    /// ABI says (`entry::build`). Returns the entry point and the stack
-    /// pointer.
+    /// Maps the program, makes its heap and stack regions, and lays out
+    /// the stack as the SysV ABI says (`entry::build`). Returns the entry
+    /// point and the stack pointer.
     fn prepare(
         &self,
         program: &elf::Program,
@@ -828,16 +890,9 @@ impl<M: Machine> System<M> {
         envp: &[&str],
         space: &mut UserSpace<'static, M::Pte, M::Mem>,
     ) -> Result<(u64, u64), Errno> {
-        let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
-        let entry = elf::load(program, image, space, mem, frames, tables)?;
-        let stack = abi::USER_STACK_TOP - abi::USER_STACK_SIZE;
-        space.map_zeroed(
-            stack,
-            abi::USER_STACK_SIZE,
-            LeafFlags::WRITABLE,
-            frames,
-            tables,
-        )?;
+        let alloc = self.alloc();
+        let entry = elf::load(program, image, space, alloc)?;
+        space.set_heap_start(program.end().next_multiple_of(PAGE_SIZE));
         let facts = entry::Image {
             entry,
             phdr: program.phdr,
@@ -845,7 +900,15 @@ impl<M: Machine> System<M> {
             clock_ticks: 1_000_000_000 / self.m.tick_ns().max(1),
         };
         let layout = entry::build(abi::USER_STACK_TOP, argv, envp, facts, self.random_bytes())?;
-        crate::task::uaccess::fill_user(space.page_table(), mem, layout.rsp, &layout.bytes)?;
+        // Linux's first stack region: the pages the arguments take and
+        // 128 KiB; it grows down from there on faults.
+        let arg_pages = (layout.bytes.len() as u64).next_multiple_of(PAGE_SIZE);
+        let bottom = abi::USER_STACK_TOP - abi::USER_STACK_SIZE - arg_pages;
+        let flags =
+            VmFlags::READ | VmFlags::WRITE | VmFlags::MAY | VmFlags::GROWSDOWN | VmFlags::ACCOUNT;
+        space.add_region(Region::anon(bottom, abi::USER_STACK_TOP, flags))?;
+        let mut user = Faulting { space, alloc };
+        crate::task::uaccess::fill_user(&mut user, layout.rsp, &layout.bytes)?;
         Ok((entry, layout.rsp))
     }
 
@@ -1011,16 +1074,44 @@ impl<M: Machine> System<M> {
         fault: Option<Fault>,
         code: i32,
     ) {
-        let outcome = match fault {
-            Some(fault) => self
-                .with_current_process(|p| Ok(crate::mm::fault::handle(&mut p.space, fault)))
-                .unwrap_or(Outcome::Kill),
-            None => Outcome::Kill,
+        let Some(fault) = fault else {
+            return self.fault_signal(vector, what, error, rip, None, code);
         };
+        let alloc = self.alloc();
+        let outcome = self.with_current_process(|p| {
+            let outcome = crate::mm::fault::handle(&mut p.space, alloc, fault);
+            Ok((outcome, p.space.rss()))
+        });
         match outcome {
-            Outcome::Resolved => {}
-            Outcome::Kill => self.fault_signal(vector, what, error, rip, fault, code),
+            Ok((Outcome::Resolved, _)) => {}
+            Ok((Outcome::OutOfMemory, rss)) => {
+                self.oom_kill(self.current_pid(), rss);
+                self.exit_process(abi::signaled_status(abi::sig::SIGKILL));
+            }
+            Ok((Outcome::Signal { code, present }, _)) => {
+                // The error code as Linux's would read: a PROT_NONE page
+                // is not present there.
+                let error = (error & !1) | u64::from(present);
+                self.fault_signal(vector, what, error, rip, Some(fault), code)
+            }
+            Err(_) => {
+                let code = abi::sig::SEGV_MAPERR;
+                self.fault_signal(vector, what, error, rip, Some(fault), code)
+            }
         }
+    }
+
+    /// The page fault a user's access at `addr` would take, resolved as
+    /// the machine's fault hook resolves it, without signals: what the
+    /// host tests' simulated CPU does when its MMU faults.
+    #[cfg(test)]
+    pub(crate) fn resolve_fault(&self, fault: Fault) -> Outcome {
+        let alloc = self.alloc();
+        self.with_current_process(|p| Ok(crate::mm::fault::handle(&mut p.space, alloc, fault)))
+            .unwrap_or(Outcome::Signal {
+                code: abi::sig::SEGV_MAPERR,
+                present: false,
+            })
     }
 
     /// Whether the return to user mode has anything to do: one load each

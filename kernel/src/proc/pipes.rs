@@ -30,7 +30,7 @@ use crate::mm::PAGE_SIZE;
 use crate::sync::IrqOff;
 use crate::task::pipe::{Pipe, ReadResult, ResizeError};
 use crate::task::sched::QueueId;
-use crate::task::uaccess;
+use crate::task::uaccess::{self, Faulting};
 
 /// Bytes moved per copy between user memory and a pipe.
 const CHUNK: usize = 256;
@@ -214,7 +214,11 @@ impl<M: Machine> System<M> {
             let mut bytes = [0u8; 8];
             bytes[..4].copy_from_slice(&r.to_le_bytes());
             bytes[4..].copy_from_slice(&w.to_le_bytes());
-            let stored = uaccess::copy_to_user(p.space.page_table(), self.m.mem(), fds_ptr, &bytes);
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc: self.alloc(),
+            };
+            let stored = uaccess::copy_to_user(&mut user, fds_ptr, &bytes);
             if stored.is_err() {
                 p.fds.close(r.into());
                 p.fds.close(w.into());
@@ -384,7 +388,7 @@ impl<M: Machine> System<M> {
     fn pipe_op(
         &self,
         id: PipeId,
-        mut attempt: impl FnMut(&mut PipeObj, &super::Process<M>) -> Attempt,
+        mut attempt: impl FnMut(&mut PipeObj, &mut super::Process<M>) -> Attempt,
     ) -> Result<u64, Errno> {
         let pid = self.current_pid();
         loop {
@@ -397,12 +401,17 @@ impl<M: Machine> System<M> {
                 return Err(Errno::ERESTARTSYS);
             }
             let _off = IrqOff::new();
-            let next = {
-                let procs = self.procs.lock();
+            let (oom, next) = {
+                let mut procs = self.procs.lock();
                 let mut pipes = self.pipes.lock();
-                let p = procs.iter().find(|p| p.pid == pid).ok_or(Errno::ESRCH)?;
+                let p = procs
+                    .iter_mut()
+                    .find(|p| p.pid == pid)
+                    .ok_or(Errno::ESRCH)?;
                 let obj = pipes.get_mut(id).ok_or(Errno::EBADF)?;
-                match attempt(obj, p) {
+                let attempted = attempt(obj, p);
+                let oom = p.space.take_oom().then(|| p.space.rss());
+                let next = match attempted {
                     Attempt::Done(result, wake) => Err((result, wake)),
                     Attempt::Again(wake) => Ok(Ok(wake)),
                     Attempt::Block(q) => {
@@ -410,9 +419,13 @@ impl<M: Machine> System<M> {
                         let sw = s.block_current(q, None);
                         Ok(Err(sw.map(|sw| s.plan(sw))))
                     }
-                }
+                };
+                (oom, next)
             };
             // The locks are released: now the wake-ups and the switch.
+            if let Some(rss) = oom {
+                self.oom_kill(pid, rss);
+            }
             match next {
                 Err((result, wake)) => {
                     if let Some(q) = wake {
@@ -435,7 +448,7 @@ impl<M: Machine> System<M> {
     /// PIPE_BUF, not all) fits. Once some bytes are in, an end (no reader,
     /// a fault, a kill) returns their count rather than an error.
     pub(super) fn pipe_write(&self, id: PipeId, mut src: Source) -> Result<u64, Errno> {
-        let mem = self.m.mem();
+        let (mem, alloc) = (self.m.mem(), self.alloc());
         let n = src.len() as usize;
         let done = Cell::new(0usize);
         let broken = Cell::new(false);
@@ -462,13 +475,16 @@ impl<M: Machine> System<M> {
                 return Attempt::Block(obj.writable);
             }
             let step = room.min(n - sofar).min(STEP);
-            let pt = p.space.page_table();
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc,
+            };
             let mut chunk = [0u8; CHUNK];
             let mut moved = 0;
             let mut faulted = false;
             while moved < step {
                 let k = (step - moved).min(CHUNK);
-                if src.fill(pt, mem, &mut chunk[..k]).is_err() {
+                if src.fill(&mut user, &mut chunk[..k]).is_err() {
                     faulted = true;
                     break;
                 }
@@ -503,7 +519,7 @@ impl<M: Machine> System<M> {
     /// blocks while it is empty and has a writer (EAGAIN with
     /// `O_NONBLOCK`), then takes what is there, never waiting for more.
     pub(super) fn pipe_read(&self, id: PipeId, buf: u64, len: usize) -> Result<u64, Errno> {
-        let mem = self.m.mem();
+        let (mem, alloc) = (self.m.mem(), self.alloc());
         let done = Cell::new(0usize);
         let result = self.pipe_op(id, |obj, p| {
             let sofar = done.get();
@@ -522,7 +538,10 @@ impl<M: Machine> System<M> {
                 };
             }
             let step = obj.pipe.len().min(len - sofar).min(STEP);
-            let pt = p.space.page_table();
+            let mut user = Faulting {
+                space: &mut p.space,
+                alloc,
+            };
             let mut chunk = [0u8; CHUNK];
             let mut moved = 0;
             let mut faulted = false;
@@ -532,7 +551,7 @@ impl<M: Machine> System<M> {
                     break;
                 };
                 let at = buf + (sofar + moved) as u64;
-                if uaccess::copy_to_user(pt, mem, at, &chunk[..got]).is_err() {
+                if uaccess::copy_to_user(&mut user, at, &chunk[..got]).is_err() {
                     // Nothing consumed of this chunk: the bytes stay for
                     // the next read.
                     faulted = true;

@@ -509,6 +509,8 @@ impl<M: Machine> System<M> {
     /// An exception in user mode the memory manager did not resolve: the
     /// signal Linux sends for it. Returns when a handler will take it (on
     /// the way back to user mode); otherwise reports and ends the process.
+    /// `machine_code` is the `si_code` the machine read (#MF, #XM, #DB) or,
+    /// for a page fault, the one the memory manager chose.
     pub(super) fn fault_signal(
         &self,
         vector: u64,
@@ -521,10 +523,9 @@ impl<M: Machine> System<M> {
         let signo = abi::fault_signal(vector);
         let addr = fault.map_or(0, |f| f.addr);
         let (code, word) = match (vector, fault) {
-            // Present but refused: access; not present, or a kernel
-            // address: no mapping (Linux: ACCERR with a region, MAPERR
-            // without; until regions exist, the entry tells).
-            (14, Some(f)) if f.access.present && f.addr < USER_END => (sig::SEGV_ACCERR, addr),
+            // The memory manager's verdict: ACCERR in a region that
+            // refuses the access, MAPERR outside every region.
+            (14, _) if addr < USER_END && machine_code != 0 => (machine_code, addr),
             (14, _) => (sig::SEGV_MAPERR, addr),
             (0, _) => (sig::FPE_INTDIV, rip),
             (16 | 19, _) => (machine_code, rip),

@@ -12,12 +12,9 @@
 use abi::{Errno, IOV_MAX, IOVEC_SIZE, MAX_RW_COUNT, Timespec, clock, nr, o};
 
 use super::{File, MAX_THREADS_PER_PROCESS, Machine, Start, System, TaskExt, UserFrame};
-use crate::mm::paging::PageTable;
-use crate::mm::phys::PhysMem;
-use crate::mm::pte::PteFormat;
 use crate::sync::IrqOff;
 use crate::task::sched::{CpuMask, Priority, SchedError, Scheduler, State, Tid, WaitResult};
-use crate::task::uaccess;
+use crate::task::uaccess::{self, UserMem};
 
 type SysResult = Result<u64, Errno>;
 
@@ -70,12 +67,7 @@ impl Source {
 
     /// Copies the next `out.len()` bytes into `out` (the caller asks for
     /// no more than are left); EFAULT when memory cannot be read.
-    pub(super) fn fill<F: PteFormat, M: PhysMem>(
-        &mut self,
-        pt: &PageTable<'_, F, M>,
-        mem: &M,
-        out: &mut [u8],
-    ) -> Result<(), Errno> {
+    pub(super) fn fill(&mut self, user: &mut impl UserMem, out: &mut [u8]) -> Result<(), Errno> {
         let mut at = 0;
         while at < out.len() {
             if self.left == 0 {
@@ -85,14 +77,14 @@ impl Source {
                     .filter(|&(_, c)| self.next < c)
                     .ok_or(Errno::EFAULT)?;
                 let entry = iov.wrapping_add(self.next.wrapping_mul(IOVEC_SIZE));
-                self.base = uaccess::read_user_u64(pt, mem, entry)?;
-                let len = uaccess::read_user_u64(pt, mem, entry.wrapping_add(8))?;
+                self.base = uaccess::read_user_u64(user, entry)?;
+                let len = uaccess::read_user_u64(user, entry.wrapping_add(8))?;
                 self.left = len.min(self.total - self.taken);
                 self.next += 1;
                 continue;
             }
             let k = (out.len() - at).min(usize::try_from(self.left).unwrap_or(usize::MAX));
-            uaccess::copy_from_user(pt, mem, self.base, &mut out[at..at + k])?;
+            uaccess::copy_from_user(user, self.base, &mut out[at..at + k])?;
             at += k;
             self.base = self.base.wrapping_add(k as u64);
             self.left -= k as u64;
@@ -178,6 +170,13 @@ impl<M: Machine> System<M> {
             nr::DUP3 => self.sys_dup3(fd(a[0]), fd(a[1]), int(a[2])),
             nr::FCNTL => self.sys_fcntl(fd(a[0]), uint(a[1]), a[2]),
             nr::PIPE2 => self.sys_pipe2(a[0], int(a[1])),
+            // Memory (mm.rs).
+            nr::MMAP => self.sys_mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
+            nr::MUNMAP => self.sys_munmap(a[0], a[1]),
+            nr::MPROTECT => self.sys_mprotect(a[0], a[1], a[2]),
+            nr::BRK => self.sys_brk(a[0]),
+            nr::MADVISE => self.sys_madvise(a[0], a[1], int(a[2])),
+            nr::MREMAP => self.sys_mremap(a[0], a[1], a[2], a[3], a[4]),
             _ => Err(Errno::ENOSYS),
         };
         abi::encode(result)
@@ -289,7 +288,7 @@ impl<M: Machine> System<M> {
     /// Checks `[va, va + len)` is user memory mapped with the rights needed.
     pub(super) fn check_user(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
         uaccess::check_user_range(va, len)?;
-        self.with_current_process(|p| uaccess::check_mapped(p.space.page_table(), va, len, write))
+        self.with_user(|u| uaccess::check_mapped(u, va, len, write))
     }
 
     /// A transfer's buffer (`read`, `write`, each of `writev`'s): mapped
@@ -304,13 +303,11 @@ impl<M: Machine> System<M> {
     }
 
     pub(super) fn copy_from_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let mem = self.m.mem();
-        self.with_current_process(|p| uaccess::copy_from_user(p.space.page_table(), mem, va, buf))
+        self.with_user(|u| uaccess::copy_from_user(u, va, buf))
     }
 
     pub(super) fn copy_to_user(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
-        let mem = self.m.mem();
-        self.with_current_process(|p| uaccess::copy_to_user(p.space.page_table(), mem, va, data))
+        self.with_user(|u| uaccess::copy_to_user(u, va, data))
     }
 
     pub(super) fn file(&self, fd: u64) -> Result<File, Errno> {
@@ -343,14 +340,12 @@ impl<M: Machine> System<M> {
         }
         let array = u64::from(count) * IOVEC_SIZE;
         uaccess::check_user_range(iov, array)?;
-        let mem = self.m.mem();
         let entry = |i: u64| {
-            self.with_current_process(|p| {
-                let pt = p.space.page_table();
+            self.with_user(|u| {
                 let at = iov + i * IOVEC_SIZE;
                 Ok((
-                    uaccess::read_user_u64(pt, mem, at)?,
-                    uaccess::read_user_u64(pt, mem, at + 8)?,
+                    uaccess::read_user_u64(u, at)?,
+                    uaccess::read_user_u64(u, at + 8)?,
                 ))
             })
         };
@@ -385,16 +380,13 @@ impl<M: Machine> System<M> {
     /// of a writev) is kept whole.
     fn console_write_user(&self, mut src: Source) -> SysResult {
         const PIECE: usize = 256;
-        let mem = self.m.mem();
         let len = src.len();
         let mut piece = [0u8; PIECE + 3];
         let mut carried = 0;
         let mut done = 0;
         while done < len {
             let k = (len - done).min(PIECE as u64) as usize;
-            let copied = self.with_current_process(|p| {
-                src.fill(p.space.page_table(), mem, &mut piece[carried..carried + k])
-            });
+            let copied = self.with_user(|u| src.fill(u, &mut piece[carried..carried + k]));
             if let Err(e) = copied {
                 return if done > 0 { Ok(done) } else { Err(e) };
             }

@@ -6,7 +6,7 @@
 use super::*;
 use crate::mm::Pfn;
 use crate::mm::frame::{FrameAllocator, FrameDesc};
-use crate::mm::mmu::SimMmu;
+use crate::mm::mmu::{AccessKind, Fault as MmuFault, SimMmu};
 use crate::mm::paging::{MapError, TableAlloc};
 use crate::mm::phys::SimMemory;
 use crate::mm::pte::SimPte;
@@ -28,6 +28,7 @@ const FRAMES: u64 = 2048;
 const TICK_NS: u64 = 10_000_000;
 
 type Prog = Arc<dyn Fn(&User) -> i64 + Send + Sync>;
+type Mmu = SimMmu<'static, SimPte, SimMemory>;
 
 /// Which context may run: one gate per context, opened by the switch
 /// that hands it the CPU. (One condition variable for all would wake every
@@ -568,18 +569,52 @@ impl User {
     }
 
     /// The program's own store, through the simulated MMU as the CPU
-    /// would do it (accessed and dirty bits, the TLB).
+    /// would do it (accessed and dirty bits, the TLB), its page faults
+    /// resolved as the machine's fault hook resolves them.
     fn poke(&self, va: u64, data: &[u8]) {
-        let root = self.root();
-        // The MMU's TLB is hardware: its allocations are not the kernel's.
-        crate::testutil::alloc::normal(|| self.sys.m.mmu.write(root, va, data)).expect("poke");
+        self.touch(va, AccessKind::Write, &mut |mmu, root| {
+            mmu.write(root, va, data)
+        })
+        .expect("poke");
     }
 
     fn peek(&self, va: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
-        let root = self.root();
-        crate::testutil::alloc::normal(|| self.sys.m.mmu.read(root, va, &mut buf)).expect("peek");
+        self.touch(va, AccessKind::Read, &mut |mmu, root| {
+            mmu.read(root, va, &mut buf)
+        })
+        .expect("peek");
         buf
+    }
+
+    /// An access through the MMU, retried after each fault the memory
+    /// manager resolves; the fault it cannot resolve comes back.
+    fn touch(
+        &self,
+        va: u64,
+        kind: AccessKind,
+        access: &mut dyn FnMut(&Mmu, Pfn) -> Result<(), MmuFault>,
+    ) -> Result<(), crate::mm::fault::Outcome> {
+        let root = self.root();
+        // The MMU's TLB is hardware: its allocations are not the kernel's.
+        for _ in 0..64 {
+            let Err(f) = crate::testutil::alloc::normal(|| access(self.sys.m.mmu, root)) else {
+                return Ok(());
+            };
+            let fault = crate::mm::fault::Fault {
+                addr: f.va,
+                access: crate::mm::fault::Access {
+                    write: f.access == AccessKind::Write,
+                    exec: f.access == AccessKind::Execute,
+                    present: f.kind == crate::mm::mmu::FaultKind::Protection,
+                },
+            };
+            match self.sys.resolve_fault(fault) {
+                crate::mm::fault::Outcome::Resolved => {}
+                other => return Err(other),
+            }
+        }
+        panic!("{kind:?} at {va:#x}: a fault resolved again and again");
     }
 
     fn root(&self) -> Pfn {
@@ -665,6 +700,7 @@ fn pattern(seed: u8, n: usize) -> Vec<u8> {
 }
 
 mod cpus;
+mod mm;
 mod signals;
 mod threads;
 

@@ -22,13 +22,22 @@
 //! exists, and never free one. For the same reason [`UserSpace::destroy`]
 //! frees only the user half: the kernel-half tables belong to everyone.
 //!
+//! # Regions
+//!
+//! A space also holds its [`Regions`]: which addresses may be used, with
+//! which rights (`vm.rs` has the calls that change them, `mm::fault` the
+//! faults they resolve). Every present user page lies in a region; pages
+//! appear when first touched (demand paging), except the program's own
+//! segments, which the loader fills at once.
+//!
 //! # Frames
 //!
 //! User pages are frames from the [`FrameAllocator`]. Each mapping holds one
 //! reference on its frame (`refcount`) and counts in its `mapcount`; tearing
 //! a mapping down drops both and frees the frame when no reference is left.
 //! A frame someone else also holds (a later shared or copy-on-write page)
-//! therefore survives the address space.
+//! therefore survives the address space. The zero page (`mm::vm`) is the
+//! exception: mapped read-only anywhere, and counted nowhere.
 //!
 //! # Flushes
 //!
@@ -44,9 +53,30 @@ use crate::mm::frame::FrameAllocator;
 use crate::mm::paging::{MapError, PageSize, PageTable, TableAlloc};
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::{LEVEL_BITS, LeafFlags, PteFormat};
+use crate::mm::region::Regions;
 use crate::mm::tlb::{FlushBatch, TlbFlush};
+use crate::mm::vm::{Shared, VmStats};
 use crate::mm::{PAGE_SHIFT, PAGE_SIZE, Pfn};
 use abi::{Errno, USER_END};
+
+mod vm;
+pub use vm::{MapFile, MmapArgs};
+
+/// Where a change of an address space takes memory from: frames for
+/// pages, and frames for page tables.
+#[derive(Clone, Copy)]
+pub struct Alloc<'a> {
+    pub frames: &'a FrameAllocator<'a>,
+    pub tables: &'a dyn TableAlloc,
+}
+
+/// The program break (`brk`): the heap runs from `start` to `brk`
+/// (rounded up to a page), as a region of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heap {
+    pub start: u64,
+    pub brk: u64,
+}
 
 /// The flags a caller may ask for; `USER` is always added. `GLOBAL` in
 /// particular is refused: a global user page would survive the switch to
@@ -63,6 +93,16 @@ pub struct UserSpace<'m, F: PteFormat, M: PhysMem> {
     pt: PageTable<'m, F, M>,
     mem: &'m M,
     tlb: &'m dyn TlbFlush,
+    /// The zero page and the counters.
+    shared: &'m Shared,
+    regions: Regions,
+    heap: Heap,
+    /// Anonymous pages this space maps (Linux's `MM_ANONPAGES`): what
+    /// the out-of-memory report names.
+    rss: u64,
+    /// A fault on a user's behalf found no memory: the process model
+    /// ends the process (`take_oom`).
+    oom: bool,
 }
 
 impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
@@ -80,13 +120,14 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
 
     /// A new address space with an empty user half and the kernel half of
     /// `kernel_root` (see the module doc for the invariant this relies on),
-    /// whose translations `tlb` flushes. `ENOMEM` if no frame is left for
-    /// the root.
+    /// whose translations `tlb` flushes, sharing the zero page and the
+    /// counters of `shared`. `ENOMEM` if no frame is left for the root.
     pub fn new(
         mem: &'m M,
         kernel_root: Pfn,
         tables: &dyn TableAlloc,
         tlb: &'m dyn TlbFlush,
+        shared: &'m Shared,
     ) -> Result<Self, Errno> {
         let () = Self::SHAPE;
         // PageTable::new hands back a zeroed root: the user half is empty.
@@ -96,12 +137,26 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
             let entry = mem.read_u64(kernel_root.addr() + index * 8);
             mem.write_u64(pt.root().addr() + index * 8, entry);
         }
-        Ok(UserSpace { pt, mem, tlb })
+        Ok(UserSpace {
+            pt,
+            mem,
+            tlb,
+            shared,
+            regions: Regions::new(),
+            heap: Heap::default(),
+            rss: 0,
+            oom: false,
+        })
     }
 
     /// The root table's frame, for loading into the MMU.
     pub fn root(&self) -> Pfn {
         self.pt.root()
+    }
+
+    /// The memory the space's tables and pages live in.
+    pub fn phys(&self) -> &'m M {
+        self.mem
     }
 
     /// Read access to the tables, for [`crate::task::uaccess`] and lookups.
@@ -208,10 +263,11 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
                 }
             }
             batch.flush(self.tlb);
-            freed += gone[..unmapped]
-                .iter()
-                .map(|&(pfn, size)| release(frames, pfn, size))
-                .sum::<u64>();
+            for &(pfn, size) in &gone[..unmapped] {
+                let r = release(frames, self.shared, pfn, size);
+                freed += r.freed;
+                self.rss -= r.anon_pages.min(self.rss);
+            }
             if unmapped == 0 {
                 break;
             }
@@ -229,9 +285,10 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
     pub fn destroy(self, frames: &FrameAllocator<'_>, tables: &dyn TableAlloc) -> u64 {
         self.tlb.flush_space(self.root());
         let mut freed = 0;
+        let shared = self.shared;
         self.pt
             .for_each_leaf(0, Self::LOWER_HALF_END, &mut |_, pfn, size, _| {
-                freed += release(frames, pfn, size);
+                freed += release(frames, shared, pfn, size).freed;
             });
         // Cut the kernel half off this root, so that freeing the tree below
         // cannot reach the shared tables.
@@ -272,9 +329,7 @@ impl<'m, F: PteFormat, M: PhysMem> UserSpace<'m, F, M> {
         self.mem.zero_frame(pfn);
         match self.pt.map(va, pfn, PageSize::Size4K, flags, tables) {
             Ok(()) => {
-                if let Some(desc) = frames.desc(pfn) {
-                    desc.inc_mapcount();
-                }
+                self.count_mapped(frames, pfn);
                 Ok(())
             }
             Err(e) => {
@@ -309,24 +364,51 @@ fn map_errno(e: MapError) -> Errno {
     }
 }
 
+/// What dropping one mapping did.
+struct Released {
+    /// Frames given back to the allocator.
+    freed: u64,
+    /// Anonymous pages the space no longer maps (its rss).
+    anon_pages: u64,
+}
+
 /// Drops a mapping's claim on the frames of a page: one map count and one
-/// reference. Frees them when that was the last reference and returns how
-/// many frames were freed.
-fn release(frames: &FrameAllocator<'_>, pfn: Pfn, size: PageSize) -> u64 {
+/// reference. Frees them when that was the last reference. The zero page
+/// is mapped without either, and stays.
+fn release(frames: &FrameAllocator<'_>, shared: &Shared, pfn: Pfn, size: PageSize) -> Released {
+    let none = Released {
+        freed: 0,
+        anon_pages: 0,
+    };
+    if pfn == shared.zero_page() {
+        return none;
+    }
     let Some(desc) = frames.desc(pfn) else {
         log::error!("aspace: user page at {pfn:?} is not a managed frame");
-        return 0;
+        return none;
     };
-    desc.dec_mapcount();
-    if desc.put() != 0 {
-        return 0;
-    }
     let count = size.bytes() / PAGE_SIZE;
+    if desc.dec_mapcount() == 0 {
+        VmStats::sub(&shared.stats.nr_anon_pages, count);
+    }
+    let anon_pages = count;
+    if desc.put() != 0 {
+        return Released {
+            freed: 0,
+            anon_pages,
+        };
+    }
     match frames.free(pfn, count.trailing_zeros()) {
-        Ok(()) => count,
+        Ok(()) => Released {
+            freed: count,
+            anon_pages,
+        },
         Err(e) => {
             log::error!("aspace: freeing user frame {pfn:?}: {e}");
-            0
+            Released {
+                freed: 0,
+                anon_pages,
+            }
         }
     }
 }
@@ -370,6 +452,8 @@ pub(crate) mod testing {
     pub(crate) struct World {
         /// Leaked, so that the MMU can live next to it.
         pub mem: &'static SimMemory,
+        /// The zero page and the counters, taken from `frames` first.
+        pub shared: &'static Shared,
         /// The machine's MMU: spaces flush their translations here.
         pub mmu: Mmu,
         pub frames: FrameAllocator<'static>,
@@ -395,8 +479,10 @@ pub(crate) mod testing {
                     .expect("kernel map");
                 (pt.root(), frame)
             };
+            let shared = Shared::new(&frames, mem).expect("zero page");
             World {
                 mem,
+                shared: Box::leak(Box::new(shared)),
                 mmu: SimMmu::new(mem),
                 frames,
                 kernel_root,
@@ -413,7 +499,14 @@ pub(crate) mod testing {
         }
 
         pub fn space(&self) -> Space<'_> {
-            Space::new(self.mem, self.kernel_root, &self.tables(), &self.mmu).expect("new space")
+            Space::new(
+                self.mem,
+                self.kernel_root,
+                &self.tables(),
+                &self.mmu,
+                self.shared,
+            )
+            .expect("new space")
         }
 
         pub fn stats(&self) -> FrameStats {

@@ -39,13 +39,12 @@ use xmas_elf::ElfFile;
 use xmas_elf::header::{self, Machine};
 use xmas_elf::program::{self, ProgramHeader, ProgramHeader64};
 
-use super::aspace::UserSpace;
-use super::uaccess::fill_user;
+use super::aspace::{Alloc, UserSpace};
+use super::uaccess::{Faulting, fill_user};
 use crate::mm::PAGE_SIZE;
-use crate::mm::frame::FrameAllocator;
-use crate::mm::paging::TableAlloc;
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::{LeafFlags, PteFormat};
+use crate::mm::region::{Backing, Region, VmFlags};
 
 /// The most memory a program's segments may take together: 64 MiB.
 pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
@@ -181,6 +180,24 @@ impl Segment {
         flags
     }
 
+    /// The region it becomes: a private mapping of the program's file on
+    /// Linux, readable, and charged when writable.
+    fn region(&self) -> Option<Region> {
+        let (start, end) = self.pages()?;
+        let mut flags = VmFlags::READ | VmFlags::MAY;
+        flags.set(VmFlags::WRITE, self.writable);
+        flags.set(VmFlags::EXEC, self.executable);
+        flags.set(VmFlags::ACCOUNT, self.writable);
+        Some(Region {
+            start,
+            end,
+            flags,
+            backing: Backing::Image,
+            pgoff: self.offset / PAGE_SIZE,
+            anon: 0,
+        })
+    }
+
     fn contains(&self, va: u64) -> bool {
         va >= self.vaddr && va - self.vaddr < self.mem_size
     }
@@ -198,6 +215,14 @@ pub struct Program {
     pub phdr: u64,
     /// How many program headers there are (`AT_PHNUM`).
     pub phnum: u16,
+}
+
+impl Program {
+    /// Where its last segment ends: the heap starts on the page after.
+    pub fn end(&self) -> u64 {
+        let ends = self.segments.iter().filter_map(|s| s.pages().map(|p| p.1));
+        ends.max().unwrap_or(0)
+    }
 }
 
 /// Reads and checks an executable (see the module doc for the rules).
@@ -254,19 +279,18 @@ pub fn parse(bytes: &[u8]) -> Result<Program, ElfError> {
 /// Maps `program`'s segments into `space` and fills them: file bytes
 /// copied from `bytes` (the image `program` was parsed from), the rest
 /// zeroed. Pages are `USER`, plus `WRITABLE` or `EXECUTABLE` as the segment
-/// says, read-only otherwise. Returns the entry point.
+/// says, read-only otherwise; each segment is a region of the space too.
+/// Returns the entry point.
 ///
-/// `mem` must be the memory `space` lives in. On error everything this
-/// call mapped is unmapped and freed again. `EINVAL`: a segment's file
-/// bytes are not in `bytes` or exceed its memory size; otherwise the
-/// errors of [`UserSpace::map_zeroed`] (`ENOMEM`, `EEXIST`, `EFAULT`).
+/// On error everything this call mapped is unmapped and freed again.
+/// `EINVAL`: a segment's file bytes are not in `bytes` or exceed its
+/// memory size; otherwise the errors of [`UserSpace::map_zeroed`]
+/// (`ENOMEM`, `EEXIST`, `EFAULT`).
 pub fn load<F: PteFormat, M: PhysMem>(
     program: &Program,
     bytes: &[u8],
     space: &mut UserSpace<'_, F, M>,
-    mem: &M,
-    frames: &FrameAllocator<'_>,
-    tables: &dyn TableAlloc,
+    alloc: Alloc<'_>,
 ) -> Result<u64, Errno> {
     // Everything that needs no memory is judged before anything is mapped.
     let mut plan = Vec::new();
@@ -277,9 +301,9 @@ pub fn load<F: PteFormat, M: PhysMem>(
         plan.push((seg, seg.file_bytes(bytes).ok_or(Errno::EINVAL)?));
     }
     for (done, &(seg, data)) in plan.iter().enumerate() {
-        if let Err(e) = map_segment(seg, data, space, mem, frames, tables) {
+        if let Err(e) = map_segment(seg, data, space, alloc) {
             for &(earlier, _) in &plan[..done] {
-                unmap_segment(earlier, space, frames, tables);
+                unmap_segment(earlier, space, alloc);
             }
             return Err(e);
         }
@@ -292,16 +316,20 @@ fn map_segment<F: PteFormat, M: PhysMem>(
     seg: &Segment,
     data: &[u8],
     space: &mut UserSpace<'_, F, M>,
-    mem: &M,
-    frames: &FrameAllocator<'_>,
-    tables: &dyn TableAlloc,
+    alloc: Alloc<'_>,
 ) -> Result<(), Errno> {
     let (start, end) = seg.pages().ok_or(Errno::EFAULT)?;
-    space.map_zeroed(start, end - start, seg.leaf_flags(), frames, tables)?;
+    let region = seg.region().ok_or(Errno::EFAULT)?;
+    space.add_region(region)?;
+    let (frames, tables) = (alloc.frames, alloc.tables);
+    if let Err(e) = space.map_zeroed(start, end - start, seg.leaf_flags(), frames, tables) {
+        space.drop_regions(start, end);
+        return Err(e);
+    }
     // The pages are user pages we just mapped, so only a caller passing
-    // the wrong `mem` could make this fail.
-    if let Err(e) = fill_user(space.page_table(), mem, seg.vaddr, data) {
-        unmap_segment(seg, space, frames, tables);
+    // the wrong memory could make this fail.
+    if let Err(e) = fill_user(&mut Faulting { space, alloc }, seg.vaddr, data) {
+        unmap_segment(seg, space, alloc);
         return Err(e);
     }
     Ok(())
@@ -311,12 +339,12 @@ fn map_segment<F: PteFormat, M: PhysMem>(
 fn unmap_segment<F: PteFormat, M: PhysMem>(
     seg: &Segment,
     space: &mut UserSpace<'_, F, M>,
-    frames: &FrameAllocator<'_>,
-    tables: &dyn TableAlloc,
+    alloc: Alloc<'_>,
 ) {
     if let Some((start, end)) = seg.pages() {
         // Cannot fail: map_zeroed accepted the same range.
-        let _ = space.unmap_range(start, end - start, frames, tables);
+        let _ = space.unmap_range(start, end - start, alloc.frames, alloc.tables);
+        space.drop_regions(start, end);
     }
 }
 

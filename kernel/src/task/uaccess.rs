@@ -4,31 +4,208 @@
 //! unmapped, point into the kernel half, wrap around the top of the address
 //! space, or name pages the user may read but not write. None of that may
 //! fault the kernel. So the kernel never dereferences a user pointer: it
-//! walks the user's page tables in software, one page at a time, and copies
+//! finds each page through the user's page tables in software and copies
 //! through [`PhysMem`] at the physical addresses it finds. A bad pointer
 //! then becomes `EFAULT` instead of a page fault, and the same code runs
 //! unchanged in host tests over simulated memory.
+//!
+//! A page that is not present yet is faulted in first, through the same
+//! path as a user's fault ([`crate::mm::fault::handle`]): a `read` into a
+//! buffer nobody touched, or a `write` from a page never faulted, works as
+//! on Linux, and an address in no region, or in one without the right, is
+//! still `EFAULT`. A fault that finds no memory is `EFAULT` too, and the
+//! space remembers it (`UserSpace::take_oom`) so that the process model
+//! ends the process. Each page used gets its accessed bit, and its dirty
+//! bit when written, as the MMU would set them ([`PageTable::touch`]).
 //!
 //! The rules, checked for every byte of a range:
 //!
 //! * the range is inside the user half (`end <= abi::USER_END`) and does
 //!   not wrap ([`check_user_range`]); an empty range is fine anywhere;
-//! * its page is mapped by a present leaf (4 KiB, 2 MiB or 1 GiB) with
-//!   `USER` set; a kernel mapping never qualifies, even in the user half;
+//! * its page is (or becomes) mapped by a present leaf with `USER` set; a
+//!   kernel mapping never qualifies, even in the user half;
 //! * for writes, the leaf is also `WRITABLE`.
 //!
 //! A copy to user memory checks every page before it writes any byte, so a
-//! failed copy has changed nothing. The tables must not change between the
-//! check and the copy: the caller holds whatever lock guards the address
-//! space, as it must for the walk anyway.
+//! failed copy has changed nothing (but the pages it faulted in). The
+//! tables must not change between the check and the copy: the caller holds
+//! whatever lock guards the address space, as it must for the walk anyway.
 //!
-//! The walk bypasses the MMU, so it sets no accessed or dirty bits. Nothing
-//! depends on them yet; page reclaim will have to set them here.
+//! [`UserMem`] is what a copy walks: [`Faulting`] (a process's space,
+//! faulting pages in) or [`Strict`] (bare tables, nothing faulted in).
 
+use crate::mm::Pfn;
+use crate::mm::fault::{Access, Fault, Outcome};
 use crate::mm::paging::PageTable;
 use crate::mm::phys::PhysMem;
 use crate::mm::pte::{LeafFlags, PteFormat};
+use crate::mm::region::VmFlags;
+use crate::task::aspace::{Alloc, UserSpace};
 use abi::{Errno, USER_END};
+
+/// What a copy does with a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Read,
+    Write,
+    /// The kernel filling a page it made for the user, writable by the
+    /// user or not (the program loader, the initial stack).
+    Fill,
+}
+
+/// User memory as a copy reaches it: page by page.
+pub trait UserMem {
+    type Phys: PhysMem;
+
+    fn phys(&self) -> &Self::Phys;
+
+    /// The physical address of the byte at `va` (a user address), and
+    /// how many bytes of its page follow it, once the page allows `what`;
+    /// `EFAULT` when it cannot.
+    fn locate(&mut self, va: u64, what: Use) -> Result<(u64, u64), Errno>;
+
+    /// Whether every byte of `[va, va + len)` (a checked user range)
+    /// could be used for a read, or a write, changing nothing.
+    fn check(&self, va: u64, len: u64, write: bool) -> Result<(), Errno>;
+}
+
+/// Bare page tables: only pages present with the rights count.
+pub struct Strict<'a, 'm, F: PteFormat, M: PhysMem> {
+    pub pt: &'a PageTable<'m, F, M>,
+    pub mem: &'a M,
+}
+
+impl<F: PteFormat, M: PhysMem> UserMem for Strict<'_, '_, F, M> {
+    type Phys = M;
+
+    fn phys(&self) -> &M {
+        self.mem
+    }
+
+    fn locate(&mut self, va: u64, what: Use) -> Result<(u64, u64), Errno> {
+        leaf_for(self.pt, va, need(what))
+    }
+
+    fn check(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+        let need = need(if write { Use::Write } else { Use::Read });
+        let end = va + len;
+        let mut at = va;
+        while at < end {
+            let (_, left) = leaf_for(self.pt, at, need)?;
+            at = at.saturating_add(left);
+        }
+        Ok(())
+    }
+}
+
+/// A process's space: pages not present are faulted in.
+pub struct Faulting<'a, 'm, F: PteFormat, M: PhysMem> {
+    pub space: &'a mut UserSpace<'m, F, M>,
+    pub alloc: Alloc<'a>,
+}
+
+impl<F: PteFormat, M: PhysMem> UserMem for Faulting<'_, '_, F, M> {
+    type Phys = M;
+
+    fn phys(&self) -> &M {
+        self.space.phys()
+    }
+
+    fn locate(&mut self, va: u64, what: Use) -> Result<(u64, u64), Errno> {
+        // A fault resolves the page; a second one may be needed (the zero
+        // page mapped for a fill, then replaced), never a third.
+        for _ in 0..3 {
+            if let Ok(found) = self.present(va, what) {
+                let pt = self.space.page_table();
+                let _ = pt.touch(va, what != Use::Read);
+                return Ok(found);
+            }
+            self.fault_in(va, what)?;
+        }
+        Err(Errno::EFAULT)
+    }
+
+    fn check(&self, va: u64, len: u64, write: bool) -> Result<(), Errno> {
+        let end = va + len;
+        let mut at = va;
+        while at < end {
+            let (index, _) = self.space.region_for(at).ok_or(Errno::EFAULT)?;
+            let r = self.space.regions().get(index).ok_or(Errno::EFAULT)?;
+            let allowed = if write {
+                r.flags.contains(VmFlags::WRITE)
+            } else {
+                r.flags.accessible()
+            };
+            if !allowed {
+                return Err(Errno::EFAULT);
+            }
+            at = r.end;
+        }
+        Ok(())
+    }
+}
+
+impl<F: PteFormat, M: PhysMem> Faulting<'_, '_, F, M> {
+    /// The page as it is, if it allows `what` already. A fill needs a
+    /// frame of the space's own: never the zero page.
+    fn present(&self, va: u64, what: Use) -> Result<(u64, u64), Errno> {
+        let found = leaf_for(self.space.page_table(), va, need(what))?;
+        if what == Use::Fill && Pfn::containing(found.0) == self.space.zero_page() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(found)
+    }
+
+    /// The fault a user's access would take, resolved the same way; a
+    /// fill makes a frame of its own in any region that has rights.
+    fn fault_in(&mut self, va: u64, what: Use) -> Result<(), Errno> {
+        if what == Use::Fill {
+            let (index, _) = self.space.region_for(va).ok_or(Errno::EFAULT)?;
+            return match self.space.populate_page(self.alloc, index, va, true) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    self.space.note_oom();
+                    Err(Errno::EFAULT)
+                }
+            };
+        }
+        let access = Access {
+            write: what == Use::Write,
+            exec: false,
+            present: self.space.user_present(va).is_some(),
+        };
+        match crate::mm::fault::handle(self.space, self.alloc, Fault { addr: va, access }) {
+            Outcome::Resolved => Ok(()),
+            Outcome::Signal { .. } => Err(Errno::EFAULT),
+            Outcome::OutOfMemory => {
+                self.space.note_oom();
+                Err(Errno::EFAULT)
+            }
+        }
+    }
+}
+
+/// The leaf flags a use needs.
+fn need(what: Use) -> LeafFlags {
+    match what {
+        Use::Read | Use::Fill => LeafFlags::USER,
+        Use::Write => LeafFlags::USER | LeafFlags::WRITABLE,
+    }
+}
+
+/// The physical address of `va` and the bytes left in its page, if a
+/// present leaf with `need` maps it.
+fn leaf_for<F: PteFormat, M: PhysMem>(
+    pt: &PageTable<'_, F, M>,
+    va: u64,
+    need: LeafFlags,
+) -> Result<(u64, u64), Errno> {
+    let (pa, flags, size) = pt.translate(va).ok_or(Errno::EFAULT)?;
+    if !flags.contains(need) {
+        return Err(Errno::EFAULT);
+    }
+    Ok((pa, size.bytes() - (va & (size.bytes() - 1))))
+}
 
 /// Checks that `[va, va + len)` lies in the user half: it does not wrap and
 /// ends at or below [`USER_END`]. Such a range is canonical, because the
@@ -48,141 +225,93 @@ pub fn check_user_range(va: u64, len: u64) -> Result<(), Errno> {
 /// memory the user may read, or also write when `write` is set. For a
 /// system call that validates a buffer before it acts; the copy itself
 /// checks again.
-pub fn check_mapped<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    va: u64,
-    len: u64,
-    write: bool,
-) -> Result<(), Errno> {
+pub fn check_mapped(u: &impl UserMem, va: u64, len: u64, write: bool) -> Result<(), Errno> {
     check_user_range(va, len)?;
-    let mut need = LeafFlags::USER;
-    need.set(LeafFlags::WRITABLE, write);
-    let len = usize::try_from(len).map_err(|_| Errno::EFAULT)?;
-    for_each_piece(pt, va, len, need, &mut |_, _, _| {})
+    if len == 0 {
+        return Ok(());
+    }
+    u.check(va, len, write)
 }
 
 /// Copies `buf.len()` bytes from user address `va` into `buf`.
 ///
 /// On `EFAULT` the contents of `buf` are unspecified (a prefix may have
 /// been copied); nothing else has changed.
-pub fn copy_from_user<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-    buf: &mut [u8],
-) -> Result<(), Errno> {
+pub fn copy_from_user(u: &mut impl UserMem, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     check_user_range(va, buf.len() as u64)?;
-    for_each_piece(pt, va, buf.len(), LeafFlags::USER, &mut |pa, at, n| {
-        mem.read_bytes(pa, &mut buf[at..at + n]);
-    })
+    let mut at = 0;
+    while at < buf.len() {
+        let (pa, left) = u.locate(va + at as u64, Use::Read)?;
+        let n = piece(buf.len() - at, left);
+        u.phys().read_bytes(pa, &mut buf[at..at + n]);
+        at += n;
+    }
+    Ok(())
 }
 
 /// Copies `data` to user address `va`, which must be writable by the user.
 /// Every page is checked before the first byte is written, so on `EFAULT`
 /// user memory is unchanged.
-pub fn copy_to_user<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-    data: &[u8],
-) -> Result<(), Errno> {
-    copy_out(pt, mem, va, data, LeafFlags::USER | LeafFlags::WRITABLE)
+pub fn copy_to_user(u: &mut impl UserMem, va: u64, data: &[u8]) -> Result<(), Errno> {
+    copy_out(u, va, data, Use::Write)
 }
 
 /// Like [`copy_to_user`], but into any user page, writable or not. For the
 /// kernel filling pages it has just mapped for a user, such as the program
 /// loader writing read-only text. Kernel pages are still refused.
-pub fn fill_user<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-    data: &[u8],
-) -> Result<(), Errno> {
-    copy_out(pt, mem, va, data, LeafFlags::USER)
+pub fn fill_user(u: &mut impl UserMem, va: u64, data: &[u8]) -> Result<(), Errno> {
+    copy_out(u, va, data, Use::Fill)
 }
 
 /// Reads a little-endian `u64` at user address `va` (any alignment).
-pub fn read_user_u64<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-) -> Result<u64, Errno> {
+pub fn read_user_u64(u: &mut impl UserMem, va: u64) -> Result<u64, Errno> {
     let mut bytes = [0; 8];
-    copy_from_user(pt, mem, va, &mut bytes)?;
+    copy_from_user(u, va, &mut bytes)?;
     Ok(u64::from_le_bytes(bytes))
 }
 
 /// Reads a little-endian `u32` at user address `va` (any alignment).
-pub fn read_user_u32<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-) -> Result<u32, Errno> {
+pub fn read_user_u32(u: &mut impl UserMem, va: u64) -> Result<u32, Errno> {
     let mut bytes = [0; 4];
-    copy_from_user(pt, mem, va, &mut bytes)?;
+    copy_from_user(u, va, &mut bytes)?;
     Ok(u32::from_le_bytes(bytes))
 }
 
 /// Writes `value` little-endian at user address `va` (any alignment).
-pub fn write_user_u64<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-    value: u64,
-) -> Result<(), Errno> {
-    copy_to_user(pt, mem, va, &value.to_le_bytes())
+pub fn write_user_u64(u: &mut impl UserMem, va: u64, value: u64) -> Result<(), Errno> {
+    copy_to_user(u, va, &value.to_le_bytes())
 }
 
-/// Checks every page of the destination for `need`, then copies.
-fn copy_out<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    mem: &M,
-    va: u64,
-    data: &[u8],
-    need: LeafFlags,
-) -> Result<(), Errno> {
+/// How much of a copy's `rest` the page's `left` bytes take.
+fn piece(rest: usize, left: u64) -> usize {
+    rest.min(usize::try_from(left).unwrap_or(usize::MAX))
+}
+
+/// Makes every page of the destination allow `what`, then copies.
+fn copy_out(u: &mut impl UserMem, va: u64, data: &[u8], what: Use) -> Result<(), Errno> {
     check_user_range(va, data.len() as u64)?;
-    // First pass: only look, so that a bad page fails before any write.
-    // It remembers the first piece: a range inside one page (most copies)
-    // is then written from there, without walking the tables again.
+    // First pass: only look (faulting in), so that a bad page fails
+    // before any write. A range inside one page (most copies) is then
+    // written from there, without walking the tables again.
     let mut first = (0, 0);
-    for_each_piece(pt, va, data.len(), need, &mut |pa, at, n| {
+    let mut at = 0;
+    while at < data.len() {
+        let (pa, left) = u.locate(va + at as u64, what)?;
+        let n = piece(data.len() - at, left);
         if at == 0 {
             first = (pa, n);
         }
-    })?;
+        at += n;
+    }
     if first.1 == data.len() && !data.is_empty() {
-        mem.write_bytes(first.0, data);
+        u.phys().write_bytes(first.0, data);
         return Ok(());
     }
-    for_each_piece(pt, va, data.len(), need, &mut |pa, at, n| {
-        mem.write_bytes(pa, &data[at..at + n]);
-    })
-}
-
-/// Splits the user range `[va, va + len)` at page boundaries and calls
-/// `f(pa, at, n)` for each piece: bytes `at..at + n` of the range live at
-/// physical address `pa`. Stops with `EFAULT` at the first page that is not
-/// a present leaf with every flag in `need`; the pieces before it have been
-/// visited. The caller has checked the range with [`check_user_range`].
-fn for_each_piece<F: PteFormat, M: PhysMem>(
-    pt: &PageTable<'_, F, M>,
-    va: u64,
-    len: usize,
-    need: LeafFlags,
-    f: &mut dyn FnMut(u64, usize, usize),
-) -> Result<(), Errno> {
     let mut at = 0;
-    while at < len {
-        let addr = va + at as u64;
-        let (pa, flags, size) = pt.translate(addr).ok_or(Errno::EFAULT)?;
-        if !flags.contains(need) {
-            return Err(Errno::EFAULT);
-        }
-        // The rest of this page, whatever its size, is contiguous.
-        let left_in_page = size.bytes() - (addr & (size.bytes() - 1));
-        let n = (len - at).min(usize::try_from(left_in_page).unwrap_or(usize::MAX));
-        f(pa, at, n);
+    while at < data.len() {
+        let (pa, left) = u.locate(va + at as u64, what)?;
+        let n = piece(data.len() - at, left);
+        u.phys().write_bytes(pa, &data[at..at + n]);
         at += n;
     }
     Ok(())
@@ -261,11 +390,26 @@ mod tests {
 
         fn read(&self, va: u64, len: usize) -> Result<Vec<u8>, Errno> {
             let mut buf = vec![0; len];
-            copy_from_user(&self.pt(), &self.mem, va, &mut buf).map(|()| buf)
+            copy_from_user(
+                &mut Strict {
+                    pt: &self.pt(),
+                    mem: &self.mem,
+                },
+                va,
+                &mut buf,
+            )
+            .map(|()| buf)
         }
 
         fn write(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
-            copy_to_user(&self.pt(), &self.mem, va, data)
+            copy_to_user(
+                &mut Strict {
+                    pt: &self.pt(),
+                    mem: &self.mem,
+                },
+                va,
+                data,
+            )
         }
 
         fn phys(&self, pa: u64, len: usize) -> Vec<u8> {
@@ -377,12 +521,65 @@ mod tests {
         let pt = s.pt();
         let reads = s.mem.reads();
         for write in [false, true] {
-            assert_eq!(check_mapped(&pt, RW0 + 8, 0x1ff8, write), Ok(()));
-            assert_eq!(check_mapped(&pt, HUGE - 8, MIB2, write), Ok(()));
-            assert_eq!(check_mapped(&pt, HOLE, 0, write), Ok(()));
-            assert_eq!(check_mapped(&pt, RW1, 0x1001, write).is_ok(), !write);
+            assert_eq!(
+                check_mapped(
+                    &Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    RW0 + 8,
+                    0x1ff8,
+                    write
+                ),
+                Ok(())
+            );
+            assert_eq!(
+                check_mapped(
+                    &Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    HUGE - 8,
+                    MIB2,
+                    write
+                ),
+                Ok(())
+            );
+            assert_eq!(
+                check_mapped(
+                    &Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    HOLE,
+                    0,
+                    write
+                ),
+                Ok(())
+            );
+            assert_eq!(
+                check_mapped(
+                    &Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    RW1,
+                    0x1001,
+                    write
+                )
+                .is_ok(),
+                !write
+            );
             for (va, len) in [(HOLE - 1, 2), (KERN, 1), (TOP, 0x1001), (u64::MAX, 1)] {
-                let got = check_mapped(&pt, va, len, write);
+                let got = check_mapped(
+                    &Strict {
+                        pt: &pt,
+                        mem: &s.mem,
+                    },
+                    va,
+                    len,
+                    write,
+                );
                 assert_eq!(got, Err(Errno::EFAULT), "{va:#x}+{len:#x}");
             }
         }
@@ -393,10 +590,40 @@ mod tests {
     fn fill_user_writes_read_only_pages_but_not_kernel_ones() {
         let s = setup();
         let pt = s.pt();
-        assert_eq!(fill_user(&pt, &s.mem, RO + 8, b"text"), Ok(()));
+        assert_eq!(
+            fill_user(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                RO + 8,
+                b"text"
+            ),
+            Ok(())
+        );
         assert_eq!(s.phys(Pfn(0x70).addr() + 8, 4), b"text");
-        assert_eq!(fill_user(&pt, &s.mem, KERN, b"x"), Err(Errno::EFAULT));
-        assert_eq!(fill_user(&pt, &s.mem, USER_END, b"x"), Err(Errno::EFAULT));
+        assert_eq!(
+            fill_user(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                KERN,
+                b"x"
+            ),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            fill_user(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                USER_END,
+                b"x"
+            ),
+            Err(Errno::EFAULT)
+        );
         assert_eq!(s.phys(Pfn(0x90).addr(), 1), [0]);
     }
 
@@ -405,8 +632,28 @@ mod tests {
         let s = setup();
         let pt = s.pt();
         for va in [0, HOLE, KERN, USER_END, 0xffff_ffff_8000_0000, u64::MAX] {
-            assert_eq!(copy_from_user(&pt, &s.mem, va, &mut []), Ok(()));
-            assert_eq!(copy_to_user(&pt, &s.mem, va, &[]), Ok(()));
+            assert_eq!(
+                copy_from_user(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va,
+                    &mut []
+                ),
+                Ok(())
+            );
+            assert_eq!(
+                copy_to_user(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va,
+                    &[]
+                ),
+                Ok(())
+            );
         }
     }
 
@@ -417,16 +664,99 @@ mod tests {
         let v = 0x1122_3344_5566_7788;
         // Aligned, and straddling two pages.
         for va in [RW0 + 8, RW1 - 3] {
-            assert_eq!(write_user_u64(&pt, &s.mem, va, v), Ok(()));
-            assert_eq!(read_user_u64(&pt, &s.mem, va), Ok(v));
-            assert_eq!(read_user_u32(&pt, &s.mem, va), Ok(0x5566_7788));
-            assert_eq!(read_user_u32(&pt, &s.mem, va + 4), Ok(0x1122_3344));
+            assert_eq!(
+                write_user_u64(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va,
+                    v
+                ),
+                Ok(())
+            );
+            assert_eq!(
+                read_user_u64(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va
+                ),
+                Ok(v)
+            );
+            assert_eq!(
+                read_user_u32(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va
+                ),
+                Ok(0x5566_7788)
+            );
+            assert_eq!(
+                read_user_u32(
+                    &mut Strict {
+                        pt: &pt,
+                        mem: &s.mem
+                    },
+                    va + 4
+                ),
+                Ok(0x1122_3344)
+            );
         }
-        assert_eq!(read_user_u64(&pt, &s.mem, RO), Ok(0));
-        assert_eq!(write_user_u64(&pt, &s.mem, RO, v), Err(Errno::EFAULT));
-        assert_eq!(read_user_u64(&pt, &s.mem, HOLE - 4), Err(Errno::EFAULT));
-        assert_eq!(read_user_u32(&pt, &s.mem, KERN), Err(Errno::EFAULT));
-        assert_eq!(read_user_u64(&pt, &s.mem, USER_END - 4), Err(Errno::EFAULT));
+        assert_eq!(
+            read_user_u64(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                RO
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            write_user_u64(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                RO,
+                v
+            ),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            read_user_u64(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                HOLE - 4
+            ),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            read_user_u32(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                KERN
+            ),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            read_user_u64(
+                &mut Strict {
+                    pt: &pt,
+                    mem: &s.mem
+                },
+                USER_END - 4
+            ),
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]

@@ -822,3 +822,42 @@ fn random_run(seed: u64) {
     pt.destroy(&alloc);
     alloc.assert_no_leaks();
 }
+
+#[test]
+fn the_overlapping_entries_are_found_exactly() {
+    let mut rng = Rng(0x0bad_cafe);
+    let edges = [
+        0,
+        1,
+        0xfff,
+        0x1000,
+        0x7fff_ffff_ffff,
+        0xffff_8000_0000_0000,
+        u64::MAX,
+    ];
+    for round in 0..4000 {
+        let pick = |rng: &mut Rng| match rng.below(3) {
+            0 => edges[rng.index(edges.len())],
+            1 => rng.below(1 << 48),
+            _ => Table::sign_extend(rng.next() & ((1 << 48) - 1)),
+        };
+        let (a, b) = (pick(&mut rng), pick(&mut rng));
+        let range = (a.min(b), a.max(b));
+        let level = rng.below(4) as usize;
+        // A table's base: aligned to what one of its level's tables spans.
+        let span = level_size(level + 1);
+        let base = if level == 3 {
+            0
+        } else {
+            rng.below((1 << 48) / span) * span
+        };
+        let want: Vec<u64> = (0..512)
+            .filter(|&i| Table::overlaps(Table::entry_base(base, i, level), level, range))
+            .collect();
+        let got: Vec<u64> = Table::overlapping(base, level, range).collect();
+        assert_eq!(
+            got, want,
+            "round {round}: base {base:#x} level {level} {range:x?}"
+        );
+    }
+}

@@ -55,7 +55,7 @@ fn new_without_memory_is_enomem() {
     let w = World::new(16);
     let held = w.hog(0);
     let before = w.stats();
-    let got = Space::new(w.mem, w.kernel_root, &w.tables(), &w.mmu);
+    let got = Space::new(w.mem, w.kernel_root, &w.tables(), &w.mmu, w.shared);
     assert_eq!(got.err(), Some(Errno::ENOMEM));
     assert_eq!(w.stats(), before);
     w.unhog(held);
@@ -304,7 +304,7 @@ fn unmap_range_flushes_before_the_frames_go_back() {
         free_at_flush: spin::Mutex::new(Vec::new()),
     };
     let t = w.tables();
-    let mut space = Space::new(w.mem, w.kernel_root, &t, &noting).unwrap();
+    let mut space = Space::new(w.mem, w.kernel_root, &t, &noting, w.shared).unwrap();
     let (va, root) = (0x10_0000, space.root());
     space.map_zeroed(va, 0x2000, RW, &w.frames, &t).unwrap();
     w.mmu.write(root, va, b"secret").unwrap();

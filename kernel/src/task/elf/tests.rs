@@ -1,7 +1,8 @@
 use super::*;
 use crate::mm::frame::FrameStats;
+use crate::task::aspace::Alloc;
 use crate::task::aspace::testing::{Space, World};
-use crate::task::uaccess::copy_from_user;
+use crate::task::uaccess::{Strict, copy_from_user};
 use crate::testutil::Rng;
 use alloc::collections::BTreeMap;
 use alloc::string::ToString;
@@ -677,7 +678,15 @@ fn program_pages(program: &Program) -> u64 {
 fn check_load_and_destroy(w: &World, program: &Program, bytes: &[u8], what: &str) {
     let before = w.stats();
     let mut space = w.space();
-    let entry = load(program, bytes, &mut space, w.mem, &w.frames, &w.tables());
+    let entry = load(
+        program,
+        bytes,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(entry, Ok(program.entry), "{what}");
     for s in &program.segments {
         let want = s.file_bytes(bytes).expect("file bytes");
@@ -691,7 +700,15 @@ fn check_load_and_destroy(w: &World, program: &Program, bytes: &[u8], what: &str
 
 fn read(w: &World, space: &Space, va: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
-    copy_from_user(space.page_table(), w.mem, va, &mut buf).expect("readable");
+    copy_from_user(
+        &mut Strict {
+            pt: space.page_table(),
+            mem: w.mem,
+        },
+        va,
+        &mut buf,
+    )
+    .expect("readable");
     buf
 }
 
@@ -707,7 +724,15 @@ fn valid_program_loads() {
     w.dirty_free_frames();
     let before = w.stats();
     let mut space = w.space();
-    let entry = load(&program, &img, &mut space, w.mem, &w.frames, &w.tables());
+    let entry = load(
+        &program,
+        &img,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(entry, Ok(ENTRY));
     assert_eq!(space.mapped_pages(), PAGES);
     let spec = valid();
@@ -735,9 +760,13 @@ fn valid_program_loads() {
         (DATA, user | LeafFlags::WRITABLE),
         (DATA + 0x3000, user | LeafFlags::WRITABLE),
     ];
+    // The loader's copy sets accessed and dirty, as a store would.
+    let status = LeafFlags::ACCESSED | LeafFlags::DIRTY;
     for (va, flags) in expect {
-        assert_eq!(flags_at(&space, va), Some(flags), "{va:#x}");
+        let got = flags_at(&space, va).map(|f| f.difference(status));
+        assert_eq!(got, Some(flags), "{va:#x}");
     }
+    assert!(flags_at(&space, TEXT).is_some_and(|f| f.contains(status)));
     for va in [TEXT - 1, 0x40_7000, 0x40_0000_0000] {
         assert_eq!(flags_at(&space, va), None, "{va:#x}");
     }
@@ -754,7 +783,15 @@ fn load_with(keep: u64) -> (Result<u64, Errno>, FrameStats, FrameStats, u64) {
     let mut space = w.space();
     let held = w.hog(keep);
     let before = w.stats();
-    let got = load(&program, &img, &mut space, w.mem, &w.frames, &w.tables());
+    let got = load(
+        &program,
+        &img,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     let after = w.stats();
     let pages = space.mapped_pages();
     w.unhog(held);
@@ -788,7 +825,7 @@ fn load_collision_unmaps_earlier_segments() {
         .map_zeroed(DATA & !0xfff, 0x1000, LeafFlags::WRITABLE, frames, &t)
         .unwrap();
     let before = w.stats();
-    let got = load(&program, &img, &mut space, w.mem, frames, &t);
+    let got = load(&program, &img, &mut space, Alloc { frames, tables: &t });
     assert_eq!(got, Err(Errno::EEXIST));
     assert_eq!(w.stats(), before);
     assert_eq!(space.mapped_pages(), 1);
@@ -803,19 +840,51 @@ fn load_refuses_programs_that_do_not_match_the_bytes() {
     let mut space = w.space();
     let before = w.stats();
     let short = &img[..img.len() - 1];
-    let got = load(&program, short, &mut space, w.mem, &w.frames, &w.tables());
+    let got = load(
+        &program,
+        short,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(got, Err(Errno::EINVAL));
     let mut bad = program.clone();
     bad.segments[1].file_size = bad.segments[1].mem_size + 1;
-    let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
+    let got = load(
+        &bad,
+        &img,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(got, Err(Errno::EINVAL));
     let mut bad = program.clone();
     bad.segments[2].vaddr = USER_END - 0x1000;
-    let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
+    let got = load(
+        &bad,
+        &img,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(got, Err(Errno::EFAULT));
     let mut bad = program;
     bad.segments[2].mem_size = u64::MAX;
-    let got = load(&bad, &img, &mut space, w.mem, &w.frames, &w.tables());
+    let got = load(
+        &bad,
+        &img,
+        &mut space,
+        Alloc {
+            frames: &w.frames,
+            tables: &w.tables(),
+        },
+    );
     assert_eq!(got, Err(Errno::EFAULT));
     assert_eq!((w.stats(), space.mapped_pages()), (before, 0));
     space.destroy(&w.frames, &w.tables());

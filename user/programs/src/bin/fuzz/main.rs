@@ -71,6 +71,7 @@ mod check;
 mod cpus;
 mod helper;
 mod linux_threads;
+mod mem;
 mod model;
 mod rng;
 mod signals;
@@ -143,18 +144,19 @@ pub fn space() -> Space {
 const PHASE_CALLS: u64 = 1500;
 
 /// Weights of the main thread's operations, one row per phase.
-const OPS: usize = 15;
+const OPS: usize = 16;
 #[rustfmt::skip]
-const PHASES: [[u32; OPS]; 8] = [
-    // write read pipe close spawn wait gettid yield time sleep unknown stateless dup fcntl info
-    [200, 200, 60, 60, 50, 50, 30, 30, 30, 4, 30, 60, 40, 60, 40],       // balanced
-    [150, 150, 200, 20, 30, 40, 20, 20, 20, 2, 20, 40, 120, 30, 20],     // fill the descriptor table
-    [150, 200, 20, 200, 30, 60, 20, 20, 20, 2, 20, 40, 20, 40, 20],      // close and drain
-    [100, 100, 40, 40, 250, 30, 20, 20, 20, 2, 20, 40, 20, 30, 20],      // fill the thread table
-    [100, 100, 40, 40, 30, 250, 20, 20, 20, 2, 20, 40, 20, 30, 20],      // reap
-    [350, 350, 40, 30, 30, 30, 20, 20, 20, 2, 20, 20, 30, 60, 30],       // transfers
-    [150, 150, 60, 40, 30, 30, 20, 20, 20, 2, 20, 40, 100, 200, 100],    // descriptors and flags
-    [400, 100, 20, 20, 60, 40, 20, 20, 20, 2, 20, 20, 20, 60, 20],       // fill pipes
+const PHASES: [[u32; OPS]; 9] = [
+    // write read pipe close spawn wait gettid yield time sleep unknown stateless dup fcntl info mem
+    [200, 200, 60, 60, 50, 50, 30, 30, 30, 4, 30, 60, 40, 60, 40, 60],       // balanced
+    [150, 150, 200, 20, 30, 40, 20, 20, 20, 2, 20, 40, 120, 30, 20, 20],     // fill the descriptor table
+    [150, 200, 20, 200, 30, 60, 20, 20, 20, 2, 20, 40, 20, 40, 20, 20],      // close and drain
+    [100, 100, 40, 40, 250, 30, 20, 20, 20, 2, 20, 40, 20, 30, 20, 20],      // fill the thread table
+    [100, 100, 40, 40, 30, 250, 20, 20, 20, 2, 20, 40, 20, 30, 20, 20],      // reap
+    [350, 350, 40, 30, 30, 30, 20, 20, 20, 2, 20, 20, 30, 60, 30, 20],       // transfers
+    [150, 150, 60, 40, 30, 30, 20, 20, 20, 2, 20, 40, 100, 200, 100, 20],    // descriptors and flags
+    [400, 100, 20, 20, 60, 40, 20, 20, 20, 2, 20, 20, 20, 60, 20, 20],       // fill pipes
+    [60, 60, 10, 10, 20, 20, 10, 10, 10, 1, 10, 30, 10, 10, 10, 500],        // memory
 ];
 
 #[derive(Default)]
@@ -212,6 +214,8 @@ struct Fuzz {
     /// alloc_tid), which cannot happen between two calls of ours.
     reaped: Option<u64>,
     stats: Stats,
+    /// The arena and the heap (mem.rs).
+    mem_model: mem::Mem,
 }
 
 fn usage() -> i64 {
@@ -253,6 +257,7 @@ fn main(args: Args) -> i64 {
         m: unsafe { Model::get() },
         reaped: None,
         stats: Stats::default(),
+        mem_model: mem::Mem::new(),
     };
     match calls {
         0 => println!("fuzz seed={seed} calls=0 (until killed)"),
@@ -329,7 +334,8 @@ impl Fuzz {
             }
             12 => self.dup(),
             13 => self.fcntl(),
-            _ => self.info(),
+            14 => self.info(),
+            _ => self.mem(),
         }
     }
 
@@ -1912,7 +1918,7 @@ impl Fuzz {
              eagain={} einval={} ebusy={} eperm={} enotty={} dups={} fcntls={} resizes={} \
              fstats={} ioctls={} writevs={} partial={} waits_atomic={} waits_large={} \
              epipe_jobs={} skipped={} woken_by_close={} cross_waits={} left={} linux_thread_calls={} \
-             signal_calls={} cpu_calls={} ms={}",
+             signal_calls={} cpu_calls={} mem_calls={} ms={}",
             self.seed,
             self.t.calls,
             s.helper_calls,
@@ -1948,6 +1954,7 @@ impl Fuzz {
             self.t.linux_calls,
             s.signal_calls + self.t.signal_calls,
             s.cpu_calls + self.t.cpu_calls,
+            self.mem_model.calls,
             ns / 1_000_000
         );
     }

@@ -7,7 +7,9 @@
 //! known to be unmapped or outside the user half. `predict` returns None
 //! for anything else, which the generators never produce.
 
-use rt::abi::{TASK_SIZE_MAX, USER_END, USER_STACK_SIZE, USER_STACK_TOP};
+use rt::abi::{
+    MMAP_BASE, TASK_SIZE_MAX, USER_END, USER_STACK_MAX, USER_STACK_SIZE, USER_STACK_TOP,
+};
 
 use crate::rng::Rng;
 
@@ -17,6 +19,14 @@ pub const LOAD_BASE: u64 = 0x40_0000;
 /// The first bytes of the main stack: mapped and, at this program's stack
 /// depth, never used, so the kernel may read them (they stay zero).
 const STACK_BOTTOM_BYTES: u64 = 1024;
+/// Pages above the last segment the main thread's `brk` may take (mem.rs):
+/// no pointer is ever generated there, and the last page stays free.
+pub const HEAP_PAGES: u64 = 32;
+/// Pages right below `MMAP_BASE` where the main thread maps, unmaps and
+/// protects memory (mem.rs): the kernel's own choice of address falls
+/// there first. No other pointer is ever generated in it.
+pub const ARENA_PAGES: u64 = 256;
+pub const ARENA_START: u64 = MMAP_BASE - ARENA_PAGES * PAGE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -74,13 +84,21 @@ pub struct Space {
     /// From the end of .bss to the end of its page: mapped, zero-filled,
     /// owned by no Rust object; written only by the main thread's calls.
     pub slack: Region,
-    unmapped: [Region; 4],
+    /// Where the heap may grow (the main thread's brk), and the main
+    /// thread's arena of mappings: never predicted here.
+    pub heap: Region,
+    unmapped: [Region; 5],
 }
 
 impl Space {
     pub fn new(ro: Region, owned: [Region; 2], bss_end: u64) -> Space {
         let data_end = bss_end.next_multiple_of(PAGE);
         let stack = Region::new(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP);
+        // Below its first pages the stack region goes on (the argument
+        // pages), and grows down to USER_STACK_MAX on any access there:
+        // only what lies below that is certainly unmapped.
+        let growth = USER_STACK_TOP - USER_STACK_MAX;
+        let heap_end = data_end + HEAP_PAGES * PAGE;
         Space {
             text: (ro.start >= LOAD_BASE + PAGE)
                 .then_some(Region::new(LOAD_BASE, LOAD_BASE + PAGE)),
@@ -89,13 +107,16 @@ impl Space {
             stack_bottom: Region::new(stack.start, stack.start + STACK_BOTTOM_BYTES),
             owned,
             slack: Region::new(bss_end, data_end),
+            heap: Region::new(data_end, heap_end),
             unmapped: [
                 Region::new(0, LOAD_BASE),
-                // Nothing is mapped between the last segment and the
-                // stack (the guard included), or above the stack. (The
-                // gap is split in two, so both halves keep a region.)
-                Region::new(data_end, data_end + (stack.start - data_end) / 2),
-                Region::new(data_end + (stack.start - data_end) / 2, stack.start),
+                // Nothing is mapped between the heap's window and the
+                // arena, between the arena and where the stack may grow
+                // to, or above the stack. (The first gap is split in two,
+                // so both halves keep a region.)
+                Region::new(heap_end, heap_end + (ARENA_START - heap_end) / 2),
+                Region::new(heap_end + (ARENA_START - heap_end) / 2, ARENA_START),
+                Region::new(MMAP_BASE, growth),
                 Region::new(USER_STACK_TOP, USER_END),
             ],
         }
@@ -171,12 +192,13 @@ impl Space {
     /// with len 1 at a mapped region's end) one it must accept; `predict`
     /// tells which.
     pub fn hostile(&self, rng: &mut Rng, len: u64) -> u64 {
-        let [low, mid, between, above] = self.unmapped;
+        let [low, mid, between, over_arena, above] = self.unmapped;
         match rng.below(11) {
             0 => rng.below(PAGE),
             1 => rng.range(low.start, low.end - 1),
             2 => rng.range(mid.start, mid.end - 1),
-            3 => rng.range(between.start, between.end - 1),
+            3 if rng.chance(1, 2) => rng.range(between.start, between.end - 1),
+            3 => rng.range(over_arena.start, over_arena.end - 1),
             4 => rng.range(above.start, above.end - 1),
             // The direct map, the heap and the kernel image: mapped, but
             // supervisor-only.
@@ -200,13 +222,14 @@ impl Space {
             // range of one byte cannot straddle anything.
             _ if len < 2 => USER_END,
             _ => {
+                // (Not the slack's end: the heap may go on past it.)
                 let edges = [
                     LOAD_BASE,
-                    self.stack.start,
+                    USER_STACK_TOP - USER_STACK_MAX,
                     USER_STACK_TOP,
                     USER_END,
                     0,
-                    self.slack.end,
+                    self.heap.end,
                 ];
                 let edge = rng.pick(&edges);
                 edge.wrapping_sub(rng.range(1, len - 1))

@@ -428,11 +428,13 @@ impl Thread {
     /// One call that no other thread can influence. Sleeps are rare: each
     /// costs up to a timer tick.
     pub fn stateless(&mut self, spawn: &Spawner) -> Checked<()> {
-        match self.rng.below(35) {
+        match self.rng.below(38) {
             // Signals and CPUs (signals.rs, cpus.rs): what they change is
             // this thread's own, and put back.
             26..=31 => self.signal_call(),
             32..=34 => self.cpu_call(),
+            // The memory calls' argument errors (mem.rs).
+            35..=37 => self.mem_hostile(),
             // Linux's thread calls (linux_threads.rs).
             16..=23 => {
                 self.linux_calls += 1;
