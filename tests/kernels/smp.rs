@@ -642,12 +642,17 @@ fn a_user_page_is_shot_down_on_the_cpu_running_its_space_only(_: &'static Booted
     use kernel::mm::pte::LeafFlags;
     let frames_alloc = boot::memory::frames();
     let tables = &boot::memory::FrameTables;
+    // A zero page of the test's own: the space maps none of it.
+    let shared: &'static kernel::mm::vm::Shared = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+        kernel::mm::vm::Shared::new(frames_alloc, &arch::phys::DIRECT_MAP).expect("zero page"),
+    ));
     let mut space =
         kernel::task::aspace::UserSpace::<arch::pte::X86Pte, arch::phys::DirectMap>::new(
             &arch::phys::DIRECT_MAP,
             boot::memory::kernel_root(),
             tables,
             &arch::tlb::SHOOTDOWN,
+            shared,
         )
         .expect("space");
     space
