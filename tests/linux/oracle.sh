@@ -519,9 +519,8 @@ linux_bench() {
     # About 6 G instructions to boot: ~15 s of wall time under -icount.
     # One CPU: under -icount, Linux 6.1 never gets past bringing up its
     # second ("x86: Booting SMP configuration:", QEMU 7.2, with sleep on
-    # or off), so the figures that need two CPUs (remote_wakeup) are
-    # Faultline's alone; the others are single-threaded or pairs that a
-    # second CPU would only spread.
+    # or off). The figures are single-threaded or pairs of threads, which
+    # a second CPU would only spread.
     oracle_boot "$initrd" "$log" 600 -icount shift=0 -smp 1 || status=$?
     oracle_split "$log" "$ORACLE_BUILD/bench-out"
     if [ "$status" != 0 ] || ! oracle_verdict bench "$ORACLE_BUILD/bench-out/bench.txt"; then
