@@ -831,6 +831,17 @@ pub mod sig {
     pub const SA_UNSUPPORTED: u64 = 0x400;
     pub const SA_EXPOSE_TAGBITS: u64 = 0x800;
     pub const SA_RESTORER: u64 = 0x0400_0000;
+    /// The flags `rt_sigaction` keeps (Linux's `UAPI_SA_FLAGS`); it clears
+    /// the rest, so a program can tell what is unsupported.
+    pub const UAPI_SA_FLAGS: u64 = SA_NOCLDSTOP
+        | SA_NOCLDWAIT
+        | SA_SIGINFO
+        | SA_ONSTACK
+        | SA_RESTART
+        | SA_NODEFER
+        | SA_RESETHAND
+        | SA_EXPOSE_TAGBITS
+        | SA_RESTORER;
     pub const SA_ONSTACK: u64 = 0x0800_0000;
     pub const SA_RESTART: u64 = 0x1000_0000;
     pub const SA_NODEFER: u64 = 0x4000_0000;

@@ -44,17 +44,7 @@ type SysResult = Result<u64, Errno>;
 
 /// `SIGKILL` and `SIGSTOP`: no handler, no mask, no ignoring.
 const UNBLOCKABLE: u64 = bit(sig::SIGKILL) | bit(sig::SIGSTOP);
-/// The flags `rt_sigaction` keeps (Linux's `UAPI_SA_FLAGS`); the rest
-/// are cleared, so a program can tell what is unsupported.
-const KNOWN_FLAGS: u64 = sig::SA_NOCLDSTOP
-    | sig::SA_NOCLDWAIT
-    | sig::SA_SIGINFO
-    | sig::SA_ONSTACK
-    | sig::SA_RESTART
-    | sig::SA_NODEFER
-    | sig::SA_RESETHAND
-    | sig::SA_EXPOSE_TAGBITS
-    | sig::SA_RESTORER;
+const KNOWN_FLAGS: u64 = sig::UAPI_SA_FLAGS;
 /// The flags `rt_sigreturn` takes from the frame (Linux's `FIX_EFLAGS`):
 /// the arithmetic ones, TF, DF, RF and AC; never IF or IOPL.
 const USER_FLAGS: u64 = 0x50dd5;

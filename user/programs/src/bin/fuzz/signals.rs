@@ -55,17 +55,7 @@ const SHARED: u64 = NEVER_BLOCKED
     | bit(sig::SIGTSTP)
     | bit(sig::SIGTTIN)
     | bit(sig::SIGTTOU);
-/// The flags rt_sigaction keeps (Linux's UAPI_SA_FLAGS); it clears the
-/// rest.
-const KNOWN_FLAGS: u64 = sig::SA_NOCLDSTOP
-    | sig::SA_NOCLDWAIT
-    | sig::SA_SIGINFO
-    | sig::SA_ONSTACK
-    | sig::SA_RESTART
-    | sig::SA_NODEFER
-    | sig::SA_RESETHAND
-    | sig::SA_EXPOSE_TAGBITS
-    | sig::SA_RESTORER;
+const KNOWN_FLAGS: u64 = sig::UAPI_SA_FLAGS;
 const SIGSET: u64 = sig::SIGSET_SIZE;
 const ACTION: u64 = sig::SIGACTION_SIZE as u64;
 const STACK: u64 = sig::STACK_SIZE as u64;
