@@ -15,6 +15,15 @@
  *   clock_gettime          clock_gettime(CLOCK_MONOTONIC) as a raw system
  *                          call, not through the vDSO (which Linux would
  *                          use from a libc and which makes no system call)
+ *   remote_wakeup_cycles   a thread pinned to CPU 1 sleeps in FUTEX_WAIT;
+ *                          from CPU 0, the cycles from just before the
+ *                          FUTEX_WAKE to the waiter running again (its
+ *                          rdtsc after the wait). The waker sleeps 1 ms
+ *                          first, so the waiter is asleep (CPU 1 idle):
+ *                          the wake crosses CPUs by IPI. Fewer samples
+ *                          (REMOTE_SAMPLES): each round sleeps. Needs two
+ *                          CPUs; with one it is left out. The waker's
+ *                          busy-waits pause (cpu_relax, sys.h says why).
  *
  * It prints NAME=cycles lines; run.sh prefixes them with "linux_".
  */
@@ -30,6 +39,20 @@ static volatile int peer_tid;
 static unsigned long samples[SAMPLES];
 static int ping[2], pong[2];
 static volatile int word;
+
+#define SYS_sched_setaffinity 203
+#define SYS_sched_getaffinity 204
+#define REMOTE_SAMPLES 101
+#define REMOTE_WARMUP 10
+
+static volatile int remote_word, remote_ready;
+static volatile unsigned long remote_stamp;
+
+static long pin(int cpu)
+{
+    unsigned long mask = 1UL << cpu;
+    return syscall3(SYS_sched_setaffinity, 0, 8, &mask);
+}
 
 static inline unsigned long rdtsc(void)
 {
@@ -79,6 +102,32 @@ static int futex_peer(void *arg)
         sys_futex(&word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, 0);
     }
     return 0;
+}
+
+static int remote_waiter(void *arg)
+{
+    (void)arg;
+    if (pin(1) != 0)
+        return 1;
+    for (int i = 0; i < REMOTE_SAMPLES + REMOTE_WARMUP; i++) {
+        __atomic_store_n(&remote_ready, 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&remote_word, __ATOMIC_ACQUIRE) == 0)
+            sys_futex(&remote_word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 0, 0);
+        unsigned long t = rdtsc();
+        if (i >= REMOTE_WARMUP)
+            samples[i - REMOTE_WARMUP] = t - remote_stamp;
+        __atomic_store_n(&remote_word, 0, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+/* The median of the first n samples (the remote bench takes fewer). */
+static unsigned long median_of(int n)
+{
+    for (int i = n; i < SAMPLES; i++)
+        samples[i] = ~0UL;
+    unsigned long m = median();
+    return n == SAMPLES ? m : samples[n / 2];
 }
 
 static long start_peer(int (*fn)(void *))
@@ -143,5 +192,31 @@ int main(int argc, char **argv, char **envp)
             samples[i - WARMUP] = t1 - t0;
     }
     report("clock_gettime", median());
+
+    /* Pinned: the waker on CPU 0, the waiter on CPU 1; only with both. */
+    unsigned long cpus = 0;
+    syscall3(SYS_sched_getaffinity, 0, 8, &cpus);
+    if ((cpus & 3) != 3)
+        return checks_result();
+    long pinned = pin(0);
+    check("pin_cpu0", pinned == 0);
+    unsigned long remote = 0;
+    if (pinned == 0 && start_peer(remote_waiter) > 0) {
+        for (int i = 0; i < REMOTE_SAMPLES + REMOTE_WARMUP; i++) {
+            while (!__atomic_load_n(&remote_ready, __ATOMIC_ACQUIRE))
+                cpu_relax();
+            remote_ready = 0;
+            sys_nanosleep(0, 1000000);
+            remote_stamp = rdtsc();
+            __atomic_store_n(&remote_word, 1, __ATOMIC_RELEASE);
+            sys_futex(&remote_word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, 0);
+            /* The waiter takes its sample before it clears the word. */
+            while (__atomic_load_n(&remote_word, __ATOMIC_ACQUIRE) == 1)
+                cpu_relax();
+        }
+        join_thread(&peer_tid);
+        remote = median_of(REMOTE_SAMPLES);
+    }
+    report("remote_wakeup_cycles", remote);
     return checks_result();
 }

@@ -487,6 +487,17 @@ static inline int checks_result(void)
     return oracle_failures ? 1 : 0;
 }
 
+/* cpu_relax: the body of every busy-wait loop, as in Linux's cpu_relax().
+ * Besides easing the sibling hyperthread, PAUSE is what lets QEMU's
+ * single-threaded round robin (-icount, as ./run.sh bench runs) move on to
+ * the next virtual CPU: a loop without it keeps the host thread until the
+ * next timer deadline, and a CPU woken by an IPI meanwhile never gets
+ * instructions, so a spin waiting for it never ends. */
+static inline void cpu_relax(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
+
 /* --- threads ---------------------------------------------------------------- */
 /* join_thread: wait until the kernel clears *ctid (CLONE_CHILD_CLEARTID
  * clears it and wakes a futex waiter on it when the thread exits). */
