@@ -78,6 +78,41 @@ impl TrapFrame {
 core::arch::global_asm!(
     r#"
     .section .text.trap_stubs, "ax"
+    /* The general registers, in TrapFrame's order read from the top. */
+    .macro TRAP_SAVE_REGS
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    .endm
+    .macro TRAP_RESTORE_REGS
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    .endm
     .global faultline_trap_stubs
     .global faultline_trap_common
     .global faultline_trap_save
@@ -100,21 +135,7 @@ faultline_trap_stubs:
     .endr
 
 faultline_trap_paranoid:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    TRAP_SAVE_REGS
     cld
     xorl %ebx, %ebx                 /* rbx: 1 once swapped on the way in */
     movl $0xc0000101, %ecx          /* IA32_GS_BASE */
@@ -128,21 +149,7 @@ faultline_trap_paranoid:
     testl %ebx, %ebx
     jz 2f
     swapgs
-2:  popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+2:  TRAP_RESTORE_REGS
     addq $16, %rsp
     iretq
 
@@ -151,21 +158,7 @@ faultline_trap_common:
     jz faultline_trap_save
     swapgs
 faultline_trap_save:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    TRAP_SAVE_REGS
     movq %rsp, %rdi
     cld
     call {dispatch}
@@ -173,21 +166,7 @@ faultline_trap_save:
        trap frame (context.rs, faultline_enter_user_frame). */
     .global faultline_trap_return
 faultline_trap_return:
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    TRAP_RESTORE_REGS
     addq $16, %rsp
     testb $3, 8(%rsp)               /* CS, above RIP */
     jz 2f
