@@ -40,19 +40,11 @@ static unsigned long samples[SAMPLES];
 static int ping[2], pong[2];
 static volatile int word;
 
-#define SYS_sched_setaffinity 203
-#define SYS_sched_getaffinity 204
 #define REMOTE_SAMPLES 101
 #define REMOTE_WARMUP 10
 
 static volatile int remote_word, remote_ready;
 static volatile unsigned long remote_stamp;
-
-static long pin(int cpu)
-{
-    unsigned long mask = 1UL << cpu;
-    return syscall3(SYS_sched_setaffinity, 0, 8, &mask);
-}
 
 static inline unsigned long rdtsc(void)
 {
@@ -61,19 +53,22 @@ static inline unsigned long rdtsc(void)
     return (unsigned long)hi << 32 | lo;
 }
 
-static unsigned long median(void)
+/* The median of the first n samples (the remote bench takes fewer). */
+static unsigned long median_of(int n)
 {
     /* Shell sort: no libc qsort here. */
-    for (int gap = SAMPLES / 2; gap > 0; gap /= 2)
-        for (int i = gap; i < SAMPLES; i++) {
+    for (int gap = n / 2; gap > 0; gap /= 2)
+        for (int i = gap; i < n; i++) {
             unsigned long v = samples[i];
             int j = i;
             for (; j >= gap && samples[j - gap] > v; j -= gap)
                 samples[j] = samples[j - gap];
             samples[j] = v;
         }
-    return samples[SAMPLES / 2];
+    return samples[n / 2];
 }
+
+static unsigned long median(void) { return median_of(SAMPLES); }
 
 static void report(const char *name, unsigned long value)
 {
@@ -119,15 +114,6 @@ static int remote_waiter(void *arg)
         __atomic_store_n(&remote_word, 0, __ATOMIC_RELEASE);
     }
     return 0;
-}
-
-/* The median of the first n samples (the remote bench takes fewer). */
-static unsigned long median_of(int n)
-{
-    for (int i = n; i < SAMPLES; i++)
-        samples[i] = ~0UL;
-    unsigned long m = median();
-    return n == SAMPLES ? m : samples[n / 2];
 }
 
 static long start_peer(int (*fn)(void *))
@@ -195,7 +181,7 @@ int main(int argc, char **argv, char **envp)
 
     /* Pinned: the waker on CPU 0, the waiter on CPU 1; only with both. */
     unsigned long cpus = 0;
-    syscall3(SYS_sched_getaffinity, 0, 8, &cpus);
+    sys_sched_getaffinity(0, sizeof cpus, &cpus);
     if ((cpus & 3) != 3)
         return checks_result();
     long pinned = pin(0);

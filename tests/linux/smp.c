@@ -16,7 +16,6 @@
 #include "sig.h"
 #include "sys.h"
 
-#define SYS_sched_setaffinity 203
 #define SYS_getcpu 309
 #define STACK 65536
 
@@ -28,12 +27,6 @@ static int p[2];
 static volatile long read_result, reader_cpu = -1;
 static volatile int spinning, stop;
 static volatile long spinner_cpu = -1, handler_cpu = -1;
-
-static long pin(int cpu)
-{
-    unsigned long mask = 1UL << cpu;
-    return syscall3(SYS_sched_setaffinity, 0, 8, &mask);
-}
 
 static long cpu_now(void)
 {
@@ -54,7 +47,7 @@ static int pinned(void *arg)
     }
     /* Both marks set means both threads ran at once, one on each CPU. */
     while (!marks[1 - me])
-        ;
+        cpu_relax();
     ran_on[me] = cpu_now();
     return 0;
 }
@@ -86,7 +79,7 @@ static int spinner(void *arg)
     spinner_cpu = pinned == 0 ? cpu_now() : pinned;
     spinning = 1;
     while (!stop)
-        ;
+        cpu_relax();
     return 0;
 }
 
@@ -96,7 +89,7 @@ static int spin_forever(void *arg)
     pin(1);
     spinning = 2;
     while (spinning == 2)
-        ;
+        cpu_relax();
     return 0; /* never: nothing changes the mark */
 }
 
@@ -134,7 +127,7 @@ int main(int argc, char **argv, char **envp)
     expect_ret("sigaction_usr1", sig_action(SIGUSR1, on_usr1, 0, 0), 0);
     expect_int("clone_spinner", spawn(3, spinner, 0) > 0, 1);
     while (spinning != 1)
-        ;
+        cpu_relax();
     sys_nanosleep(0, 20000000);
     long spinner_tid = tids[3];
     expect_ret("tgkill_spinner", syscall3(SYS_tgkill, sys_getpid(), spinner_tid, SIGUSR1), 0);
@@ -145,7 +138,7 @@ int main(int argc, char **argv, char **envp)
 
     expect_int("clone_spin_forever", spawn(0, spin_forever, 0) > 0, 1);
     while (spinning != 2)
-        ;
+        cpu_relax();
     sys_nanosleep(0, 20000000);
     put_int("exit_group_with_spinner_on_cpu1", 1);
     /* exit_group: the spinner must be stopped for the process to end. */

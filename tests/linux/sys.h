@@ -55,6 +55,8 @@
 #define SYS_writev 20
 #define SYS_dup 32
 #define SYS_dup3 292
+#define SYS_sched_setaffinity 203
+#define SYS_sched_getaffinity 204
 
 /* --- errno values (include/uapi/asm-generic/errno-base.h, errno.h) ------- */
 #define EPERM 1
@@ -234,6 +236,20 @@ static inline long sys_kill(long pid, int sig) { return syscall2(SYS_kill, pid, 
 static inline long sys_wait4(long pid, int *status, int options, void *rusage)
 {
     return syscall4(SYS_wait4, pid, status, options, rusage);
+}
+static inline long sys_sched_setaffinity(long pid, unsigned long len, const void *mask)
+{
+    return syscall3(SYS_sched_setaffinity, pid, len, mask);
+}
+static inline long sys_sched_getaffinity(long pid, unsigned long len, void *mask)
+{
+    return syscall3(SYS_sched_getaffinity, pid, len, mask);
+}
+/* pin: the calling thread to CPU cpu alone (0, or -errno). */
+static inline long pin(int cpu)
+{
+    unsigned long mask = 1UL << cpu;
+    return sys_sched_setaffinity(0, sizeof mask, &mask);
 }
 static inline long sys_futex(volatile int *uaddr, int op, int val, const struct timespec *timeout)
 {
