@@ -97,6 +97,11 @@ pub mod nr {
     pub const MREMAP: u64 = 25;
     /// `madvise(addr, len, advice) -> 0`.
     pub const MADVISE: u64 = 28;
+    /// `execve(path, argv, envp) -> !`: the caller's process runs program
+    /// `path` (a program known to the kernel, `/bin/NAME`) from its start.
+    pub const EXECVE: u64 = 59;
+    /// `execveat(dirfd, path, argv, envp, flags) -> !` ([`crate::exec`]).
+    pub const EXECVEAT: u64 = 322;
 
     /// The first number of the calls Linux lacks.
     pub const FAULTLINE_BASE: u64 = 1000;
@@ -109,7 +114,7 @@ pub mod nr {
     pub const WAIT_THREAD: u64 = 1001;
 
     /// Every number the kernel implements, for tests and fuzzers.
-    pub const ALL: [u64; 45] = [
+    pub const ALL: [u64; 47] = [
         READ,
         WRITE,
         CLOSE,
@@ -155,6 +160,8 @@ pub mod nr {
         MADVISE,
         SPAWN_THREAD,
         WAIT_THREAD,
+        EXECVE,
+        EXECVEAT,
     ];
 }
 
@@ -337,6 +344,26 @@ pub mod o {
     pub const LARGEFILE: u32 = 0o100000;
     pub const NOATIME: u32 = 0o1000000;
     pub const CLOEXEC: u32 = 0o2000000;
+}
+
+/// `execve` and `execveat` (Linux's limits and flags).
+pub mod exec {
+    /// `execveat`'s directory "the current one" (`AT_FDCWD`).
+    pub const AT_FDCWD: i32 = -100;
+    pub const AT_SYMLINK_NOFOLLOW: i32 = 0x100;
+    /// An empty path names `dirfd` itself.
+    pub const AT_EMPTY_PATH: i32 = 0x1000;
+    /// A path's bytes with its NUL: more is `ENAMETOOLONG`.
+    pub const PATH_MAX: usize = 4096;
+    /// A path component's bytes: more is `ENAMETOOLONG`.
+    pub const NAME_MAX: usize = 255;
+    /// One argument or environment string with its NUL: more is `E2BIG`.
+    pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+    /// Strings that `argv` or `envp` may hold: more is `E2BIG`.
+    pub const MAX_ARG_STRINGS: usize = 0x7fff_ffff;
+    /// Bytes the strings (the path's too) and the pointers of both arrays
+    /// may take together: a quarter of Linux's default 8 MiB stack limit.
+    pub const ARG_LIMIT: usize = 8 * 1024 * 1024 / 4;
 }
 
 /// `wait4`'s options (Linux's): any other bit is `EINVAL`.
@@ -574,6 +601,7 @@ pub enum Errno {
     ESRCH = 3,
     EINTR = 4,
     E2BIG = 7,
+    ENOEXEC = 8,
     EBADF = 9,
     ECHILD = 10,
     EAGAIN = 11,
@@ -583,10 +611,13 @@ pub enum Errno {
     EBUSY = 16,
     EEXIST = 17,
     ENODEV = 19,
+    ENOTDIR = 20,
+    EISDIR = 21,
     EINVAL = 22,
     EMFILE = 24,
     ENOTTY = 25,
     EPIPE = 32,
+    ENAMETOOLONG = 36,
     ENOSYS = 38,
     EOVERFLOW = 75,
     EOPNOTSUPP = 95,
@@ -607,12 +638,13 @@ pub enum Errno {
 
 impl Errno {
     /// All error numbers, for tables and tests.
-    pub const ALL: [Errno; 26] = [
+    pub const ALL: [Errno; 30] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
         Errno::EINTR,
         Errno::E2BIG,
+        Errno::ENOEXEC,
         Errno::EBADF,
         Errno::ECHILD,
         Errno::EAGAIN,
@@ -622,10 +654,13 @@ impl Errno {
         Errno::EBUSY,
         Errno::EEXIST,
         Errno::ENODEV,
+        Errno::ENOTDIR,
+        Errno::EISDIR,
         Errno::EINVAL,
         Errno::EMFILE,
         Errno::ENOTTY,
         Errno::EPIPE,
+        Errno::ENAMETOOLONG,
         Errno::ENOSYS,
         Errno::EOVERFLOW,
         Errno::EOPNOTSUPP,
@@ -644,6 +679,7 @@ impl Errno {
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
             Errno::E2BIG => "E2BIG",
+            Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
@@ -653,10 +689,13 @@ impl Errno {
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
             Errno::ENODEV => "ENODEV",
+            Errno::ENOTDIR => "ENOTDIR",
+            Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
             Errno::ENOTTY => "ENOTTY",
             Errno::EPIPE => "EPIPE",
+            Errno::ENAMETOOLONG => "ENAMETOOLONG",
             Errno::ENOSYS => "ENOSYS",
             Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",

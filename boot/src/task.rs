@@ -56,8 +56,11 @@ pub struct Ctx {
     /// cell because the switch writes it through the shared reference the
     /// scheduler hands out (only the switch touches it, interrupts off).
     fpu: Option<UnsafeCell<FpuArea>>,
-    /// Page-table root of the task's address space; None = the kernel's.
-    root: Option<Pfn>,
+    /// Page-table root of the task's address space as a frame number, 0
+    /// for the kernel's (frame 0 is never a table). Atomic because
+    /// `execve` gives the running task a new one while other CPUs may read
+    /// the context to switch away from it... never to it: it is running.
+    root: AtomicU64,
     start: Start,
     /// A user task's FS base while it is switched out (the MSR holds it
     /// while it runs).
@@ -340,7 +343,7 @@ impl Machine for BootMachine {
             saved_rsp: AtomicU64::new(rsp),
             stack: Some(stack),
             fpu,
-            root,
+            root: AtomicU64::new(root.map_or(0, |r| r.0)),
             start,
             fs_base: AtomicU64::new(fs_base),
             on_cpu: OnCpu::new(false),
@@ -397,13 +400,14 @@ impl Machine for BootMachine {
         }
         // The FS base belongs to user tasks alone (the kernel never uses
         // FS), so kernel threads neither save nor load it.
-        if from.root.is_some() {
+        if from.user_root().is_some() {
             from.fs_base.store(arch::cpu::fs_base(), Ordering::Relaxed);
         }
-        if to.root.is_some() {
+        let to_root = to.user_root();
+        if to_root.is_some() {
             arch::cpu::set_fs_base(to.fs_base.load(Ordering::Relaxed));
         }
-        let root = to.root.unwrap_or_else(memory::kernel_root);
+        let root = to_root.unwrap_or_else(memory::kernel_root);
         if root != arch::paging::current_root() {
             // SAFETY: every address space shares the kernel half, which
             // holds all kernel code, data and stacks; the user half is the
@@ -447,6 +451,27 @@ impl Machine for BootMachine {
 
     fn fpu_reset(&self) {
         arch::fpu::reset();
+    }
+
+    fn set_root(&self, running: &Self::Context, root: Pfn) {
+        running.root.store(root.0, Ordering::Relaxed);
+        // SAFETY: the caller's task runs on this CPU with its new space
+        // complete: the kernel half is shared by every root, so the
+        // kernel code and stack running now stay mapped.
+        unsafe { arch::paging::load_root(root) };
+    }
+
+    fn program(&self, name: &str) -> Option<(&'static str, &'static [u8])> {
+        crate::programs::lookup(name).map(|p| (p.name, p.image))
+    }
+}
+
+impl Ctx {
+    /// The root of the task's user space, None for a kernel thread.
+    fn user_root(&self) -> Option<Pfn> {
+        Some(self.root.load(Ordering::Relaxed))
+            .filter(|&r| r != 0)
+            .map(Pfn)
     }
 }
 
@@ -493,7 +518,7 @@ pub fn running_context() -> Result<alloc::boxed::Box<Ctx>, Errno> {
         saved_rsp: AtomicU64::new(0),
         stack: None,
         fpu: None,
-        root: None,
+        root: AtomicU64::new(0),
         start: Start::None,
         fs_base: AtomicU64::new(0),
         // It is running: the caller.

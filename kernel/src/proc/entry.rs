@@ -32,10 +32,10 @@ pub mod at {
     pub const EXECFN: u64 = 31;
 }
 
-/// Bytes the strings (and their pointers) may take: a bound well inside
-/// the 64 KiB main stack, so a program still has room to run. Linux's own
-/// bound is a quarter of the stack limit; more is `E2BIG` there too.
-pub const MAX_ARG_BYTES: usize = 32 * 1024;
+/// Bytes the strings (and their pointers) may take: Linux's bound, a
+/// quarter of its default stack limit (the stack region grows to fit
+/// them, as Linux's does); more is `E2BIG`.
+pub const MAX_ARG_BYTES: usize = abi::exec::ARG_LIMIT;
 
 /// What the loader knows that the auxiliary vector passes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,20 +58,24 @@ pub struct Stack {
 /// Lays out the stack that ends at `top` (16-byte aligned) for a program
 /// run as `argv` with environment `envp`. `E2BIG` if the strings do not
 /// fit in [`MAX_ARG_BYTES`]; `ENOMEM` if the bytes cannot be allocated.
-pub fn build(
+/// `execfn`, when given, is the path `execve` ran (`AT_EXECFN` points at
+/// it, as on Linux); otherwise `AT_EXECFN` is `argv[0]`.
+pub fn build<S: AsRef<[u8]>>(
     top: u64,
-    argv: &[&str],
-    envp: &[&str],
+    argv: &[S],
+    envp: &[S],
+    execfn: Option<&[u8]>,
     image: Image,
     random: [u8; 16],
 ) -> Result<Stack, Errno> {
-    let strings: usize = argv.iter().chain(envp).map(|s| s.len() + 1).sum();
+    let all = || argv.iter().chain(envp).map(|s| s.as_ref()).chain(execfn);
+    let strings: usize = all().map(|s| s.len() + 1).sum();
     let pointers = (argv.len() + envp.len() + 2) * 8;
     if strings + pointers > MAX_ARG_BYTES {
         return Err(Errno::E2BIG);
     }
     // A C string cannot hold a NUL: the program would see it cut short.
-    if argv.iter().chain(envp).any(|s| s.contains('\0')) {
+    if all().any(|s| s.contains(&0)) {
         return Err(Errno::EINVAL);
     }
     // 15 entries and AT_NULL, two words each.
@@ -90,9 +94,9 @@ pub fn build(
     let random_at = total - above;
     bytes[random_at..random_at + 16].copy_from_slice(&random);
     let mut at = random_at + 16;
-    let mut place = |s: &str, bytes: &mut Vec<u8>| {
+    let mut place = |s: &[u8], bytes: &mut Vec<u8>| {
         let va = rsp + at as u64;
-        bytes[at..at + s.len()].copy_from_slice(s.as_bytes());
+        bytes[at..at + s.len()].copy_from_slice(s);
         at += s.len() + 1;
         va
     };
@@ -101,20 +105,23 @@ pub fn build(
         .try_reserve_exact(table / 8)
         .map_err(|_| Errno::ENOMEM)?;
     words.push(argv.len() as u64);
-    let mut execfn = 0;
+    let mut execfn_at = 0;
     for (i, arg) in argv.iter().enumerate() {
-        let va = place(arg, &mut bytes);
+        let va = place(arg.as_ref(), &mut bytes);
         if i == 0 {
-            execfn = va;
+            execfn_at = va;
         }
         words.push(va);
     }
     words.push(0);
     for var in envp {
-        let va = place(var, &mut bytes);
+        let va = place(var.as_ref(), &mut bytes);
         words.push(va);
     }
     words.push(0);
+    if let Some(path) = execfn {
+        execfn_at = place(path, &mut bytes);
+    }
     let auxv = [
         (at::PHDR, image.phdr),
         (at::PHENT, 56),
@@ -130,7 +137,7 @@ pub fn build(
         (at::CLKTCK, image.clock_ticks),
         (at::SECURE, 0),
         (at::RANDOM, rsp + random_at as u64),
-        (at::EXECFN, execfn),
+        (at::EXECFN, execfn_at),
     ];
     for (key, value) in auxv {
         words.push(key);
@@ -207,7 +214,15 @@ mod tests {
     #[test]
     fn a_c_start_file_finds_argv_envp_and_auxv() {
         let random = *b"0123456789abcdef";
-        let s = build(TOP, &["prog", "a", "bb"], &["HOME=/"], image(), random).unwrap();
+        let s = build(
+            TOP,
+            &["prog", "a", "bb"],
+            &["HOME=/"],
+            None,
+            image(),
+            random,
+        )
+        .unwrap();
         assert_eq!(s.rsp % 16, 0, "rsp at argc must be 16-byte aligned");
         assert_eq!(s.rsp + s.bytes.len() as u64, TOP);
         let v = View(&s);
@@ -231,17 +246,29 @@ mod tests {
     }
 
     #[test]
+    fn execve_s_path_is_at_execfn() {
+        let path = b"/bin/prog".as_slice();
+        let s = build(TOP, &["prog"], &["A=1"], Some(path), image(), [0; 16]).unwrap();
+        let v = View(&s);
+        let (argv, envp, auxv) = v.walk();
+        assert_eq!((argv, envp), (vec!["prog"], vec!["A=1"]));
+        let execfn = auxv.iter().find(|(k, _)| *k == at::EXECFN).unwrap().1;
+        assert_eq!(v.string(execfn), "/bin/prog");
+        assert!((s.rsp..TOP).contains(&execfn));
+    }
+
+    #[test]
     fn empty_lists_and_alignment_for_every_length() {
         for n in 0..40 {
             let arg = "x".repeat(n);
-            let s = build(TOP, &["p", &arg], &[], image(), [0; 16]).unwrap();
+            let s = build(TOP, &["p", &arg], &[], None, image(), [0; 16]).unwrap();
             assert_eq!(s.rsp % 16, 0, "length {n}");
             let view = View(&s);
             let (argv, envp, _) = view.walk();
             assert_eq!(argv, ["p", arg.as_str()]);
             assert!(envp.is_empty());
         }
-        let s = build(TOP, &[], &[], image(), [0; 16]).unwrap();
+        let s = build::<&str>(TOP, &[], &[], None, image(), [0; 16]).unwrap();
         let view = View(&s);
         assert_eq!(view.walk().0.len(), 0);
     }
@@ -250,11 +277,11 @@ mod tests {
     fn too_much_is_e2big_and_nul_bytes_einval() {
         let big = "y".repeat(MAX_ARG_BYTES);
         assert_eq!(
-            build(TOP, &["p", &big], &[], image(), [0; 16]).err(),
+            build(TOP, &["p", &big], &[], None, image(), [0; 16]).err(),
             Some(Errno::E2BIG)
         );
         assert_eq!(
-            build(TOP, &["p\0q"], &[], image(), [0; 16]).err(),
+            build(TOP, &["p\0q"], &[], None, image(), [0; 16]).err(),
             Some(Errno::EINVAL)
         );
     }

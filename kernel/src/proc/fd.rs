@@ -155,6 +155,18 @@ impl FdTable {
             .filter_map(|s| s.take().map(|s| s.file))
     }
 
+    /// Closes every close-on-exec descriptor (`execve`), handing each
+    /// file to `release`.
+    pub fn close_on_exec(&mut self, mut release: impl FnMut(File)) {
+        for slot in self.slots.iter_mut() {
+            if slot.is_some_and(|s| s.cloexec)
+                && let Some(s) = slot.take()
+            {
+                release(s.file);
+            }
+        }
+    }
+
     pub fn open_count(&self) -> usize {
         self.slots.iter().flatten().count()
     }

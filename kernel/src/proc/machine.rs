@@ -198,6 +198,14 @@ pub trait Machine: Sync + Sized + 'static {
     /// (the boot thread's, a joining CPU's idle task's), clear for one
     /// [`Machine::new_context`] makes.
     fn on_cpu(ctx: &Self::Context) -> &OnCpu;
+    /// Moves the running task `running` to the address space `root`
+    /// (`execve`): its context keeps it for later switches, and the CPU
+    /// uses it from now on.
+    fn set_root(&self, running: &Self::Context, root: Pfn);
+    /// The program the kernel knows as `name` (built in, or a boot module:
+    /// `/bin/NAME` for `execve`), if any: the kernel's copy of its name,
+    /// and its image.
+    fn program(&self, name: &str) -> Option<(&'static str, &'static [u8])>;
     /// The FS base of the running task, whose context is `ctx`: what
     /// `ARCH_GET_FS` reports and a `clone` child without `CLONE_SETTLS`
     /// inherits. A new context starts with 0 (`Start::Clone`: its own).

@@ -69,6 +69,7 @@
 
 mod clone;
 mod entry;
+mod exec;
 mod fd;
 mod futex;
 mod machine;
@@ -806,36 +807,57 @@ impl<M: Machine> System<M> {
         argv: &[&str],
         envp: &[&str],
     ) -> Result<Pid, SpawnError> {
-        let program = elf::parse(image).map_err(SpawnError::Elf)?;
-        let (mem, frames, tables) = (self.m.mem(), self.m.frames(), self.m.tables());
-        let mut space = UserSpace::new(mem, self.m.kernel_root(), tables, self.m.tlb(), self.vm)
-            .map_err(SpawnError::Load)?;
-        let started = self
-            .prepare(&program, image, argv, envp, &mut space)
-            .map_err(SpawnError::Load)
-            .and_then(|(entry, rsp)| {
-                // rsp points at argc; every other register starts at 0.
-                let start = Start::User {
-                    rip: entry,
-                    rsp,
-                    arg0: 0,
-                    arg1: 0,
-                };
-                self.m
-                    .new_context(start, Some(space.root()))
-                    .map_err(SpawnError::Load)
-            });
-        let ctx = match started {
+        let (frames, tables) = (self.m.frames(), self.m.tables());
+        let (space, entry, rsp) = self.load_space(image, argv, envp, None)?;
+        // rsp points at argc; every other register starts at 0.
+        let start = Start::User {
+            rip: entry,
+            rsp,
+            arg0: 0,
+            arg1: 0,
+        };
+        let ctx = match self.m.new_context(start, Some(space.root())) {
             Ok(ctx) => ctx,
             Err(e) => {
                 space.destroy(frames, tables);
-                return Err(e);
+                return Err(SpawnError::Load(e));
             }
         };
         self.insert_process(name, ctx, space).map_err(|(e, space)| {
             space.destroy(frames, tables);
             e
         })
+    }
+
+    /// A fresh address space with `image` loaded and its stack laid out
+    /// for `argv` and `envp` (and `execfn`, execve's path): the space,
+    /// the entry point and the stack pointer. What a new program needs,
+    /// for a spawn and for `execve` alike; on failure nothing is left.
+    #[allow(clippy::type_complexity)]
+    fn load_space<S: AsRef<[u8]>>(
+        &self,
+        image: &[u8],
+        argv: &[S],
+        envp: &[S],
+        execfn: Option<&[u8]>,
+    ) -> Result<(UserSpace<'static, M::Pte, M::Mem>, u64, u64), SpawnError> {
+        let program = elf::parse(image).map_err(SpawnError::Elf)?;
+        let mem = self.m.mem();
+        let mut space = UserSpace::new(
+            mem,
+            self.m.kernel_root(),
+            self.m.tables(),
+            self.m.tlb(),
+            self.vm,
+        )
+        .map_err(SpawnError::Load)?;
+        match self.prepare(&program, image, argv, envp, execfn, &mut space) {
+            Ok((entry, rsp)) => Ok((space, entry, rsp)),
+            Err(e) => {
+                space.destroy(self.m.frames(), self.m.tables());
+                Err(SpawnError::Load(e))
+            }
+        }
     }
 
     /// Creates the main thread and the process record in one section, so
@@ -882,12 +904,13 @@ impl<M: Machine> System<M> {
     /// Maps the program, makes its heap and stack regions, and lays out
     /// the stack as the SysV ABI says (`entry::build`). Returns the entry
     /// point and the stack pointer.
-    fn prepare(
+    fn prepare<S: AsRef<[u8]>>(
         &self,
         program: &elf::Program,
         image: &[u8],
-        argv: &[&str],
-        envp: &[&str],
+        argv: &[S],
+        envp: &[S],
+        execfn: Option<&[u8]>,
         space: &mut UserSpace<'static, M::Pte, M::Mem>,
     ) -> Result<(u64, u64), Errno> {
         let alloc = self.alloc();
@@ -899,7 +922,14 @@ impl<M: Machine> System<M> {
             phnum: program.phnum.into(),
             clock_ticks: 1_000_000_000 / self.m.tick_ns().max(1),
         };
-        let layout = entry::build(abi::USER_STACK_TOP, argv, envp, facts, self.random_bytes())?;
+        let layout = entry::build(
+            abi::USER_STACK_TOP,
+            argv,
+            envp,
+            execfn,
+            facts,
+            self.random_bytes(),
+        )?;
         // Linux's first stack region: the pages the arguments take and
         // 128 KiB; it grows down from there on faults.
         let arg_pages = (layout.bytes.len() as u64).next_multiple_of(PAGE_SIZE);

@@ -225,6 +225,13 @@ impl ThreadSignals {
         }
     }
 
+    /// What `execve` leaves of a thread's state: its mask and pending
+    /// signals stay, the alternate stack goes (the memory it was in is
+    /// gone).
+    pub(super) fn exec(&mut self) {
+        self.alt = AltStack::DISABLED;
+    }
+
     /// Makes `child` a new thread's: its creator's mask, nothing pending,
     /// no alternate stack (Linux resets it for a thread sharing the
     /// address space).
@@ -262,6 +269,19 @@ impl Deref for SigState {
 impl DerefMut for SigState {
     fn deref_mut(&mut self) -> &mut ThreadSignals {
         &mut self.0[0]
+    }
+}
+
+/// `execve`'s handlers: a caught signal's action becomes `SIG_DFL` (the
+/// handler's code is gone), an ignored one stays ignored; every flag,
+/// restorer and mask goes (Linux's `flush_signal_handlers`).
+pub(super) fn exec_actions(actions: &mut Actions) {
+    for a in actions.iter_mut() {
+        let ignored = a.handler == sig::SIG_IGN;
+        *a = Action::default();
+        if ignored {
+            a.handler = sig::SIG_IGN;
+        }
     }
 }
 

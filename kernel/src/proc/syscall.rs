@@ -177,6 +177,9 @@ impl<M: Machine> System<M> {
             nr::BRK => self.sys_brk(a[0]),
             nr::MADVISE => self.sys_madvise(a[0], a[1], int(a[2])),
             nr::MREMAP => self.sys_mremap(a[0], a[1], a[2], a[3], a[4]),
+            // A new program (exec.rs).
+            nr::EXECVE => self.sys_execve(a[0], a[1], a[2], frame),
+            nr::EXECVEAT => self.execveat(int(a[0]), a[1], a[2], a[3], int(a[4]), frame),
             _ => Err(Errno::ENOSYS),
         };
         abi::encode(result)

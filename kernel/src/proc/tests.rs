@@ -146,6 +146,8 @@ struct HostCtx {
     fs_base: AtomicU64,
     /// Its gate, for the on-CPU mark.
     gate: Arc<Gate>,
+    /// The root `set_root` last gave it (0: as made).
+    root: AtomicU64,
 }
 
 impl Drop for HostCtx {
@@ -174,6 +176,7 @@ impl HostMachine {
             id,
             live: self.live_contexts.clone(),
             fs_base: AtomicU64::new(0),
+            root: AtomicU64::new(0),
             gate: self.baton.gate(id),
         }
     }
@@ -352,6 +355,19 @@ impl Machine for HostMachine {
 
     fn on_cpu(ctx: &HostCtx) -> &OnCpu {
         &ctx.gate.on_cpu
+    }
+
+    fn set_root(&self, running: &HostCtx, root: Pfn) {
+        running.root.store(root.0, Ordering::SeqCst);
+    }
+
+    fn program(&self, name: &str) -> Option<(&'static str, &'static [u8])> {
+        static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        match name {
+            "test" => Some(("test", IMAGE.get_or_init(program_image))),
+            "junk" => Some(("junk", b"not an ELF file")),
+            _ => None,
+        }
     }
 
     fn cpu_index(&self) -> usize {
@@ -700,6 +716,7 @@ fn pattern(seed: u8, n: usize) -> Vec<u8> {
 }
 
 mod cpus;
+mod exec;
 mod mm;
 mod signals;
 mod threads;

@@ -1291,6 +1291,13 @@ impl<X> Scheduler<X> {
         self.tasks.get(tid).map(|t| &t.ext)
     }
 
+    /// Renames `tid` (`execve`: a task is named after its program).
+    pub fn set_name(&mut self, tid: Tid, name: &str) {
+        if let Some(t) = self.tasks.get_mut(tid) {
+            t.info.name = TaskName::new(name);
+        }
+    }
+
     pub fn ext_mut(&mut self, tid: Tid) -> Option<&mut X> {
         self.tasks.get_mut(tid).map(|t| &mut t.ext)
     }

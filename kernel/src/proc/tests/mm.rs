@@ -40,7 +40,7 @@ impl User {
     }
 
     /// One byte read as the program would, or the fault it cannot pass.
-    fn load(&self, va: u64) -> Result<u8, Outcome> {
+    pub(super) fn load(&self, va: u64) -> Result<u8, Outcome> {
         let mut b = [0];
         self.touch(va, AccessKind::Read, &mut |mmu, root| {
             mmu.read(root, va, &mut b)

@@ -83,7 +83,7 @@ impl User {
     }
 
     /// Tasks of this program other than the caller, with their states.
-    fn others(&self) -> Vec<(Tid, State)> {
+    pub(super) fn others(&self) -> Vec<(Tid, State)> {
         let me = self.sys.current();
         let pid = self.sys.current_pid();
         self.sys.with_sched(|s| {
@@ -95,7 +95,7 @@ impl User {
     }
 
     /// Yields until every other thread of the program is blocked or gone.
-    fn settle(&self) {
+    pub(super) fn settle(&self) {
         for _ in 0..10_000 {
             if self
                 .others()
