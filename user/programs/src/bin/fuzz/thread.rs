@@ -454,6 +454,7 @@ impl Thread {
             2 => self.time().map(drop),
             3 if self.rng.chance(1, 8) => self.sleep(),
             3 => self.wait4(),
+            4 if self.rng.chance(1, 3) => self.exec_refused(),
             4 => self.unknown(),
             5 | 6 => self.io_on_closed_fd(),
             7 => self.close_closed_fd(),
@@ -778,6 +779,57 @@ impl Thread {
         // SAFETY: no such call, so the kernel must touch nothing; the
         // random arguments point nowhere we care about should it not.
         unsafe { self.call(call, &[], Expect::Err(Errno::ENOSYS))? };
+        Ok(())
+    }
+
+    /// execve or execveat that must fail before the point of no return:
+    /// a path or an array the kernel cannot read (EFAULT, judged before
+    /// the lookup), a program that does not exist (ENOENT), a directory
+    /// (EACCES), flags execveat does not know (EINVAL, judged after the
+    /// strings). Any of them that ran a program would end the fuzzer.
+    fn exec_refused(&mut self) -> Checked<()> {
+        let missing = b"/bin/no-such-program\0";
+        let dir = b"/bin\0";
+        let unreadable = |t: &mut Self, len: u64| loop {
+            let p = t.space.hostile(&mut t.rng, len);
+            if p != 0 && !t.predict(p, len, Dir::KernelReads) {
+                break p;
+            }
+        };
+        let (call, args, err): (u64, [u64; 5], Errno) = match self.rng.below(5) {
+            0 => (nr::EXECVE, [unreadable(self, 1), 0, 0, 0, 0], Errno::EFAULT),
+            1 => {
+                let argv = unreadable(self, 8);
+                (
+                    nr::EXECVE,
+                    [missing.as_ptr() as u64, argv, 0, 0, 0],
+                    Errno::EFAULT,
+                )
+            }
+            2 => (
+                nr::EXECVE,
+                [missing.as_ptr() as u64, 0, 0, 0, 0],
+                Errno::ENOENT,
+            ),
+            3 => (nr::EXECVE, [dir.as_ptr() as u64, 0, 0, 0, 0], Errno::EACCES),
+            _ => {
+                let flags = loop {
+                    let f = self.rng.next() as u32 & !0x1100;
+                    if f != 0 {
+                        break u64::from(f);
+                    }
+                };
+                let fdcwd = rt::abi::exec::AT_FDCWD as u32 as u64;
+                (
+                    nr::EXECVEAT,
+                    [fdcwd, missing.as_ptr() as u64, 0, 0, flags],
+                    Errno::EINVAL,
+                )
+            }
+        };
+        // SAFETY: every case fails before the kernel changes anything; the
+        // strings are ours and NUL-ended, the other pointers unreadable.
+        unsafe { self.call(call, &args, Expect::Err(err))? };
         Ok(())
     }
 
