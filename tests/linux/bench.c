@@ -15,6 +15,10 @@
  *   clock_gettime          clock_gettime(CLOCK_MONOTONIC) as a raw system
  *                          call, not through the vDSO (which Linux would
  *                          use from a libc and which makes no system call)
+ *   anon_fault             the first write to a page of fresh private
+ *                          anonymous memory: the fault, a zeroed frame,
+ *                          its entry; per page, over 2000 pages (after
+ *                          WARMUP more), one mmap for all of them
  *   remote_wakeup_cycles   a thread pinned to CPU 1 sleeps in FUTEX_WAIT;
  *                          from CPU 0, the cycles from just before the
  *                          FUTEX_WAKE to the waiter running again (its
@@ -178,6 +182,22 @@ int main(int argc, char **argv, char **envp)
             samples[i - WARMUP] = t1 - t0;
     }
     report("clock_gettime", median());
+
+    volatile unsigned char *fresh =
+        (volatile unsigned char *)syscall6(9 /* mmap */, 0, ROUNDS * 4096L, 3 /* RW */,
+                                           0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0);
+    check("anon_mmap", (long)fresh > 0);
+    if ((long)fresh > 0) {
+        for (int i = 0; i < ROUNDS; i++) {
+            t0 = rdtsc();
+            fresh[i * 4096L] = 1;
+            t1 = rdtsc();
+            if (i >= WARMUP)
+                samples[i - WARMUP] = t1 - t0;
+        }
+        report("anon_fault", median());
+        syscall2(11 /* munmap */, fresh, ROUNDS * 4096L);
+    }
 
     /* Pinned: the waker on CPU 0, the waiter on CPU 1; only with both. */
     unsigned long cpus = 0;
