@@ -18,7 +18,9 @@
 //! return too, so running out of memory is an error code as well; after
 //! it ([`System::exec_commit`]) nothing fails.
 
+use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt::Write;
 
 use abi::Errno;
 use abi::exec::{
@@ -54,8 +56,12 @@ impl Strings {
     }
 
     /// Every string, in the order they were pushed.
-    fn all(&self) -> Vec<&[u8]> {
-        (0..self.ends.len()).map(|i| self.get(i)).collect()
+    fn all(&self) -> Result<Vec<&[u8]>, Errno> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(self.ends.len())
+            .map_err(|_| Errno::ENOMEM)?;
+        v.extend((0..self.ends.len()).map(|i| self.get(i)));
+        Ok(v)
     }
 }
 
@@ -107,11 +113,13 @@ impl<M: Machine> System<M> {
         let filename = if dirfd == AT_FDCWD || path.first() == Some(&b'/') {
             path.clone()
         } else {
-            let mut name = Vec::new();
+            // Reserved first, so that neither the digits nor the path
+            // reallocates: no allocation here may abort.
+            let mut name = String::new();
             name.try_reserve(path.len() + 24)
                 .map_err(|_| Errno::ENOMEM)?;
-            name.extend_from_slice(b"/dev/fd/");
-            name.extend_from_slice(itoa(dirfd, &mut [0; 12]));
+            let _ = write!(name, "/dev/fd/{dirfd}");
+            let mut name = name.into_bytes();
             if !path.is_empty() {
                 name.push(b'/');
                 name.extend_from_slice(&path);
@@ -148,7 +156,7 @@ impl<M: Machine> System<M> {
             return Err(Errno::EAGAIN);
         }
         let (space, entry, rsp) = self
-            .load_space(image, &args.all(), &envs.all(), Some(&filename))
+            .load_space(image, &args.all()?, &envs.all()?, Some(&filename))
             .map_err(|e| match e {
                 SpawnError::Elf(_) => Errno::ENOEXEC,
                 SpawnError::Load(e) => e,
@@ -177,7 +185,13 @@ impl<M: Machine> System<M> {
         }
         let root = space.root();
         let mut closed = [None; MAX_FDS];
-        let old = self.with_current_process(|p| {
+        // Held outside the closure: should the process not be found, the
+        // new space is still here to destroy.
+        let mut new = Some(space);
+        let swapped = self.with_current_process(|p| {
+            let Some(space) = new.take() else {
+                return Err(Errno::ESRCH);
+            };
             let old = core::mem::replace(&mut p.space, space);
             let mut n = 0;
             p.fds.close_on_exec(|f| {
@@ -187,11 +201,12 @@ impl<M: Machine> System<M> {
             signal::exec_actions(&mut p.signals);
             Ok(old)
         });
-        let old = match old {
+        let old = match swapped {
             Ok(old) => old,
-            // The process is gone from the table only once every thread
-            // has been collected, and this one runs.
             Err(e) => {
+                if let Some(space) = new {
+                    space.destroy(frames, tables);
+                }
                 return Err(e);
             }
         };
@@ -399,24 +414,4 @@ impl<M: Machine> System<M> {
 fn take_room(room: &mut usize, len: usize) -> Result<(), Errno> {
     *room = room.checked_sub(len).ok_or(Errno::E2BIG)?;
     Ok(())
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa(n: i32, buf: &mut [u8; 12]) -> &[u8] {
-    let mut at = buf.len();
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
 }

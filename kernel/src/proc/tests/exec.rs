@@ -64,17 +64,7 @@ impl User {
 fn errors_come_in_linux_s_order_and_leave_the_caller_as_it_was() {
     let w = World::new();
     let status = w.run_to_end(|u| {
-        let keep = u.call(
-            nr::MMAP,
-            &[
-                0,
-                4096,
-                PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS,
-                u64::MAX,
-                0,
-            ],
-        );
+        let keep = u.mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
         assert!(keep > 0);
         u.poke(keep as u64, b"still here");
         let [p, a, e] = u.exec_args(b"/bin/nope", &["x"], &[]);
@@ -138,39 +128,15 @@ fn the_new_program_keeps_only_what_linux_keeps() {
     let w = World::new();
     let frames = w.free_frames();
     let status = w.run_to_end(|u| {
-        let old = u.call(
-            nr::MMAP,
-            &[
-                0,
-                4096,
-                PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS,
-                u64::MAX,
-                0,
-            ],
-        );
+        let old = u.mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
         u.poke(old as u64, b"old");
         // A caught signal, an ignored one; a close-on-exec pipe and a
         // plain one.
-        let act = DATA + 0x800;
-        u.poke(
-            act,
-            &[0x40_0008u64, abi::sig::SA_RESTORER, 0x40_0004, 0]
-                .map(u64::to_le_bytes)
-                .concat(),
-        );
         assert_eq!(
-            u.call(nr::RT_SIGACTION, &[abi::sig::SIGUSR1.into(), act, 0, 8]),
+            u.sigaction(abi::sig::SIGUSR1, 0x40_0008, abi::sig::SA_RESTORER, 0),
             0
         );
-        u.poke(
-            act,
-            &[abi::sig::SIG_IGN, 0, 0, 0].map(u64::to_le_bytes).concat(),
-        );
-        assert_eq!(
-            u.call(nr::RT_SIGACTION, &[abi::sig::SIGUSR2.into(), act, 0, 8]),
-            0
-        );
+        assert_eq!(u.sigaction(abi::sig::SIGUSR2, abi::sig::SIG_IGN, 0, 0), 0);
         let (r, w1) = u.pipe2(abi::o::CLOEXEC);
         let (r2, _) = u.pipe();
         assert_eq!(

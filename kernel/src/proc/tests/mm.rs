@@ -19,7 +19,7 @@ const RW: u64 = PROT_READ | PROT_WRITE;
 const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
 
 impl User {
-    fn mmap(&self, addr: u64, len: u64, prot: u64, flags: u64) -> i64 {
+    pub(super) fn mmap(&self, addr: u64, len: u64, prot: u64, flags: u64) -> i64 {
         self.call(nr::MMAP, &[addr, len, prot, flags, u64::MAX, 0])
     }
 

@@ -52,7 +52,7 @@ const R_CR2: usize = 22;
 const R_FPSTATE: usize = 23;
 
 impl User {
-    fn sigaction(&self, signo: u32, handler: u64, flags: u64, mask: u64) -> i64 {
+    pub(super) fn sigaction(&self, signo: u32, handler: u64, flags: u64, mask: u64) -> i64 {
         let mut b = Vec::new();
         for w in [handler, flags, RESTORER, mask] {
             b.extend_from_slice(&w.to_le_bytes());
